@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# A local, single-node Apache Kafka (KRaft, combined broker+controller) for Tidewater's
+# demo and tests, run as a plain Java process: no Docker.
+#
+#   scripts/kafka.sh start    resolve the broker jars (once), format storage (once), start,
+#                             and wait until the broker answers metadata requests
+#   scripts/kafka.sh stop     stop the broker this script started
+#   scripts/kafka.sh status   exit 0 when the broker is up and answering
+#   scripts/kafka.sh reset    stop, then delete the broker's data (topics, offsets)
+#   scripts/kafka.sh logs     print the path of the broker's log file
+#
+# Environment (all optional):
+#   TW_KAFKA_PORT        client port on 127.0.0.1                       (default 19092)
+#   TW_KAFKA_CONTROLLER_PORT  KRaft controller port                     (default port+1)
+#   TW_KAFKA_HOME        cache and state folder, outside the repo
+#                        (default ${XDG_CACHE_HOME:-$HOME/.cache}/tidewater/kafka)
+#   TW_KAFKA_HEAP        JVM heap                                       (default 1G)
+#   TW_KAFKA_START_TIMEOUT  seconds to wait for readiness               (default 120)
+#
+# The broker's jars come from Maven Central through scripts/kafka/pom.xml
+# (org.apache.kafka:kafka_2.13 plus a log4j2 binding) into $TW_KAFKA_HOME/libs-<version>.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+pom="$here/kafka/pom.xml"
+port="${TW_KAFKA_PORT:-19092}"
+cport="${TW_KAFKA_CONTROLLER_PORT:-$((port + 1))}"
+home="${TW_KAFKA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/tidewater/kafka}"
+heap="${TW_KAFKA_HEAP:-1G}"
+timeout="${TW_KAFKA_START_TIMEOUT:-120}"
+version="$(sed -n 's#.*<kafka.version>\(.*\)</kafka.version>.*#\1#p' "$pom" | head -n1)"
+libs="$home/libs-$version"
+state="$home/broker-$port"
+data="$state/data"
+conf="$state/server.properties"
+log4j="$state/log4j2.properties"
+logfile="$state/logs/server.log"
+stdout_log="$state/logs/stdout.log"
+pidfile="$state/broker.pid"
+
+say() { printf 'kafka.sh: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required ($2)"; }
+
+resolve_jars() {
+  if [[ -f "$libs/.complete" ]]; then return 0; fi
+  need mvn "Maven resolves the Kafka broker jars from Maven Central"
+  need java "Kafka $version needs Java 17 or newer"
+  say "resolving Apache Kafka $version from Maven Central into $libs (first run only)"
+  rm -rf "$libs.tmp"
+  mkdir -p "$libs.tmp" "$state/logs"
+  if ! mvn -B -q -f "$pom" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$libs.tmp" >"$state/logs/mvn.log" 2>&1; then
+    tail -n 30 "$state/logs/mvn.log" >&2 || true
+    die "Maven could not resolve Apache Kafka $version (full log: $state/logs/mvn.log)"
+  fi
+  ls "$libs.tmp"/kafka_2.13-*.jar >/dev/null 2>&1 || die "kafka_2.13 jar missing after resolution"
+  rm -rf "$libs"
+  mv "$libs.tmp" "$libs"
+  touch "$libs/.complete"
+}
+
+write_config() {
+  mkdir -p "$data" "$state/logs"
+  cat >"$conf" <<EOF
+# Written by scripts/kafka.sh; edits are overwritten on the next start.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$data
+num.partitions=1
+default.replication.factor=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+log.segment.bytes=67108864
+num.network.threads=2
+num.io.threads=4
+EOF
+  cat >"$log4j" <<EOF
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = $logfile
+appender.file.filePattern = $logfile.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.state.name = state.change.logger
+logger.state.level = warn
+logger.cleaner.name = kafka.log.LogCleaner
+logger.cleaner.level = warn
+EOF
+}
+
+java_opts() {
+  printf '%s\n' "-Xms256m" "-Xmx$heap" "-XX:+UseG1GC" "-XX:MaxGCPauseMillis=20" \
+    "-XX:InitiatingHeapOccupancyPercent=35" "-Djava.awt.headless=true" \
+    "-Dlog4j2.configurationFile=$log4j" "-Dkafka.logs.dir=$state/logs"
+}
+
+format_storage() {
+  if [[ -f "$data/meta.properties" ]]; then return 0; fi
+  local id
+  id="$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
+  [[ -n "$id" ]] || die "could not generate a cluster id"
+  say "formatting KRaft storage in $data (cluster id $id)"
+  mapfile -t opts < <(java_opts)
+  java "${opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format -t "$id" -c "$conf" \
+    >"$state/logs/format.log" 2>&1 || { cat "$state/logs/format.log" >&2; die "storage format failed"; }
+}
+
+pid_alive() {
+  [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+# A real metadata request through Kafka's own Java client: succeeds when the broker
+# answers and lists itself.
+ready_check() {
+  java -cp "$libs/*" "$here/kafka/Ready.java" "127.0.0.1:$port" >/dev/null 2>&1
+}
+
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+}
+
+cmd_status() {
+  if pid_alive && [[ -f "$libs/.complete" ]] && ready_check; then
+    say "up: 127.0.0.1:$port (pid $(cat "$pidfile"), log $logfile)"
+    return 0
+  fi
+  say "down: 127.0.0.1:$port"
+  return 1
+}
+
+cmd_start() {
+  if pid_alive; then
+    resolve_jars
+    if ready_check; then
+      say "already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"
+      echo "127.0.0.1:$port"
+      return 0
+    fi
+  fi
+  if port_open; then
+    die "127.0.0.1:$port is in use by a process this script did not start; set TW_KAFKA_PORT"
+  fi
+  resolve_jars
+  write_config
+  format_storage
+  mapfile -t opts < <(java_opts)
+  : >"$stdout_log"
+  local started_at
+  started_at=$(date +%s)
+  say "starting Apache Kafka $version on 127.0.0.1:$port"
+  nohup java "${opts[@]}" -cp "$libs/*" kafka.Kafka "$conf" >"$stdout_log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  while true; do
+    if ! pid_alive; then
+      tail -n 40 "$stdout_log" "$logfile" >&2 2>/dev/null || true
+      die "broker exited during start (logs: $state/logs)"
+    fi
+    if grep -q "Kafka Server started" "$logfile" 2>/dev/null && ready_check; then
+      break
+    fi
+    if (( $(date +%s) - started_at > timeout )); then
+      cmd_stop || true
+      die "broker not ready after ${timeout}s (logs: $state/logs)"
+    fi
+    sleep 0.5
+  done
+  say "ready in $(( $(date +%s) - started_at ))s: 127.0.0.1:$port (log $logfile)"
+  echo "127.0.0.1:$port"
+}
+
+cmd_stop() {
+  if ! pid_alive; then
+    rm -f "$pidfile"
+    say "not running"
+    return 0
+  fi
+  local pid
+  pid="$(cat "$pidfile")"
+  say "stopping broker (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; say "stopped"; return 0; }
+    sleep 0.5
+  done
+  say "broker did not stop in 30s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
+case "${1:-}" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  reset) cmd_stop; rm -rf "$data"; say "data deleted: $data" ;;
+  logs) echo "$logfile" ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,15 @@
+//! Tidewater: a Kafka-native asynchronous task scheduler.
+//!
+//! Producers submit tasks to queue topics; schedulers in one consumer group run them
+//! through executors within per-function limits and publish outcome and status events.
+//! See `README.md` and `docs/` for the user's view; this crate is also usable as a library
+//! (embed a [`scheduler::Scheduler`] with your own in-process handlers).
+
+pub mod codec;
+pub mod config;
+pub mod executor;
+pub mod kafka;
+pub mod names;
+pub mod scheduler;
+pub mod submit;
+pub mod telemetry;

@@ -1,0 +1,207 @@
+//! Every Kafka topic name, header name and metric name Tidewater uses, defined once.
+//!
+//! Code elsewhere never spells a topic, header or metric name as a literal: it calls into
+//! this module, so a rename is one edit and `/metrics` documents itself through
+//! [`metrics::describe`].
+
+/// Topic names. `prefix` is the configured topic prefix (default `tw`).
+pub mod topics {
+    /// Separator between the parts of a topic name.
+    pub const SEP: char = '.';
+
+    /// The shared queue of a tenant: `<prefix>.q.<tenant>`.
+    pub fn tenant_queue(prefix: &str, tenant: &str) -> String {
+        format!("{prefix}.q.{tenant}")
+    }
+
+    /// The exclusive queue of one function: `<prefix>.q.<tenant>.<function>`.
+    pub fn function_queue(prefix: &str, tenant: &str, function: &str) -> String {
+        format!("{prefix}.q.{tenant}.{function}")
+    }
+
+    /// The compacted topic with the latest lifecycle event of every task.
+    pub fn status(prefix: &str) -> String {
+        format!("{prefix}.status")
+    }
+
+    /// The default failure destination of a tenant: `<prefix>.dlq.<tenant>`.
+    pub fn dead_letter(prefix: &str, tenant: &str) -> String {
+        format!("{prefix}.dlq.{tenant}")
+    }
+
+    /// What a queue topic name says about its owner.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct QueueTopic {
+        /// The tenant that owns the queue.
+        pub tenant: String,
+        /// `Some` for an exclusive queue of one function.
+        pub function: Option<String>,
+    }
+
+    /// Parses `<prefix>.q.<tenant>[.<function>]`; `None` for any other topic.
+    pub fn parse_queue(prefix: &str, topic: &str) -> Option<QueueTopic> {
+        let rest = topic.strip_prefix(prefix)?.strip_prefix(".q.")?;
+        let mut parts = rest.split(SEP);
+        let tenant = parts.next().filter(|t| !t.is_empty())?.to_string();
+        let function = match parts.next() {
+            Some(f) if !f.is_empty() => Some(f.to_string()),
+            Some(_) => return None,
+            None => None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(QueueTopic { tenant, function })
+    }
+}
+
+/// Kafka record header names.
+pub mod headers {
+    /// Encoding of the record value: [`CONTENT_TYPE_JSON`] or [`CONTENT_TYPE_AVRO`].
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// Value of [`CONTENT_TYPE`] for JSON tasks.
+    pub const CONTENT_TYPE_JSON: &str = "application/json";
+    /// Value of [`CONTENT_TYPE`] for Avro records (binary, optionally single-object encoded).
+    pub const CONTENT_TYPE_AVRO: &str = "application/avro";
+    /// W3C trace context of the task, passed on to executors and outcome events.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Task id, on outcome and status events and on executor requests.
+    pub const TASK_ID: &str = "tw-task-id";
+    /// Tenant, on outcome and status events.
+    pub const TENANT: &str = "tw-tenant";
+    /// Function name, on outcome and status events.
+    pub const FUNCTION: &str = "tw-function";
+    /// Attempt number (1-based), on executor requests.
+    pub const ATTEMPT: &str = "tw-attempt";
+    /// Kind of Tidewater record: [`EVENT_OUTCOME`] or [`EVENT_STATUS`].
+    pub const EVENT: &str = "tw-event";
+    /// Value of [`EVENT`] on outcome events.
+    pub const EVENT_OUTCOME: &str = "outcome";
+    /// Value of [`EVENT`] on status events.
+    pub const EVENT_STATUS: &str = "status";
+    /// Idempotency key sent to HTTP executors (the task id).
+    pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+}
+
+/// Environment variables set for `command` executors.
+pub mod env {
+    /// The task id, also the idempotency key.
+    pub const TASK_ID: &str = "TW_TASK_ID";
+    /// The attempt number, 1-based.
+    pub const ATTEMPT: &str = "TW_ATTEMPT";
+    /// The tenant.
+    pub const TENANT: &str = "TW_TENANT";
+    /// The function.
+    pub const FUNCTION: &str = "TW_FUNCTION";
+    /// The W3C trace context, when the task carries one.
+    pub const TRACEPARENT: &str = "TRACEPARENT";
+}
+
+/// Prometheus metric names and labels.
+pub mod metrics {
+    /// Counter: tasks read from queue topics (submitted by producers), by tenant and function.
+    pub const TASKS_SUBMITTED: &str = "tidewater_tasks_submitted_total";
+    /// Counter: tasks that reached a terminal outcome, by tenant, function and outcome.
+    pub const TASKS_COMPLETED: &str = "tidewater_tasks_completed_total";
+    /// Counter: tasks that ended failed, by tenant, function and reason.
+    pub const TASKS_FAILED: &str = "tidewater_tasks_failed_total";
+    /// Gauge: tasks executing now, by tenant and function.
+    pub const TASKS_RUNNING: &str = "tidewater_tasks_running";
+    /// Counter: executor attempts, by tenant, function and result.
+    pub const ATTEMPTS: &str = "tidewater_task_attempts_total";
+    /// Histogram: seconds one execution attempt took, by tenant and function.
+    pub const EXECUTION_SECONDS: &str = "tidewater_task_execution_seconds";
+    /// Histogram: seconds from submission (record timestamp) to the first attempt's start.
+    pub const QUEUE_WAIT_SECONDS: &str = "tidewater_task_queue_wait_seconds";
+    /// Counter: offset commits of the scheduler group, by result.
+    pub const OFFSET_COMMITS: &str = "tidewater_offset_commits_total";
+    /// Counter: consumer-group rebalances seen by this scheduler, by kind (assign/revoke).
+    pub const REBALANCES: &str = "tidewater_rebalances_total";
+
+    /// Label: tenant name.
+    pub const L_TENANT: &str = "tenant";
+    /// Label: function name (`_unknown` for names not in the config).
+    pub const L_FUNCTION: &str = "function";
+    /// Label: terminal outcome (`succeeded`, `failed`).
+    pub const L_OUTCOME: &str = "outcome";
+    /// Label: failure reason, a small fixed set (see `FailureReason`).
+    pub const L_REASON: &str = "reason";
+    /// Label: result of an operation (`ok`, `error`, `success`, `failure`).
+    pub const L_RESULT: &str = "result";
+    /// Label: rebalance kind.
+    pub const L_KIND: &str = "kind";
+
+    /// Label value used for a function or tenant name that is not configured, so input
+    /// cannot create unbounded label sets.
+    pub const UNKNOWN: &str = "_unknown";
+
+    /// Bucket bounds (seconds) for the duration histograms.
+    pub const DURATION_BUCKETS: &[f64] = &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        300.0, 900.0,
+    ];
+
+    /// Registers the help text of every metric with the installed recorder.
+    pub fn describe() {
+        use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_counter!(
+            TASKS_SUBMITTED,
+            "Tasks read from queue topics by this scheduler."
+        );
+        describe_counter!(
+            TASKS_COMPLETED,
+            "Tasks that reached a terminal outcome (outcome=succeeded|failed)."
+        );
+        describe_counter!(
+            TASKS_FAILED,
+            "Tasks that ended failed, by reason (executor, timeout, malformed, unknown_function, payload_too_large)."
+        );
+        describe_gauge!(TASKS_RUNNING, "Tasks executing now.");
+        describe_counter!(ATTEMPTS, "Executor attempts (result=success|failure).");
+        describe_histogram!(
+            EXECUTION_SECONDS,
+            Unit::Seconds,
+            "Duration of one execution attempt."
+        );
+        describe_histogram!(
+            QUEUE_WAIT_SECONDS,
+            Unit::Seconds,
+            "Time from a task's submission to the start of its first attempt."
+        );
+        describe_counter!(
+            OFFSET_COMMITS,
+            "Offset commits of the scheduler group (result=ok|error)."
+        );
+        describe_counter!(
+            REBALANCES,
+            "Consumer-group rebalances (kind=assign|revoke)."
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topics::*;
+
+    #[test]
+    fn queue_topics_round_trip() {
+        assert_eq!(
+            parse_queue("tw", &tenant_queue("tw", "acme")),
+            Some(QueueTopic {
+                tenant: "acme".into(),
+                function: None
+            })
+        );
+        assert_eq!(
+            parse_queue("tw", &function_queue("tw", "acme", "resize")),
+            Some(QueueTopic {
+                tenant: "acme".into(),
+                function: Some("resize".into())
+            })
+        );
+        assert_eq!(parse_queue("tw", "tw.status"), None);
+        assert_eq!(parse_queue("tw", "tw.q."), None);
+        assert_eq!(parse_queue("tw", "tw.q.a.b.c"), None);
+        assert_eq!(parse_queue("tw", "other.q.acme"), None);
+    }
+}

@@ -1,0 +1,213 @@
+//! Per-partition offset tracking for out-of-order completion.
+//!
+//! Tasks of one partition may finish in any order. The offset committed for a partition is
+//! the lowest offset not yet done (or one past the highest started when all are done), so
+//! a crash re-delivers in-flight work and never skips any.
+
+use std::collections::{BTreeSet, HashMap};
+
+/// A partition of a topic.
+pub type TopicPartition = (String, i32);
+
+/// Offsets of one partition.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionOffsets {
+    /// Started and not yet done.
+    pending: BTreeSet<i64>,
+    /// One past the highest offset started.
+    next: Option<i64>,
+    /// The last commit point handed out by [`OffsetTracker::commits`].
+    committed: Option<i64>,
+    /// Incremented each time the partition is assigned, so completions of an earlier
+    /// assignment are told apart.
+    epoch: u64,
+}
+
+impl PartitionOffsets {
+    /// The offset to commit: the lowest pending offset, else one past the highest started.
+    pub fn commit_point(&self) -> Option<i64> {
+        self.pending.first().copied().or(self.next)
+    }
+
+    /// Number of started, unfinished offsets.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Offsets of every assigned partition.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    parts: HashMap<TopicPartition, PartitionOffsets>,
+    next_epoch: u64,
+}
+
+impl OffsetTracker {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that a partition was assigned; returns its epoch.
+    pub fn assign(&mut self, tp: TopicPartition) -> u64 {
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        self.parts.insert(
+            tp,
+            PartitionOffsets {
+                epoch,
+                ..Default::default()
+            },
+        );
+        epoch
+    }
+
+    /// Forgets a revoked partition; later completions for it are ignored.
+    pub fn revoke(&mut self, tp: &TopicPartition) -> Option<PartitionOffsets> {
+        self.parts.remove(tp)
+    }
+
+    /// Records that `offset` was fetched and its work started; returns the epoch to hand
+    /// back with [`OffsetTracker::done`]. A partition not yet known is assigned implicitly.
+    pub fn start(&mut self, tp: &TopicPartition, offset: i64) -> u64 {
+        if !self.parts.contains_key(tp) {
+            self.assign(tp.clone());
+        }
+        match self.parts.get_mut(tp) {
+            Some(p) => {
+                p.pending.insert(offset);
+                p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
+                p.epoch
+            }
+            None => 0,
+        }
+    }
+
+    /// Records that `offset` is done. Returns false when the partition was revoked (or
+    /// re-assigned) since the work started: the completion is then ignored.
+    pub fn done(&mut self, tp: &TopicPartition, offset: i64, epoch: u64) -> bool {
+        match self.parts.get_mut(tp) {
+            Some(p) if p.epoch == epoch => p.pending.remove(&offset),
+            _ => false,
+        }
+    }
+
+    /// Commit points that moved since the last call, marked as handed out.
+    pub fn commits(&mut self) -> Vec<(TopicPartition, i64)> {
+        let mut out = Vec::new();
+        for (tp, p) in &mut self.parts {
+            if let Some(point) = p.commit_point() {
+                if p.committed != Some(point) {
+                    p.committed = Some(point);
+                    out.push((tp.clone(), point));
+                }
+            }
+        }
+        out
+    }
+
+    /// Marks commit points as not handed out, after a commit that failed, so the next
+    /// [`OffsetTracker::commits`] sends them again.
+    pub fn forget_committed<'a>(&mut self, tps: impl IntoIterator<Item = &'a TopicPartition>) {
+        for tp in tps {
+            if let Some(p) = self.parts.get_mut(tp) {
+                p.committed = None;
+            }
+        }
+    }
+
+    /// The current commit point of every partition with one (for a final commit).
+    pub fn all_commit_points(&self) -> Vec<(TopicPartition, i64)> {
+        self.parts
+            .iter()
+            .filter_map(|(tp, p)| p.commit_point().map(|o| (tp.clone(), o)))
+            .collect()
+    }
+
+    /// The commit point of one partition.
+    pub fn commit_point(&self, tp: &TopicPartition) -> Option<i64> {
+        self.parts.get(tp).and_then(PartitionOffsets::commit_point)
+    }
+
+    /// Started, unfinished offsets across all partitions.
+    pub fn pending(&self) -> usize {
+        self.parts.values().map(PartitionOffsets::pending).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tp() -> TopicPartition {
+        ("q".to_string(), 0)
+    }
+
+    #[test]
+    fn commit_point_waits_for_the_lowest_unfinished_offset() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        for o in 10..15 {
+            t.start(&tp(), o);
+        }
+        assert_eq!(t.commit_point(&tp()), Some(10));
+        assert!(t.done(&tp(), 12, e));
+        assert!(t.done(&tp(), 11, e));
+        assert_eq!(t.commit_point(&tp()), Some(10));
+        assert!(t.done(&tp(), 10, e));
+        assert_eq!(t.commit_point(&tp()), Some(13));
+        assert!(t.done(&tp(), 13, e));
+        assert!(t.done(&tp(), 14, e));
+        assert_eq!(t.commit_point(&tp()), Some(15));
+        assert_eq!(t.commits(), vec![(tp(), 15)]);
+        assert_eq!(
+            t.commits(),
+            vec![],
+            "an unchanged point is not committed again"
+        );
+    }
+
+    #[test]
+    fn completions_of_a_revoked_assignment_are_ignored() {
+        let mut t = OffsetTracker::new();
+        let old = t.assign(tp());
+        t.start(&tp(), 1);
+        t.revoke(&tp());
+        assert!(!t.done(&tp(), 1, old));
+        let new = t.assign(tp());
+        t.start(&tp(), 1);
+        assert!(!t.done(&tp(), 1, old), "old epoch must not finish new work");
+        assert_eq!(t.commit_point(&tp()), Some(1));
+        assert!(t.done(&tp(), 1, new));
+        assert_eq!(t.commit_point(&tp()), Some(2));
+    }
+
+    proptest! {
+        /// Whatever order work finishes in, the commit point is the lowest unfinished
+        /// offset: never past unfinished work, and at the end one past the last offset.
+        #[test]
+        fn any_completion_order_gives_the_right_commit_point(
+            start in 0i64..1000,
+            n in 1usize..200,
+            order in proptest::collection::vec(any::<proptest::sample::Index>(), 200),
+        ) {
+            let mut t = OffsetTracker::new();
+            let e = t.assign(tp());
+            let mut pending: Vec<i64> = (start..start + n as i64).collect();
+            for &o in &pending {
+                t.start(&tp(), o);
+            }
+            let mut done = BTreeSet::new();
+            for idx in order.iter().take(n) {
+                let o = pending.remove(idx.index(pending.len()));
+                prop_assert!(t.done(&tp(), o, e));
+                done.insert(o);
+                let expected = (start..start + n as i64)
+                    .find(|x| !done.contains(x))
+                    .unwrap_or(start + n as i64);
+                prop_assert_eq!(t.commit_point(&tp()), Some(expected));
+            }
+        }
+    }
+}
