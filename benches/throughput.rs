@@ -1,1 +1,202 @@
-fn main() {}
+//! Throughput baseline, in one run against one broker:
+//!
+//! (a) a raw rdkafka consume→produce pipe (at-least-once: offsets stored after delivery),
+//! (b) the Tidewater scheduler running no-op in-process tasks,
+//!
+//! and the ratio (b)/(a). Both are measured the same way: the span between the first and
+//! the last output record's timestamp, so group joins and start-up are not counted.
+//!
+//! ```sh
+//! scripts/kafka.sh start
+//! cargo bench --bench throughput     # TW_BENCH_TASKS=20000 by default
+//! ```
+//!
+//! Under `cargo test` it runs as a smoke check with 300 tasks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{ClientConfig, Message};
+use tidewater::codec::{Encoding, Task};
+use tidewater::config::Config;
+use tidewater::executor::Handlers;
+use tidewater::scheduler::Scheduler;
+use tidewater::submit::Submitter;
+use tokio_util::sync::CancellationToken;
+
+fn bootstrap() -> String {
+    std::env::var("TW_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+fn config(prefix: &str) -> Config {
+    Config::from_toml(&format!(
+        r#"
+        [kafka]
+        bootstrap_servers = "{}"
+        [topics]
+        prefix = "{prefix}"
+        partitions = 3
+        [scheduler]
+        max_in_flight = 5000
+        [telemetry]
+        metrics_listen = "off"
+        [tenants.bench.functions.noop]
+        executor = {{ type = "inprocess", handler = "noop" }}
+        concurrency = 1000
+        on_success = "{prefix}.out"
+        "#,
+        bootstrap()
+    ))
+    .expect("bench config")
+}
+
+fn tasks(n: usize) -> impl Iterator<Item = Task> {
+    (0..n).map(|i| Task {
+        id: format!("bench-{i}"),
+        tenant: None,
+        function: "noop".into(),
+        payload: format!("{{\"n\":{i}}}").into_bytes(),
+        headers: Default::default(),
+        submitted_at: None,
+    })
+}
+
+/// Waits until `n` records are on `topic`; returns the seconds between the first and the
+/// last record's timestamp (set by the producer when it sent them), so the reader's own
+/// speed does not count.
+fn span_of_output(topic: &str, n: usize, timeout: Duration) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("{topic}.reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + timeout;
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let mut seen = 0;
+    while seen < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {n} records on {topic}"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let ts = m
+                .timestamp()
+                .to_millis()
+                .expect("records carry a timestamp");
+            first = first.min(ts);
+            last = last.max(ts);
+            seen += 1;
+        }
+    }
+    ((last - first).max(1)) as f64 / 1000.0
+}
+
+async fn raw_pipe(config: Arc<Config>, input: String, output: String, stop: CancellationToken) {
+    let consumer: StreamConsumer = tidewater::kafka::client_config(&config)
+        .set("group.id", format!("{input}.pipe"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&input]).unwrap();
+    let producer = tidewater::kafka::producer(&config).unwrap();
+    let mut pending: FuturesUnordered<
+        futures_util::future::BoxFuture<'static, (String, i32, i64, bool)>,
+    > = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some((topic, partition, offset, delivered)) = pending.next(), if !pending.is_empty() => {
+                if delivered {
+                    let _ = consumer.store_offset(&topic, partition, offset);
+                }
+            }
+            msg = consumer.recv(), if pending.len() < 5000 => {
+                let msg = msg.unwrap();
+                let fut = producer
+                    .send_result(
+                        FutureRecord::to(&output)
+                            .key(msg.key().unwrap_or_default())
+                            .payload(msg.payload().unwrap_or_default()),
+                    )
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+                let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
+                pending.push(Box::pin(async move { (topic, partition, offset, matches!(fut.await, Ok(Ok(_)))) }));
+            }
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke
+    // check of the same code paths with a small count.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("TW_BENCH_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if measuring { 20_000 } else { 300 });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+
+    // (a) raw consume→produce pipe.
+    let a_cfg = Arc::new(config(&format!("bench{run}a")));
+    let (a_in, a_out) = (
+        a_cfg.queue_topic("bench", "noop"),
+        format!("bench{run}a.out"),
+    );
+    rt.block_on(tidewater::kafka::init_topics(&a_cfg)).unwrap();
+    rt.block_on(async {
+        Submitter::new(a_cfg.clone(), Encoding::Avro)
+            .unwrap()
+            .submit_many("bench", tasks(n), |_| {})
+            .await
+            .unwrap()
+    });
+    let stop = CancellationToken::new();
+    let pipe = rt.spawn(raw_pipe(a_cfg.clone(), a_in, a_out.clone(), stop.clone()));
+    let raw_secs = span_of_output(&a_out, n, Duration::from_secs(600));
+    stop.cancel();
+    rt.block_on(pipe).unwrap();
+
+    // (b) the scheduler on no-op tasks.
+    let b_cfg = config(&format!("bench{run}b"));
+    let b_out = format!("bench{run}b.out");
+    rt.block_on(tidewater::kafka::init_topics(&b_cfg)).unwrap();
+    let b_arc = Arc::new(b_cfg.clone());
+    rt.block_on(async {
+        Submitter::new(b_arc, Encoding::Avro)
+            .unwrap()
+            .submit_many("bench", tasks(n), |_| {})
+            .await
+            .unwrap()
+    });
+    let stop = CancellationToken::new();
+    let sched = rt.spawn(Scheduler::new(b_cfg, Handlers::builtin()).run(stop.clone()));
+    let sched_secs = span_of_output(&b_out, n, Duration::from_secs(600));
+    stop.cancel();
+    rt.block_on(sched).unwrap().unwrap();
+
+    let raw_rate = n as f64 / raw_secs;
+    let sched_rate = n as f64 / sched_secs;
+    println!("tasks: {n} (3 partitions, broker {})", bootstrap());
+    println!("(a) raw rdkafka consume->produce pipe : {raw_rate:>10.0} tasks/s ({raw_secs:.2}s)");
+    println!(
+        "(b) tidewater scheduler, no-op tasks  : {sched_rate:>10.0} tasks/s ({sched_secs:.2}s)"
+    );
+    println!(
+        "ratio (b)/(a)                         : {:>10.2}",
+        sched_rate / raw_rate
+    );
+}

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use apache_avro::Schema;
-use apache_avro::rabin::Rabin;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde::{Deserialize, Serialize};
@@ -235,13 +234,38 @@ struct Schemas {
     status_fp: [u8; 8],
 }
 
-fn fingerprint(schema: &Schema) -> [u8; 8] {
-    let fp = schema.fingerprint::<Rabin>();
-    let mut out = [0u8; 8];
-    for (o, b) in out.iter_mut().zip(fp.bytes.iter()) {
-        *o = *b;
+/// The schema's Parsing Canonical Form as the Avro specification defines it.
+///
+/// apache-avro keeps a logical type's base as `{"type":"long"}` where the specification
+/// (and the Java implementation) reduce it to `"long"`; the fingerprint must match what
+/// other languages compute, so primitives are reduced here.
+pub fn canonical_form(schema: &Schema) -> String {
+    let mut canon = schema.canonical_form();
+    for p in [
+        "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+    ] {
+        canon = canon.replace(&format!("{{\"type\":\"{p}\"}}"), &format!("\"{p}\""));
     }
-    out
+    canon
+}
+
+/// CRC-64-AVRO (Rabin) fingerprint of the canonical form, little-endian, as written in
+/// the single-object encoding header.
+pub fn fingerprint(schema: &Schema) -> [u8; 8] {
+    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+    let mut table = [0u64; 256];
+    for (i, slot) in table.iter_mut().enumerate() {
+        let mut fp = i as u64;
+        for _ in 0..8 {
+            fp = (fp >> 1) ^ (EMPTY & (fp & 1).wrapping_neg());
+        }
+        *slot = fp;
+    }
+    let mut fp = EMPTY;
+    for b in canonical_form(schema).bytes() {
+        fp = (fp >> 8) ^ table[((fp ^ u64::from(b)) & 0xff) as usize];
+    }
+    fp.to_le_bytes()
 }
 
 fn schemas() -> Result<&'static Schemas, CodecError> {
@@ -443,12 +467,19 @@ pub fn decode_task(bytes: &[u8], content_type: Option<&str>) -> Result<Task, Cod
         None if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => Encoding::Json,
         None => Encoding::Avro,
     };
+    let avro = |bytes: &[u8]| -> Result<Task, CodecError> {
+        let s = schemas()?;
+        decode("task", &s.task, &s.task_fp, bytes)
+    };
     let task: Task = match encoding {
-        Encoding::Json => serde_json::from_slice::<JsonTask>(bytes)?.into(),
-        Encoding::Avro => {
-            let s = schemas()?;
-            decode("task", &s.task, &s.task_fp, bytes)?
-        }
+        Encoding::Json => match serde_json::from_slice::<JsonTask>(bytes) {
+            Ok(j) => j.into(),
+            // Sniffed, not declared: a bare Avro task whose id starts with `{` looks like
+            // JSON at first sight.
+            Err(e) if content_type.is_none() => avro(bytes).map_err(|_| CodecError::Json(e))?,
+            Err(e) => return Err(e.into()),
+        },
+        Encoding::Avro => avro(bytes)?,
     };
     if task.function.is_empty() {
         return Err(CodecError::MissingField("function"));
@@ -571,6 +602,20 @@ mod tests {
             scheduler_id: "s".into(),
         };
         assert_eq!(decode_status(&encode_status(&s).unwrap()).unwrap(), s);
+    }
+
+    /// Fingerprints computed by the Java reference implementation
+    /// (`SchemaNormalization.parsingFingerprint64`, Avro 1.12.0) for `schemas/*.avsc`,
+    /// written little-endian. They change whenever a schema changes: recompute them then.
+    #[test]
+    fn fingerprints_match_the_reference_implementation() {
+        let hex = |s: &str| {
+            let schema = Schema::parse_str(s).unwrap();
+            super::hex(&fingerprint(&schema))
+        };
+        assert_eq!(hex(TASK_SCHEMA), "6749e30b220754a6");
+        assert_eq!(hex(OUTCOME_SCHEMA), "7b38558e1b92d7ee");
+        assert_eq!(hex(STATUS_SCHEMA), "2e87fd9edfb935b5");
     }
 
     #[test]

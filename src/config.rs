@@ -26,7 +26,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML is malformed, has an unknown key or a value of the wrong type.
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] toml::de::Error),
     /// A value is well-formed but not acceptable.
     #[error("invalid `{field}`: {reason}")]
@@ -73,8 +73,9 @@ pub struct KafkaConfig {
     /// Comma-separated `host:port` list. Default `127.0.0.1:9092`.
     #[serde(default = "default_bootstrap")]
     pub bootstrap_servers: String,
-    /// Raw librdkafka properties applied to every client (SASL, TLS, timeouts…),
-    /// e.g. `"security.protocol" = "SASL_SSL"`. Default empty.
+    /// Raw librdkafka properties applied to every client (SASL, timeouts…), e.g.
+    /// `"sasl.mechanism" = "PLAIN"`. Default empty. This build has no TLS support:
+    /// `security.protocol` `SSL` and `SASL_SSL` are rejected.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
@@ -99,7 +100,8 @@ pub struct TopicsConfig {
     /// Prefix of every Tidewater topic and of the scheduler group. Default `tw`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// Partitions of each queue topic created by `topics init`. Default 3.
+    /// Partitions of each topic created by `topics init` (queues, status, destinations).
+    /// Default 3.
     #[serde(default = "default_partitions")]
     pub partitions: NonZeroU32,
     /// Replication factor of created topics. Default 1 (set 3 on a production cluster).
@@ -446,6 +448,16 @@ impl Config {
                 ));
             }
         }
+        if let Some(proto) = self.kafka.properties.get("security.protocol") {
+            if proto.to_ascii_uppercase().contains("SSL") {
+                return Err(invalid(
+                    "kafka.properties.\"security.protocol\"",
+                    format!(
+                        "`{proto}` needs TLS, which this build of Tidewater does not include yet; use PLAINTEXT or SASL_PLAINTEXT"
+                    ),
+                ));
+            }
+        }
         let p = &self.topics.prefix;
         if p.is_empty()
             || p.len() > 100
@@ -499,17 +511,37 @@ impl Config {
                         let u = reqwest::Url::parse(url).map_err(|e| {
                             invalid(field("executor.url"), format!("`{url}` is not a URL ({e})"))
                         })?;
-                        if u.scheme() != "http" && u.scheme() != "https" {
+                        if u.scheme() == "https" {
                             return Err(invalid(
                                 field("executor.url"),
-                                format!("`{url}` must be http:// or https://"),
+                                format!(
+                                    "`{url}`: https is not supported by this build yet; use http:// (e.g. through a local TLS-terminating proxy)"
+                                ),
                             ));
                         }
-                        for name in headers.keys() {
+                        if u.scheme() != "http" {
+                            return Err(invalid(
+                                field("executor.url"),
+                                format!("`{url}` must be an http:// URL"),
+                            ));
+                        }
+                        if u.host_str().is_none() {
+                            return Err(invalid(
+                                field("executor.url"),
+                                format!("`{url}` has no host"),
+                            ));
+                        }
+                        for (name, value) in headers {
                             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                                 return Err(invalid(
                                     field("executor.headers"),
                                     format!("`{name}` is not a valid header name"),
+                                ));
+                            }
+                            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                                return Err(invalid(
+                                    field(&format!("executor.headers.{name}")),
+                                    "is not a valid header value",
                                 ));
                             }
                         }

@@ -266,7 +266,7 @@ fn bounded_text(bytes: &[u8]) -> String {
     let cut = bytes.len().min(MAX_ERROR_TEXT);
     let mut s = String::from_utf8_lossy(&bytes[..cut]).into_owned();
     if bytes.len() > MAX_ERROR_TEXT {
-        s.push_str("…");
+        s.push('…');
     }
     s
 }
@@ -278,24 +278,36 @@ async fn http_call(
     non_retryable_4xx: bool,
     inv: &Invocation,
 ) -> Result<Vec<u8>, ExecError> {
-    let content_type = inv
-        .headers
-        .get(headers::CONTENT_TYPE)
-        .map(String::as_str)
-        .unwrap_or("application/octet-stream");
-    let mut req = client
-        .post(url.clone())
-        .headers(extra.clone())
-        .header(headers::CONTENT_TYPE, content_type)
-        .header(headers::TASK_ID, &inv.task_id)
-        .header(headers::IDEMPOTENCY_KEY, &inv.task_id)
-        .header(headers::ATTEMPT, inv.attempt.to_string())
-        .header(headers::TENANT, &inv.tenant)
-        .header(headers::FUNCTION, &inv.function)
-        .body(inv.payload.as_ref().clone());
+    // Configured headers first; the task's content type and Tidewater's own headers
+    // replace any of the same name (insert, not append).
+    let mut map = extra.clone();
+    let attempt = inv.attempt.to_string();
+    let mut ours = vec![
+        (headers::TASK_ID, inv.task_id.as_str()),
+        (headers::IDEMPOTENCY_KEY, inv.task_id.as_str()),
+        (headers::ATTEMPT, attempt.as_str()),
+        (headers::TENANT, inv.tenant.as_str()),
+        (headers::FUNCTION, inv.function.as_str()),
+    ];
     if let Some(tp) = &inv.traceparent {
-        req = req.header(headers::TRACEPARENT, tp);
+        ours.push((headers::TRACEPARENT, tp.as_str()));
     }
+    match inv.headers.get(headers::CONTENT_TYPE) {
+        Some(ct) => ours.push((headers::CONTENT_TYPE, ct.as_str())),
+        None if !map.contains_key(headers::CONTENT_TYPE) => {
+            ours.push((headers::CONTENT_TYPE, "application/octet-stream"));
+        }
+        None => {}
+    }
+    for (name, value) in ours {
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(value) {
+            map.insert(name, v);
+        }
+    }
+    let req = client
+        .post(url.clone())
+        .headers(map)
+        .body(inv.payload.as_ref().clone());
     let mut resp = req
         .send()
         .await

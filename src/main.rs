@@ -107,7 +107,7 @@ struct SubmitArgs {
     /// Task id (default: a new ULID). With --count, ids are `<id>-<n>`.
     #[arg(long)]
     id: Option<String>,
-    /// Payload text. `{n}` is replaced by the task's number (0-based) with --count.
+    /// Payload text. With --count, the text {{n}} is replaced by each task's number (from 0).
     #[arg(short, long, conflicts_with = "payload_file")]
     payload: Option<String>,
     /// Read the payload from a file (`-` for stdin).
@@ -137,6 +137,27 @@ struct EventsArgs {
     /// Stop when no record arrived for this long.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     idle: Duration,
+    /// One short line per record (task id, status, function, result or error) instead of JSON.
+    #[arg(long)]
+    brief: bool,
+}
+
+/// One line for people: `task_id  status  function  result|error`.
+fn brief_line(v: &serde_json::Value) -> String {
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
+    let id = [s("task_id"), s("id")]
+        .into_iter()
+        .find(|x| !x.is_empty())
+        .unwrap_or("-");
+    let status = match s("kind") {
+        "task" => "queued",
+        _ => s("status"),
+    };
+    let detail = match (s("error"), s("reason")) {
+        ("", _) => s("result").trim_end().replace('\n', " "),
+        (e, r) => format!("{r}: {e}"),
+    };
+    format!("{id}  {status}  {}  {detail}", s("function"))
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -180,6 +201,20 @@ async fn dispatch(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Config(ConfigCommand::Check { file }) => {
             let config = Config::load(file)?;
+            // The binary knows only the built-in handlers: a name it lacks would stop
+            // `tidewater run` at start, so say so now.
+            let handlers = Handlers::builtin();
+            for (tname, tenant) in &config.tenants {
+                for (fname, f) in &tenant.functions {
+                    if let tidewater::config::ExecutorConfig::Inprocess { handler } = &f.executor {
+                        if handlers.get(handler).is_none() {
+                            bail!(
+                                "invalid `tenants.{tname}.functions.{fname}.executor.handler`: no in-process handler `{handler}` in this binary (built in: noop, echo, fail)"
+                            );
+                        }
+                    }
+                }
+            }
             let functions: usize = config.tenants.values().map(|t| t.functions.len()).sum();
             println!(
                 "{}: ok ({} tenants, {} functions, {} topics)",
@@ -464,7 +499,19 @@ fn events(config: &Config, args: &EventsArgs) -> Result<()> {
             Some(Ok(msg)) => {
                 seen += 1;
                 last = Instant::now();
-                writeln!(out, "{}", record_json(&msg))?;
+                let json = record_json(&msg);
+                let line = if args.brief {
+                    brief_line(&json)
+                } else {
+                    json.to_string()
+                };
+                if let Err(e) = writeln!(out, "{line}") {
+                    // The reader went away (`| head`): that is the end, not an error.
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return Ok(());
+                    }
+                    return Err(e.into());
+                }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}

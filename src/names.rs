@@ -111,7 +111,8 @@ pub mod metrics {
     pub const ATTEMPTS: &str = "tidewater_task_attempts_total";
     /// Histogram: seconds one execution attempt took, by tenant and function.
     pub const EXECUTION_SECONDS: &str = "tidewater_task_execution_seconds";
-    /// Histogram: seconds from submission (record timestamp) to the first attempt's start.
+    /// Histogram: seconds from submission (the task's `submitted_at`, else the record
+    /// timestamp) to the first attempt's start.
     pub const QUEUE_WAIT_SECONDS: &str = "tidewater_task_queue_wait_seconds";
     /// Counter: offset commits of the scheduler group, by result.
     pub const OFFSET_COMMITS: &str = "tidewater_offset_commits_total";
@@ -154,7 +155,7 @@ pub mod metrics {
         );
         describe_counter!(
             TASKS_FAILED,
-            "Tasks that ended failed, by reason (executor, timeout, malformed, unknown_function, payload_too_large)."
+            "Tasks that ended failed, by reason (executor, timeout, non_retryable, malformed, unknown_function, payload_too_large, tenant_mismatch)."
         );
         describe_gauge!(TASKS_RUNNING, "Tasks executing now.");
         describe_counter!(ATTEMPTS, "Executor attempts (result=success|failure).");

@@ -92,7 +92,10 @@ struct Ctx {
     producer: FutureProducer,
     functions: HashMap<(String, String), Arc<FunctionRt>>,
     status_topic: String,
-    /// Cancelled when the grace period is over: pending work is abandoned.
+    /// Cancelled when shutdown starts: tasks not yet running are abandoned (their offsets
+    /// stay uncommitted, so the next owner runs them); running ones may finish.
+    stopping: CancellationToken,
+    /// Cancelled when the grace period is over: all pending work is abandoned.
     hard_stop: CancellationToken,
 }
 
@@ -129,13 +132,10 @@ impl ConsumerContext for GroupContext {
                     }
                 }
             }
+            // Counted by `commit_callback`, which librdkafka calls for this commit too.
             if commit.count() > 0 {
-                match consumer.commit(&commit, CommitMode::Sync) {
-                    Ok(()) => counter!(m::OFFSET_COMMITS, m::L_RESULT => "ok").increment(1),
-                    Err(e) => {
-                        counter!(m::OFFSET_COMMITS, m::L_RESULT => "error").increment(1);
-                        warn!(error = %e, "commit on revoke failed");
-                    }
+                if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                    warn!(error = %e, "commit on revoke failed");
                 }
             }
             info!(partitions = tpl.count(), "partitions revoked");
@@ -326,6 +326,7 @@ impl Scheduler {
             scheduler_id,
             producer,
             functions,
+            stopping: shutdown.clone(),
             hard_stop: hard_stop.clone(),
         });
         let max_in_flight = config.scheduler.max_in_flight.get();
@@ -368,7 +369,7 @@ impl Scheduler {
         }
 
         let grace = config.scheduler.shutdown_grace;
-        info!(in_flight = tasks.len(), grace = ?grace, "stopping: no new tasks are fetched; waiting for running tasks");
+        info!(in_flight = tasks.len(), grace = ?grace, "stopping: no new tasks are fetched or started; waiting for running tasks");
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
         while !tasks.is_empty() {
@@ -441,11 +442,15 @@ impl Scheduler {
 
 fn is_fatal(e: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
-    match e.rdkafka_error_code() {
-        Some(C::Fatal) => true,
-        Some(C::InvalidGroupId | C::GroupAuthorizationFailed | C::TopicAuthorizationFailed) => true,
-        _ => false,
-    }
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::Fatal
+                | C::InvalidGroupId
+                | C::GroupAuthorizationFailed
+                | C::TopicAuthorizationFailed
+        )
+    )
 }
 
 fn tpl_of(points: &[(TopicPartition, i64)]) -> TopicPartitionList {
@@ -676,6 +681,16 @@ fn status_event(
     }
 }
 
+fn status_headers(ev: &StatusEvent) -> rdkafka::message::OwnedHeaders {
+    kafka::headers([
+        (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO),
+        (h::EVENT, h::EVENT_STATUS),
+        (h::TASK_ID, ev.task_id.as_str()),
+        (h::TENANT, ev.tenant.as_str()),
+        (h::FUNCTION, ev.function.as_str()),
+    ])
+}
+
 /// Publishes a status event without waiting for its delivery (non-terminal events).
 fn send_status_nowait(ctx: &Ctx, ev: &StatusEvent) {
     let value = match codec::encode_status(ev) {
@@ -685,11 +700,7 @@ fn send_status_nowait(ctx: &Ctx, ev: &StatusEvent) {
             return;
         }
     };
-    let headers = kafka::headers([
-        (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO),
-        (h::EVENT, h::EVENT_STATUS),
-        (h::TASK_ID, ev.task_id.as_str()),
-    ]);
+    let headers = status_headers(ev);
     let record = rdkafka::producer::FutureRecord::to(&ctx.status_topic)
         .key(&ev.task_id)
         .payload(&value)
@@ -749,11 +760,7 @@ async fn publish_outcome(ctx: &Ctx, o: &Outcome, destination: Option<&str>) -> b
             &ctx.status_topic,
             &o.task_id,
             &status_bytes,
-            kafka::headers([
-                (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO),
-                (h::EVENT, h::EVENT_STATUS),
-                (h::TASK_ID, o.task_id.as_str()),
-            ]),
+            status_headers(&ev),
         );
         let sent = tokio::select! {
             r = async { tokio::join!(outcome_send, status_send) } => r,
@@ -823,11 +830,12 @@ async fn run_task(
     let mut attempt = 1u32;
     loop {
         let permit = tokio::select! {
+            biased;
+            _ = ctx.stopping.cancelled() => return false,
             p = f.slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return false,
             },
-            _ = ctx.hard_stop.cancelled() => return false,
         };
         let started_at = now_ms();
         if attempt == 1 {
@@ -912,7 +920,7 @@ async fn run_task(
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = ctx.hard_stop.cancelled() => return false,
+                    _ = ctx.stopping.cancelled() => return false,
                 }
                 attempt += 1;
             }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Checks for the tools Tidewater's build, demo and tests need, and installs the missing
+# ones from Debian's packages when run as root (CI machines, fresh developer machines).
+#   Rust (cargo), a C toolchain (gcc, make, perl: librdkafka is built from source),
+#   Java 17+ and Maven (the local Kafka broker), curl.
+set -euo pipefail
+
+missing=()
+command -v cc >/dev/null || missing+=(gcc)
+command -v make >/dev/null || missing+=(make)
+command -v perl >/dev/null || missing+=(perl)
+command -v curl >/dev/null || missing+=(curl)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+[[ -e /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "install-deps.sh: installing ${missing[*]}" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "install-deps.sh: please install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+command -v cargo >/dev/null || { echo "install-deps.sh: Rust is required (https://rustup.rs)" >&2; exit 1; }

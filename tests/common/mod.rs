@@ -1,0 +1,321 @@
+//! Helpers for the integration tests: they talk to a real Kafka broker (started by
+//! `scripts/test.sh`, or any broker named by `TW_BOOTSTRAP_SERVERS`) and run the real
+//! `tidewater` binary. Each test uses its own topic prefix and consumer group.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use tidewater::codec::{self, Encoding, Outcome, StatusEvent, Task};
+use tidewater::config::Config;
+use tidewater::names::headers as h;
+
+/// A record to produce: key, value, headers.
+pub type RawRecord<'a> = (Option<&'a str>, Vec<u8>, Vec<(&'a str, &'a str)>);
+/// A record read back: headers and value.
+pub type ReadRecord = (Vec<(String, String)>, Vec<u8>);
+
+/// The broker under test.
+pub fn bootstrap() -> String {
+    std::env::var("TW_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// A random lowercase suffix, so tests never share topics or groups.
+pub fn unique(name: &str) -> String {
+    format!("t{}{}", name, ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// One test's world: a config file with its own prefix, in its own temp dir.
+pub struct TestEnv {
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub config: Config,
+}
+
+impl TestEnv {
+    /// `body` is TOML with `[scheduler]` settings (optional) and `[tenants…]` tables.
+    pub fn new(name: &str, body: &str) -> Self {
+        let prefix = unique(name);
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\n[topics]\nprefix = \"{prefix}\"\npartitions = 3\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\n{body}\n",
+            bootstrap()
+        );
+        let text = text.replace("{prefix}", &prefix);
+        let config_path = dir.path().join("tidewater.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let env = Self {
+            prefix,
+            dir,
+            config_path,
+            config,
+        };
+        env.wait_for_kafka();
+        env
+    }
+
+    fn wait_for_kafka(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match tidewater::kafka::existing_topics(&self.config) {
+                Ok(_) => return,
+                Err(e) if Instant::now() > deadline => panic!(
+                    "no Kafka broker at {}: {e}\nStart one with `scripts/kafka.sh start`, or run the suite with `scripts/test.sh`.",
+                    bootstrap()
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    /// `tidewater topics init`, through the binary.
+    pub fn init_topics(&self) {
+        let out = self.cli(&["topics", "init"]);
+        assert!(
+            out.status.success(),
+            "topics init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs the binary with this env's config and waits for it.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_tidewater"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `tidewater run`; its log goes to `<dir>/scheduler-<n>.log`.
+    pub fn start_scheduler(&self, n: usize) -> SchedulerProcess {
+        let log = self.dir.path().join(format!("scheduler-{n}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("run")
+            .env("RUST_LOG", "info,tidewater=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        SchedulerProcess {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn queue(&self, tenant: &str) -> String {
+        tidewater::names::topics::tenant_queue(&self.prefix, tenant)
+    }
+
+    pub fn status_topic(&self) -> String {
+        tidewater::names::topics::status(&self.prefix)
+    }
+
+    pub fn dlq(&self, tenant: &str) -> String {
+        tidewater::names::topics::dead_letter(&self.prefix, tenant)
+    }
+
+    pub fn topic(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.prefix)
+    }
+
+    pub fn producer(&self) -> ThreadedProducer<DefaultProducerContext> {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("linger.ms", "5")
+            .create()
+            .unwrap()
+    }
+
+    /// Produces raw records in order (one partition when the topic has one) and flushes.
+    pub fn produce_raw(&self, topic: &str, records: &[RawRecord<'_>]) {
+        let p = self.producer();
+        for (key, value, headers) in records {
+            let hs = headers.iter().fold(OwnedHeaders::new(), |acc, (k, v)| {
+                acc.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                })
+            });
+            let mut rec = BaseRecord::<str, [u8]>::to(topic)
+                .payload(value)
+                .headers(hs);
+            if let Some(k) = key {
+                rec = rec.key(k);
+            }
+            p.send(rec).map_err(|(e, _)| e).unwrap();
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    /// Submits tasks through the library's submitter (Avro), all to `tenant`.
+    pub fn submit(&self, tenant: &str, tasks: Vec<Task>) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let config = Arc::new(self.config.clone());
+        rt.block_on(async {
+            let s = tidewater::submit::Submitter::new(config, Encoding::Avro)
+                .unwrap()
+                .allow_unknown(true);
+            let n = tasks.len() as u64;
+            let r = s.submit_many(tenant, tasks, |_| {}).await.unwrap();
+            assert_eq!(r.submitted, n);
+        });
+    }
+
+    /// Reads a topic from the beginning (read_committed) until `want` records or `timeout`.
+    pub fn read(&self, topic: &str, want: usize, timeout: Duration) -> Vec<ReadRecord> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < want && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let hs = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|hd| {
+                                (
+                                    hd.key.to_string(),
+                                    String::from_utf8_lossy(hd.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((hs, m.payload().unwrap_or_default().to_vec()));
+            }
+        }
+        out
+    }
+
+    /// Outcome events on a destination topic, decoded; waits for `want` of them.
+    pub fn outcomes(&self, topic: &str, want: usize, timeout: Duration) -> Vec<Outcome> {
+        self.read(topic, want, timeout)
+            .into_iter()
+            .map(|(hs, v)| {
+                assert!(
+                    hs.iter()
+                        .any(|(k, val)| k == h::EVENT && val == h::EVENT_OUTCOME),
+                    "record without the outcome header on {topic}"
+                );
+                codec::decode_outcome(&v).unwrap()
+            })
+            .collect()
+    }
+
+    /// Status events, decoded.
+    pub fn statuses(&self, want: usize, timeout: Duration) -> Vec<StatusEvent> {
+        self.read(&self.status_topic(), want, timeout)
+            .into_iter()
+            .map(|(_, v)| codec::decode_status(&v).unwrap())
+            .collect()
+    }
+}
+
+/// A task with an id, function and text payload.
+pub fn task(id: &str, function: &str, payload: &str) -> Task {
+    Task {
+        id: id.to_string(),
+        tenant: None,
+        function: function.to_string(),
+        payload: payload.as_bytes().to_vec(),
+        headers: BTreeMap::new(),
+        submitted_at: None,
+    }
+}
+
+/// A running `tidewater run`; killed when dropped.
+pub struct SchedulerProcess {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl SchedulerProcess {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait(timeout)
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.wait(Duration::from_secs(10));
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "scheduler did not exit within {timeout:?}\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            if std::thread::panicking() {
+                eprintln!(
+                    "--- scheduler log {} ---\n{}",
+                    self.log.display(),
+                    self.log_text()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! End-to-end: tasks travel from a queue topic through the real `tidewater run` binary to
+//! their destination topics on a real Kafka broker.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{TestEnv, task};
+use tidewater::codec::{FailureReason, OutcomeStatus, TaskStatus};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+#[test]
+fn command_executor_runs_every_task_once_with_its_result() {
+    let env = TestEnv::new(
+        "cmd",
+        r#"
+        [tenants.acme.functions.greet]
+        executor = { type = "command", program = "sh", args = ["-c", "printf '%s|%s|' \"$TW_TASK_ID\" \"$TW_ATTEMPT\"; cat"] }
+        concurrency = 8
+        on_success = "{prefix}.done"
+        "#,
+    );
+    env.init_topics();
+    let n = 40;
+    let tasks = (0..n)
+        .map(|i| task(&format!("order-{i}"), "greet", &format!("hello {i}")))
+        .collect();
+    env.submit("acme", tasks);
+    let _s = env.start_scheduler(0);
+
+    let outcomes = env.outcomes(&env.topic("done"), n, WAIT);
+    assert_eq!(outcomes.len(), n, "expected {n} success outcomes");
+    let mut ids = BTreeSet::new();
+    for o in &outcomes {
+        assert_eq!(o.status, OutcomeStatus::Succeeded);
+        assert_eq!(o.tenant, "acme");
+        assert_eq!(o.function, "greet");
+        assert_eq!(o.attempts.len(), 1, "{o:?}");
+        let i = o.task_id.strip_prefix("order-").unwrap();
+        assert_eq!(
+            String::from_utf8(o.result.clone().unwrap()).unwrap(),
+            format!("order-{i}|1|hello {i}")
+        );
+        assert_eq!(o.payload, format!("hello {i}").into_bytes());
+        assert_eq!(o.source.topic, env.queue("acme"));
+        ids.insert(o.task_id.clone());
+    }
+    assert_eq!(ids.len(), n, "each task exactly once");
+
+    // The status topic tells the same story: running, then succeeded, for every task.
+    let statuses = env.statuses(2 * n, WAIT);
+    let mut last: BTreeMap<String, TaskStatus> = BTreeMap::new();
+    for s in &statuses {
+        last.insert(s.task_id.clone(), s.status);
+    }
+    assert_eq!(last.len(), n);
+    assert!(
+        last.values().all(|s| *s == TaskStatus::Succeeded),
+        "{last:?}"
+    );
+}
+
+#[test]
+fn failing_function_reaches_the_failure_destination_with_every_attempt() {
+    let env = TestEnv::new(
+        "fail",
+        r#"
+        [tenants.acme.functions.flaky]
+        executor = { type = "command", program = "sh", args = ["-c", "echo \"oops on attempt $TW_ATTEMPT\" >&2; exit 1"] }
+        max_attempts = 3
+        backoff = "100ms"
+        on_failure = "{prefix}.failed"
+
+        [tenants.acme.functions.final]
+        executor = { type = "command", program = "sh", args = ["-c", "echo refused >&2; exit 9"], non_retryable_exit_codes = [9] }
+        max_attempts = 5
+
+        [tenants.acme.functions.slow]
+        executor = { type = "command", program = "sleep", args = ["30"] }
+        timeout = "300ms"
+        max_attempts = 1
+        "#,
+    );
+    env.init_topics();
+    env.submit(
+        "acme",
+        vec![
+            task("f-1", "flaky", "a"),
+            task("f-2", "flaky", "b"),
+            task("x-1", "final", "c"),
+            task("s-1", "slow", "d"),
+        ],
+    );
+    let _s = env.start_scheduler(0);
+
+    let failed = env.outcomes(&env.topic("failed"), 2, WAIT);
+    assert_eq!(failed.len(), 2);
+    for o in &failed {
+        assert_eq!(o.status, OutcomeStatus::Failed);
+        assert_eq!(o.reason, Some(FailureReason::Executor));
+        assert_eq!(o.attempts.len(), 3, "{o:?}");
+        for (i, a) in o.attempts.iter().enumerate() {
+            assert_eq!(a.attempt, i as i32 + 1);
+            let err = a.error.as_deref().unwrap();
+            assert!(err.contains(&format!("oops on attempt {}", i + 1)), "{err}");
+        }
+        // Backoff: attempts are spaced out.
+        assert!(o.attempts[1].started_at >= o.attempts[0].finished_at + 40);
+        assert!(o.error.as_deref().unwrap().contains("exit code 1"));
+    }
+
+    // Without on_failure, failures go to the tenant's dead-letter topic.
+    let dlq = env.outcomes(&env.dlq("acme"), 2, WAIT);
+    let by_id: BTreeMap<_, _> = dlq.iter().map(|o| (o.task_id.as_str(), o)).collect();
+    let x = by_id["x-1"];
+    assert_eq!(x.reason, Some(FailureReason::NonRetryable));
+    assert_eq!(x.attempts.len(), 1, "a non-retryable exit code is final");
+    assert!(x.error.as_deref().unwrap().contains("refused"));
+    let s = by_id["s-1"];
+    assert_eq!(s.reason, Some(FailureReason::Timeout));
+    assert!(s.error.as_deref().unwrap().contains("timed out"));
+}
+
+#[test]
+fn bad_input_fails_with_a_reason_and_tasks_behind_it_still_run() {
+    let env = TestEnv::new(
+        "bad",
+        r#"
+        [tenants.acme.functions.echo]
+        executor = { type = "inprocess", handler = "echo" }
+        on_success = "{prefix}.done"
+        max_payload_bytes = 100
+        "#,
+    );
+    env.init_topics();
+    let q = env.queue("acme");
+    let json = ("content-type", "application/json");
+    // Everything on one partition, in this order: bad records sit between good ones.
+    env.produce_raw(
+        &q,
+        &[
+            (
+                Some("k"),
+                br#"{"id":"good-1","function":"echo","payload":"one"}"#.to_vec(),
+                vec![json],
+            ),
+            (Some("k"), b"\x01\x02 not a task".to_vec(), vec![]),
+            (
+                Some("k"),
+                br#"{"id":"good-2","function":"echo","payload":"two"}"#.to_vec(),
+                vec![],
+            ),
+            (
+                Some("k"),
+                br#"{"id":"unknown-1","function":"nope","payload":"x"}"#.to_vec(),
+                vec![json],
+            ),
+            (
+                Some("k"),
+                br#"{"id":"good-3","function":"echo","payload":"three"}"#.to_vec(),
+                vec![json],
+            ),
+            (
+                Some("k"),
+                format!(
+                    r#"{{"id":"big-1","function":"echo","payload":"{}"}}"#,
+                    "x".repeat(500)
+                )
+                .into_bytes(),
+                vec![json],
+            ),
+            (
+                Some("k"),
+                br#"{"id":"wrong-tenant","tenant":"other","function":"echo"}"#.to_vec(),
+                vec![json],
+            ),
+            (
+                Some("k"),
+                br#"{"id":"good-4","function":"echo","payload":"four"}"#.to_vec(),
+                vec![("content-type", "application/json")],
+            ),
+            (Some("k"), b"{\"function\": ".to_vec(), vec![json]),
+            (
+                Some("k"),
+                br#"{"id":"good-5","function":"echo","payload":{"n":5}}"#.to_vec(),
+                vec![],
+            ),
+        ],
+    );
+    let _s = env.start_scheduler(0);
+
+    let done = env.outcomes(&env.topic("done"), 5, WAIT);
+    let results: BTreeMap<String, String> = done
+        .iter()
+        .map(|o| {
+            (
+                o.task_id.clone(),
+                String::from_utf8(o.result.clone().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        BTreeMap::from([
+            ("good-1".to_string(), "one".to_string()),
+            ("good-2".to_string(), "two".to_string()),
+            ("good-3".to_string(), "three".to_string()),
+            ("good-4".to_string(), "four".to_string()),
+            ("good-5".to_string(), r#"{"n":5}"#.to_string()),
+        ])
+    );
+
+    let failed = env.outcomes(&env.dlq("acme"), 5, WAIT);
+    assert_eq!(failed.len(), 5, "{failed:#?}");
+    let reasons: BTreeMap<i64, (FailureReason, String, Vec<u8>)> = failed
+        .iter()
+        .map(|o| {
+            assert_eq!(o.status, OutcomeStatus::Failed);
+            assert!(o.attempts.is_empty(), "bad input never runs");
+            (
+                o.source.offset,
+                (o.reason.unwrap(), o.task_id.clone(), o.payload.clone()),
+            )
+        })
+        .collect();
+    let offsets: Vec<i64> = reasons.keys().copied().collect();
+    let first = offsets[0];
+    assert_eq!(
+        offsets,
+        vec![first, first + 2, first + 4, first + 5, first + 7]
+    );
+    let r = |i: usize| &reasons[&offsets[i]];
+    assert_eq!(r(0).0, FailureReason::Malformed);
+    assert_eq!(r(0).1, "k", "undecodable input is named by its key");
+    assert_eq!(
+        r(0).2,
+        b"\x01\x02 not a task",
+        "the raw value is kept, not lost"
+    );
+    assert_eq!(r(1).0, FailureReason::UnknownFunction);
+    assert_eq!(r(1).1, "unknown-1");
+    assert_eq!(r(2).0, FailureReason::PayloadTooLarge);
+    assert_eq!(r(2).1, "big-1");
+    assert_eq!(r(3).0, FailureReason::TenantMismatch);
+    assert_eq!(r(4).0, FailureReason::Malformed);
+    let err = failed
+        .iter()
+        .find(|o| o.reason == Some(FailureReason::PayloadTooLarge))
+        .unwrap()
+        .error
+        .clone()
+        .unwrap();
+    assert!(
+        err.contains("500 bytes") && err.contains("100 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stopping_and_killing_the_scheduler_mid_run_loses_no_task() {
+    let env = TestEnv::new(
+        "restart",
+        r#"
+        [scheduler]
+        shutdown_grace = "20s"
+        commit_interval = "200ms"
+
+        [tenants.acme.functions.work]
+        executor = { type = "command", program = "sh", args = ["-c", "sleep 0.05; cat"] }
+        concurrency = 6
+        on_success = "{prefix}.done"
+        "#,
+    );
+    env.init_topics();
+    let n = 300;
+    env.submit(
+        "acme",
+        (0..n)
+            .map(|i| task(&format!("w-{i}"), "work", &i.to_string()))
+            .collect(),
+    );
+
+    // First run: stopped with SIGTERM part-way; it must drain and exit 0.
+    let mut first = env.start_scheduler(0);
+    let seen = env.outcomes(&env.topic("done"), 60, WAIT);
+    assert!(
+        seen.len() >= 60,
+        "first run made no progress:\n{}",
+        first.log_text()
+    );
+    let status = first.terminate(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status:?}\n{}",
+        first.log_text()
+    );
+    let after_first = env
+        .outcomes(&env.topic("done"), n, Duration::from_secs(3))
+        .len();
+    assert!(
+        after_first < n,
+        "the first run finished everything; the test needs a bigger backlog"
+    );
+
+    // Second run: killed with SIGKILL part-way, no chance to commit.
+    let mut second = env.start_scheduler(1);
+    let target = after_first + 40;
+    let seen = env.outcomes(&env.topic("done"), target, WAIT);
+    assert!(
+        seen.len() >= target,
+        "second run made no progress:\n{}",
+        second.log_text()
+    );
+    second.kill9();
+
+    // Third run completes the rest.
+    let third = env.start_scheduler(2);
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut ids = BTreeSet::new();
+    let mut total = 0;
+    while std::time::Instant::now() < deadline {
+        let all = env.outcomes(&env.topic("done"), usize::MAX, Duration::from_secs(3));
+        total = all.len();
+        ids = all.iter().map(|o| o.task_id.clone()).collect();
+        if ids.len() == n {
+            break;
+        }
+    }
+    assert_eq!(
+        ids.len(),
+        n,
+        "every task needs a success outcome\n{}",
+        third.log_text()
+    );
+    // At-least-once: re-runs are bounded by what was in flight or uncommitted when the
+    // second scheduler was killed (concurrency 6, commits every 200 ms).
+    let duplicates = total - n;
+    assert!(
+        duplicates <= 100,
+        "{duplicates} duplicate outcomes is more than in-flight work explains"
+    );
+}
