@@ -42,7 +42,7 @@ fn config(prefix: &str) -> Config {
         prefix = "{prefix}"
         partitions = 3
         [scheduler]
-        max_in_flight = 5000
+        max_running = 1000
         [telemetry]
         metrics_listen = "off"
         [tenants.bench.functions.noop]

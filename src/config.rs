@@ -139,9 +139,30 @@ pub struct SchedulerConfig {
     /// Consumer group of the schedulers. Default `<prefix>.schedulers`.
     #[serde(default)]
     pub group_id: Option<String>,
-    /// Tasks this process holds at once (running or waiting for a slot). Default 1000.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: NonZeroUsize,
+    /// Attempts running at once in this process, across all functions; when functions
+    /// compete for them, they are shared by `weight`. Default 256.
+    #[serde(default = "default_max_running")]
+    pub max_running: NonZeroUsize,
+    /// Tasks held in memory per partition (queued, running, waiting to retry) before
+    /// fetching from that partition pauses. Default 10000.
+    #[serde(default = "default_max_buffered_per_partition")]
+    pub max_buffered_per_partition: NonZeroUsize,
+    /// Payload bytes held per partition before fetching from it pauses. Default 33554432
+    /// (32 MiB).
+    #[serde(default = "default_max_buffered_bytes_per_partition")]
+    pub max_buffered_bytes_per_partition: NonZeroUsize,
+    /// Tasks held in memory by the whole process before all fetching pauses.
+    /// Default 100000.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered: NonZeroUsize,
+    /// Payload bytes held by the whole process before all fetching pauses. Default
+    /// 268435456 (256 MiB).
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: NonZeroUsize,
+    /// When a partition is revoked, how long its running attempts may take to finish
+    /// before the partition is released (what is done is committed first). Default `10s`.
+    #[serde(default = "default_rebalance_grace", deserialize_with = "de_duration")]
+    pub rebalance_grace: Duration,
     /// How often finished offsets are committed. Default `1s`.
     #[serde(default = "default_commit_interval", deserialize_with = "de_duration")]
     pub commit_interval: Duration,
@@ -155,8 +176,26 @@ pub struct SchedulerConfig {
     pub max_payload_bytes: NonZeroUsize,
 }
 
-fn default_max_in_flight() -> NonZeroUsize {
-    NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN)
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+}
+fn default_max_running() -> NonZeroUsize {
+    nz(256)
+}
+fn default_max_buffered_per_partition() -> NonZeroUsize {
+    nz(10_000)
+}
+fn default_max_buffered_bytes_per_partition() -> NonZeroUsize {
+    nz(32 * 1024 * 1024)
+}
+fn default_max_buffered() -> NonZeroUsize {
+    nz(100_000)
+}
+fn default_max_buffered_bytes() -> NonZeroUsize {
+    nz(256 * 1024 * 1024)
+}
+fn default_rebalance_grace() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_commit_interval() -> Duration {
     Duration::from_secs(1)
@@ -173,7 +212,12 @@ impl Default for SchedulerConfig {
         Self {
             id: None,
             group_id: None,
-            max_in_flight: default_max_in_flight(),
+            max_running: default_max_running(),
+            max_buffered_per_partition: default_max_buffered_per_partition(),
+            max_buffered_bytes_per_partition: default_max_buffered_bytes_per_partition(),
+            max_buffered: default_max_buffered(),
+            max_buffered_bytes: default_max_buffered_bytes(),
+            rebalance_grace: default_rebalance_grace(),
             commit_interval: default_commit_interval(),
             shutdown_grace: default_grace(),
             max_payload_bytes: default_max_payload(),
@@ -269,6 +313,18 @@ pub struct FunctionConfig {
     /// Tasks of this function running at once in one scheduler process. Default 10.
     #[serde(default = "default_concurrency")]
     pub concurrency: NonZeroU32,
+    /// Attempts started per second by one scheduler process (token bucket). Default none
+    /// (no rate limit).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Attempts that may start at once after an idle period, with `rate`. Default: the
+    /// rate rounded up (one second's worth), at least 1.
+    #[serde(default)]
+    pub burst: Option<NonZeroU32>,
+    /// Share of the process's `max_running` slots when functions compete for them
+    /// (relative to other functions' weights). Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
     /// Longest one attempt may run before it is cancelled and counted failed. Default `60s`.
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
@@ -296,6 +352,9 @@ pub struct FunctionConfig {
     pub max_payload_bytes: Option<NonZeroUsize>,
 }
 
+fn default_weight() -> f64 {
+    1.0
+}
 fn default_concurrency() -> NonZeroU32 {
     NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)
 }
@@ -497,6 +556,20 @@ impl Config {
                     .map_err(|r| invalid(format!("tenants.{tname}.functions.{fname}"), r))?;
                 if f.timeout.is_zero() {
                     return Err(invalid(field("timeout"), "must be more than 0"));
+                }
+                if let Some(rate) = f.rate {
+                    if !(rate.is_finite() && rate > 0.0) {
+                        return Err(invalid(
+                            field("rate"),
+                            "must be a number of tasks per second above 0",
+                        ));
+                    }
+                }
+                if f.burst.is_some() && f.rate.is_none() {
+                    return Err(invalid(field("burst"), "only applies together with `rate`"));
+                }
+                if !(f.weight.is_finite() && f.weight > 0.0) {
+                    return Err(invalid(field("weight"), "must be a number above 0"));
                 }
                 if f.backoff_max < f.backoff {
                     return Err(invalid(field("backoff_max"), "must be at least `backoff`"));

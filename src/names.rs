@@ -24,6 +24,16 @@ pub mod topics {
         format!("{prefix}.status")
     }
 
+    /// Captured output of task executions: `<prefix>.logs`, keyed by task id.
+    pub fn logs(prefix: &str) -> String {
+        format!("{prefix}.logs")
+    }
+
+    /// Commands to all schedulers (stop requests): `<prefix>.control`, keyed by task id.
+    pub fn control(prefix: &str) -> String {
+        format!("{prefix}.control")
+    }
+
     /// The default failure destination of a tenant: `<prefix>.dlq.<tenant>`.
     pub fn dead_letter(prefix: &str, tenant: &str) -> String {
         format!("{prefix}.dlq.{tenant}")
@@ -79,6 +89,13 @@ pub mod headers {
     pub const EVENT_OUTCOME: &str = "outcome";
     /// Value of [`EVENT`] on status events.
     pub const EVENT_STATUS: &str = "status";
+    /// Value of [`EVENT`] on captured-output records (`<prefix>.logs`).
+    pub const EVENT_LOG: &str = "log";
+    /// Value of [`EVENT`] on stop requests (`<prefix>.control`).
+    pub const EVENT_STOP: &str = "stop";
+    /// `true` marks the record key as an ordering key: tasks with the same key (in one
+    /// partition) run one at a time, in offset order.
+    pub const ORDERED: &str = "tw-ordered";
     /// Idempotency key sent to HTTP executors (the task id).
     pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 }
@@ -118,6 +135,21 @@ pub mod metrics {
     pub const OFFSET_COMMITS: &str = "tidewater_offset_commits_total";
     /// Counter: consumer-group rebalances seen by this scheduler, by kind (assign/revoke).
     pub const REBALANCES: &str = "tidewater_rebalances_total";
+    /// Counter: records the indexer of `tidewater serve` applied to its store, by kind
+    /// (`task`, `status`, `log`, `undecodable`).
+    pub const INDEXER_RECORDS: &str = "tidewater_indexer_records_total";
+    /// Histogram: seconds one indexer batch took to write (one SQLite transaction).
+    pub const INDEXER_BATCH_SECONDS: &str = "tidewater_indexer_batch_seconds";
+    /// Gauge: tasks waiting in this scheduler's ready queues, by tenant and function.
+    pub const TASKS_QUEUED: &str = "tidewater_tasks_queued";
+    /// Gauge: tasks held in memory by this scheduler (queued, running, waiting to retry).
+    pub const BUFFERED_TASKS: &str = "tidewater_buffered_tasks";
+    /// Gauge: payload bytes held in memory by this scheduler.
+    pub const BUFFERED_BYTES: &str = "tidewater_buffered_bytes";
+    /// Gauge: partitions whose fetching is paused because their buffer is full.
+    pub const PARTITIONS_PAUSED: &str = "tidewater_partitions_paused";
+    /// Counter: retries scheduled, by tenant and function.
+    pub const RETRIES: &str = "tidewater_task_retries_total";
 
     /// Label: tenant name.
     pub const L_TENANT: &str = "tenant";
@@ -177,6 +209,29 @@ pub mod metrics {
             REBALANCES,
             "Consumer-group rebalances (kind=assign|revoke)."
         );
+        describe_counter!(
+            INDEXER_RECORDS,
+            "Records applied to the task index (kind=task|status|log|undecodable)."
+        );
+        describe_histogram!(
+            INDEXER_BATCH_SECONDS,
+            Unit::Seconds,
+            "Duration of one indexer batch write."
+        );
+        describe_gauge!(
+            TASKS_QUEUED,
+            "Tasks waiting in this scheduler's ready queues."
+        );
+        describe_gauge!(
+            BUFFERED_TASKS,
+            "Tasks held in memory (queued, running, waiting to retry)."
+        );
+        describe_gauge!(BUFFERED_BYTES, Unit::Bytes, "Payload bytes held in memory.");
+        describe_gauge!(
+            PARTITIONS_PAUSED,
+            "Partitions whose fetching is paused because a buffer is full."
+        );
+        describe_counter!(RETRIES, "Retries scheduled after a failed attempt.");
     }
 }
 

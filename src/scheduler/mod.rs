@@ -1,33 +1,39 @@
-//! The scheduler: consumes the queue topics as a member of the scheduler group, runs each
-//! task through its function's executor within the function's limits, publishes the
-//! outcome and status events, and commits offsets that are done.
+//! The scheduler: consumes the queue topics as a member of the scheduler group, queues
+//! each task for its function, starts tasks by weighted fair queuing within each
+//! function's concurrency and rate limits (no head-of-line blocking between functions,
+//! even in one partition), publishes outcome and status events, and commits only offsets
+//! whose work is done.
+//!
+//! Shape: a consumer thread ([`consumer`]) polls and forwards records; one async loop owns
+//! the [`dispatch::Dispatcher`] and starts attempts and publications as tasks; the
+//! [`offsets::OffsetTracker`] decides what may be committed.
 
+pub mod consumer;
+pub mod dispatch;
 pub mod offsets;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, gauge, histogram};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::sync::Semaphore;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::codec::{
-    self, Attempt, FailureReason, Outcome, OutcomeStatus, Source, StatusEvent, Task, TaskStatus,
-};
+use crate::codec::{self, Attempt, FailureReason, Outcome, OutcomeStatus, StatusEvent, TaskStatus};
 use crate::config::{Config, FunctionConfig};
 use crate::executor::{ExecError, Executor, ExecutorBuildError, Handlers, Invocation};
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, metrics as m, topics};
+use consumer::{FromConsumer, GroupContext, Record, Shared};
+use dispatch::{Dispatcher, Entry, FnId, FnLimits};
 use offsets::{OffsetTracker, TopicPartition};
 
 /// Why the scheduler could not start or had to stop.
@@ -67,7 +73,8 @@ pub enum SchedulerError {
 pub struct RunSummary {
     /// Tasks that reached an outcome in this run.
     pub completed: u64,
-    /// Tasks still running when the shutdown grace period ran out (re-delivered later).
+    /// Tasks abandoned at shutdown (not started, waiting to retry, or still running when
+    /// the grace period ran out); their offsets stay uncommitted and they run again.
     pub abandoned: usize,
 }
 
@@ -78,12 +85,15 @@ pub struct Scheduler {
 }
 
 struct FunctionRt {
+    id: FnId,
+    name: String,
+    tenant: String,
     cfg: FunctionConfig,
     executor: Executor,
-    slots: Arc<Semaphore>,
     on_success: Option<String>,
     on_failure: String,
     max_payload: usize,
+    labels: (String, String),
 }
 
 struct Ctx {
@@ -92,136 +102,26 @@ struct Ctx {
     producer: FutureProducer,
     functions: HashMap<(String, String), Arc<FunctionRt>>,
     status_topic: String,
-    /// Cancelled when shutdown starts: tasks not yet running are abandoned (their offsets
-    /// stay uncommitted, so the next owner runs them); running ones may finish.
-    stopping: CancellationToken,
-    /// Cancelled when the grace period is over: all pending work is abandoned.
+    /// Cancelled when the grace period is over: running work is abandoned.
     hard_stop: CancellationToken,
 }
 
-/// The consumer's context: keeps the offset tracker in step with rebalances and commits
-/// what is done before a partition goes.
-struct GroupContext {
-    tracker: Arc<Mutex<OffsetTracker>>,
+/// A task on its way through the dispatcher.
+struct Job {
+    record: Record,
+    epoch: u64,
+    f: Arc<FunctionRt>,
+    outcome: Outcome,
+    payload: Arc<Vec<u8>>,
+    headers: Arc<BTreeMap<String, String>>,
 }
 
-fn lock(tracker: &Mutex<OffsetTracker>) -> MutexGuard<'_, OffsetTracker> {
-    // A panic while holding the lock leaves consistent data (each method is one step).
-    tracker.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl ClientContext for GroupContext {}
-
-impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            counter!(m::REBALANCES, m::L_KIND => "revoke").increment(1);
-            let mut commit = TopicPartitionList::new();
-            {
-                let mut tracker = lock(&self.tracker);
-                for e in tpl.elements() {
-                    let tp = (e.topic().to_string(), e.partition());
-                    if let Some(point) = tracker.commit_point(&tp) {
-                        let _ = commit.add_partition_offset(&tp.0, tp.1, Offset::Offset(point));
-                    }
-                    if let Some(p) = tracker.revoke(&tp) {
-                        if p.pending() > 0 {
-                            warn!(topic = %tp.0, partition = tp.1, in_flight = p.pending(),
-                                "partition revoked with tasks in flight; they will run again on the new owner");
-                        }
-                    }
-                }
-            }
-            // Counted by `commit_callback`, which librdkafka calls for this commit too.
-            if commit.count() > 0 {
-                if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
-                    warn!(error = %e, "commit on revoke failed");
-                }
-            }
-            info!(partitions = tpl.count(), "partitions revoked");
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            counter!(m::REBALANCES, m::L_KIND => "assign").increment(1);
-            let mut tracker = lock(&self.tracker);
-            for e in tpl.elements() {
-                tracker.assign((e.topic().to_string(), e.partition()));
-            }
-            info!(
-                partitions = ?tpl.elements().iter().map(|e| format!("{}[{}]", e.topic(), e.partition())).collect::<Vec<_>>(),
-                "partitions assigned"
-            );
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => counter!(m::OFFSET_COMMITS, m::L_RESULT => "ok").increment(1),
-            Err(e) => {
-                counter!(m::OFFSET_COMMITS, m::L_RESULT => "error").increment(1);
-                debug!(error = %e, partitions = offsets.count(), "offset commit failed; retried at the next interval");
-            }
-        }
-    }
-}
-
-/// A fetched record, owned, with what the scheduler needs from it.
-struct Record {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    content_type: Option<String>,
-    traceparent: Option<String>,
-    timestamp_ms: Option<i64>,
-}
-
-impl Record {
-    fn from_message(msg: &BorrowedMessage<'_>) -> Self {
-        let mut content_type = None;
-        let mut traceparent = None;
-        if let Some(hs) = msg.headers() {
-            for hd in hs.iter() {
-                let value = hd.value.and_then(|v| std::str::from_utf8(v).ok());
-                if hd.key.eq_ignore_ascii_case(h::CONTENT_TYPE) {
-                    content_type = value.map(str::to_string);
-                } else if hd.key.eq_ignore_ascii_case(h::TRACEPARENT) {
-                    traceparent = value.map(str::to_string);
-                }
-            }
-        }
-        Record {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key().map(<[u8]>::to_vec),
-            value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            content_type,
-            traceparent,
-            timestamp_ms: msg.timestamp().to_millis(),
-        }
-    }
-
-    fn source(&self) -> Source {
-        Source {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset: self.offset,
-        }
-    }
-
-    /// The task id when the submitter chose none: the record key, else its position.
-    fn fallback_id(&self) -> String {
-        self.key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .filter(|k| !k.is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{}-{}-{}", self.topic, self.partition, self.offset))
-    }
+/// What one attempt came to.
+enum AttemptResult {
+    Succeeded(Vec<u8>),
+    Failed(ExecError),
+    /// Abandoned at hard stop.
+    Abandoned,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -252,6 +152,7 @@ impl Scheduler {
 
     fn build_functions(
         &self,
+        dispatcher: &mut Dispatcher<Box<Job>>,
     ) -> Result<HashMap<(String, String), Arc<FunctionRt>>, SchedulerError> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
@@ -272,16 +173,27 @@ impl Scheduler {
                             source,
                         }
                     })?;
+                let burst = f.burst.map(|b| b.get()).unwrap_or_else(|| {
+                    f.rate
+                        .map_or(1, |r| u32::try_from(r.ceil() as u64).unwrap_or(u32::MAX))
+                });
+                let id = dispatcher.add_function(FnLimits {
+                    concurrency: f.concurrency.get(),
+                    rate: f.rate,
+                    burst,
+                    weight: f.weight,
+                });
                 out.insert(
                     (tname.clone(), fname.clone()),
                     Arc::new(FunctionRt {
+                        id,
+                        name: fname.clone(),
+                        tenant: tname.clone(),
                         executor,
-                        slots: Arc::new(Semaphore::new(
-                            usize::try_from(f.concurrency.get()).unwrap_or(usize::MAX),
-                        )),
                         on_success: f.on_success.clone(),
                         on_failure: self.config.failure_destination(tname, fname),
                         max_payload: self.config.max_payload(f),
+                        labels: (tname.clone(), fname.clone()),
                         cfg: f.clone(),
                     }),
                 );
@@ -290,25 +202,28 @@ impl Scheduler {
         Ok(out)
     }
 
-    /// Runs until `shutdown` is cancelled, then stops fetching, lets running tasks finish
-    /// within `scheduler.shutdown_grace`, commits what is done and returns.
+    /// Runs until `shutdown` is cancelled, then stops fetching and starting tasks, lets
+    /// running attempts finish within `scheduler.shutdown_grace`, commits what is done
+    /// and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, SchedulerError> {
         let config = self.config.clone();
-        let functions = self.build_functions()?;
+        let sc = &config.scheduler;
+        let mut dispatcher: Dispatcher<Box<Job>> = Dispatcher::new(sc.max_running.get());
+        let functions = self.build_functions(&mut dispatcher)?;
         {
             let c = config.clone();
             tokio::task::spawn_blocking(move || kafka::check_topics(&c))
                 .await
                 .map_err(|e| SchedulerError::Internal(e.to_string()))??;
         }
-        let scheduler_id = config
-            .scheduler
-            .id
-            .clone()
-            .unwrap_or_else(default_scheduler_id);
+        let scheduler_id = sc.id.clone().unwrap_or_else(default_scheduler_id);
         let producer = kafka::producer(&config)?;
-        let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
-        let consumer = self.consumer(&tracker)?;
+        let shared = Arc::new(Shared {
+            tracker: Mutex::new(OffsetTracker::new()),
+            rebalance_grace: sc.rebalance_grace,
+        });
+        let (tx, mut rx) = mpsc::channel::<FromConsumer>(256);
+        let consumer = Arc::new(self.consumer(&shared, tx.clone())?);
         let queues = config.queue_topics();
         let topic_refs: Vec<&str> = queues.iter().map(String::as_str).collect();
         consumer
@@ -317,6 +232,14 @@ impl Scheduler {
                 topics: queues.clone(),
                 source,
             })?;
+        let stop_polling = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let (c, s, st) = (consumer.clone(), shared.clone(), stop_polling.clone());
+            std::thread::Builder::new()
+                .name("tw-consumer".into())
+                .spawn(move || consumer::poll_loop(c, s, tx, st))
+                .map_err(|e| SchedulerError::Internal(e.to_string()))?
+        };
         info!(scheduler_id = %scheduler_id, group = %config.group_id(), topics = ?queues, "scheduler started");
 
         let hard_stop = CancellationToken::new();
@@ -326,93 +249,113 @@ impl Scheduler {
             scheduler_id,
             producer,
             functions,
-            stopping: shutdown.clone(),
             hard_stop: hard_stop.clone(),
         });
-        let max_in_flight = config.scheduler.max_in_flight.get();
-        let mut tasks: JoinSet<Option<(TopicPartition, i64, u64)>> = JoinSet::new();
-        let mut commit_tick = tokio::time::interval(config.scheduler.commit_interval);
+        let mut lp = Loop {
+            ctx: ctx.clone(),
+            shared: shared.clone(),
+            consumer: consumer.clone(),
+            dispatcher,
+            attempts: JoinSet::new(),
+            publishes: JoinSet::new(),
+            retries: BTreeMap::new(),
+            retry_seq: 0,
+            paused: std::collections::HashSet::new(),
+            summary: RunSummary::default(),
+            stopping: false,
+        };
+        let mut commit_tick = tokio::time::interval(sc.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut summary = RunSummary::default();
+        let mut fatal = None;
 
         loop {
+            let wakeup = lp.next_wakeup();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    finish(&tracker, joined, &mut summary);
+                Some(done) = lp.attempts.join_next(), if !lp.attempts.is_empty() => lp.on_attempt(done),
+                Some(done) = lp.publishes.join_next(), if !lp.publishes.is_empty() => lp.on_published(done),
+                _ = commit_tick.tick() => {
+                    lp.commit(CommitMode::Async);
+                    lp.export_gauges();
                 }
-                _ = commit_tick.tick() => commit(&consumer, &tracker, CommitMode::Async),
-                msg = consumer.recv(), if tasks.len() < max_in_flight => match msg {
-                    Ok(msg) => {
-                        let record = Record::from_message(&msg);
-                        drop(msg);
-                        let tp = (record.topic.clone(), record.partition);
-                        let epoch = lock(&tracker).start(&tp, record.offset);
-                        let ctx = ctx.clone();
-                        tasks.spawn(async move {
-                            let offset = record.offset;
-                            process(&ctx, record).await.then_some((tp, offset, epoch))
-                        });
+                _ = sleep_until(wakeup), if wakeup.is_some() => {}
+                msg = rx.recv() => match msg {
+                    Some(FromConsumer::Record(record, epoch)) => lp.on_record(*record, epoch),
+                    Some(FromConsumer::Revoked(tps)) => lp.on_revoked(&tps),
+                    Some(FromConsumer::Fatal(e)) => {
+                        error!(error = %e, "fatal consumer error");
+                        fatal = Some(e);
+                        break;
                     }
-                    Err(e) => {
-                        if is_fatal(&e) {
-                            error!(error = %e, "fatal consumer error");
-                            hard_stop.cancel();
-                            tasks.abort_all();
-                            return Err(SchedulerError::Fatal(e));
-                        }
-                        warn!(error = %e, "consumer error (retrying)");
+                    None => {
+                        fatal = Some(KafkaError::Canceled);
+                        break;
                     }
                 },
             }
+            lp.dispatch();
+            lp.backpressure();
         }
 
-        let grace = config.scheduler.shutdown_grace;
-        info!(in_flight = tasks.len(), grace = ?grace, "stopping: no new tasks are fetched or started; waiting for running tasks");
+        // Drain: nothing new is fetched or started; running attempts get the grace period.
+        lp.stopping = true;
+        let grace = sc.shutdown_grace;
+        let queued = lp
+            .dispatcher
+            .total()
+            .count
+            .saturating_sub(lp.attempts.len());
+        info!(running = lp.attempts.len(), queued, grace = ?grace,
+            "stopping: no new tasks are fetched or started; waiting for running tasks");
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
-        while !tasks.is_empty() {
+        while !(lp.attempts.is_empty() && lp.publishes.is_empty()) {
             tokio::select! {
                 biased;
-                Some(joined) = tasks.join_next() => finish(&tracker, joined, &mut summary),
-                _ = commit_tick.tick() => commit(&consumer, &tracker, CommitMode::Async),
+                Some(done) = lp.attempts.join_next(), if !lp.attempts.is_empty() => lp.on_attempt(done),
+                Some(done) = lp.publishes.join_next(), if !lp.publishes.is_empty() => lp.on_published(done),
+                _ = commit_tick.tick() => lp.commit(CommitMode::Async),
                 _ = &mut deadline => {
-                    summary.abandoned = tasks.len();
-                    warn!(abandoned = tasks.len(), "grace period over; unfinished tasks will be re-delivered");
+                    warn!(running = lp.attempts.len(), publishing = lp.publishes.len(),
+                        "grace period over; unfinished tasks will run again");
                     hard_stop.cancel();
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
+                    lp.attempts.abort_all();
+                    lp.publishes.abort_all();
+                    while lp.attempts.join_next().await.is_some() {}
+                    while lp.publishes.join_next().await.is_some() {}
                     break;
                 }
             }
         }
-        // Final commit of everything done, synchronously, before leaving the group.
-        let points = lock(&tracker).all_commit_points();
-        if !points.is_empty() {
-            let tpl = tpl_of(&points);
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                warn!(error = %e, "final offset commit failed; finished tasks may run again");
-            }
-        }
-        consumer.unsubscribe();
+        // Whatever is still held (queued, waiting to retry, cut off) runs again later.
+        lp.summary.abandoned = lp.dispatcher.total().count;
+        // Final commit of everything done, before leaving the group.
+        lp.commit_all();
+        stop_polling.store(true, Ordering::Relaxed);
+        drop(rx);
         let _ = tokio::task::spawn_blocking(move || {
+            let _ = poller.join();
             use rdkafka::producer::Producer;
             let _ = ctx.producer.flush(Duration::from_secs(10));
         })
         .await;
+        if let Some(e) = fatal {
+            return Err(SchedulerError::Fatal(e));
+        }
         info!(
-            completed = summary.completed,
-            abandoned = summary.abandoned,
+            completed = lp.summary.completed,
+            abandoned = lp.summary.abandoned,
             "scheduler stopped"
         );
-        Ok(summary)
+        Ok(lp.summary)
     }
 
     fn consumer(
         &self,
-        tracker: &Arc<Mutex<OffsetTracker>>,
-    ) -> Result<StreamConsumer<GroupContext>, SchedulerError> {
+        shared: &Arc<Shared>,
+        tx: mpsc::Sender<FromConsumer>,
+    ) -> Result<BaseConsumer<GroupContext>, SchedulerError> {
         let config = &self.config;
         let mut cc = kafka::client_config(config);
         cc.set("group.id", config.group_id());
@@ -427,9 +370,13 @@ impl Scheduler {
         kafka::set_default(&mut cc, "session.timeout.ms", "10000");
         kafka::set_default(&mut cc, "heartbeat.interval.ms", "1000");
         kafka::set_default(&mut cc, "topic.metadata.refresh.interval.ms", "10000");
-        kafka::set_default(&mut cc, "queued.max.messages.kbytes", "16384");
+        // Pre-fetched records in librdkafka are memory too: keep them small; Tidewater
+        // buffers what matters in its own bounded queues.
+        kafka::set_default(&mut cc, "queued.max.messages.kbytes", "8192");
+        kafka::set_default(&mut cc, "fetch.max.bytes", "8388608");
         let ctx = GroupContext {
-            tracker: tracker.clone(),
+            shared: shared.clone(),
+            tx,
         };
         cc.create_with_context(ctx)
             .map_err(|source| KafkaOpError::Client {
@@ -440,17 +387,10 @@ impl Scheduler {
     }
 }
 
-fn is_fatal(e: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as C;
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            C::Fatal
-                | C::InvalidGroupId
-                | C::GroupAuthorizationFailed
-                | C::TopicAuthorizationFailed
-        )
-    )
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
 }
 
 fn tpl_of(points: &[(TopicPartition, i64)]) -> TopicPartitionList {
@@ -461,35 +401,347 @@ fn tpl_of(points: &[(TopicPartition, i64)]) -> TopicPartitionList {
     tpl
 }
 
-fn commit(
-    consumer: &StreamConsumer<GroupContext>,
-    tracker: &Mutex<OffsetTracker>,
-    mode: CommitMode,
-) {
-    let points = lock(tracker).commits();
-    if points.is_empty() {
-        return;
-    }
-    if let Err(e) = consumer.commit(&tpl_of(&points), mode) {
-        debug!(error = %e, "offset commit not sent; retried at the next interval");
-        lock(tracker).forget_committed(points.iter().map(|(tp, _)| tp));
-    }
+type AttemptDone = (Entry<Box<Job>>, AttemptResult, Instant);
+type PublishDone = (Published, bool);
+
+/// What a publication was for.
+enum Published {
+    /// A task that ran.
+    Task(Entry<Box<Job>>),
+    /// Input that could not run.
+    Reject {
+        tp: TopicPartition,
+        offset: i64,
+        epoch: u64,
+        bytes: usize,
+    },
 }
 
-fn finish(
-    tracker: &Mutex<OffsetTracker>,
-    joined: Result<Option<(TopicPartition, i64, u64)>, tokio::task::JoinError>,
-    summary: &mut RunSummary,
-) {
-    match joined {
-        Ok(Some((tp, offset, epoch))) => {
-            summary.completed += 1;
-            lock(tracker).done(&tp, offset, epoch);
+/// The dispatcher loop's state.
+struct Loop {
+    ctx: Arc<Ctx>,
+    shared: Arc<Shared>,
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    dispatcher: Dispatcher<Box<Job>>,
+    attempts: JoinSet<AttemptDone>,
+    publishes: JoinSet<PublishDone>,
+    /// Tasks waiting out a retry backoff, by due time.
+    retries: BTreeMap<(Instant, u64), Entry<Box<Job>>>,
+    retry_seq: u64,
+    paused: std::collections::HashSet<TopicPartition>,
+    summary: RunSummary,
+    stopping: bool,
+}
+
+impl Loop {
+    fn next_wakeup(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let retry = self.retries.keys().next().map(|(t, _)| *t);
+        let rate = self.dispatcher.next_wakeup(now);
+        match (retry, rate) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        // Abandoned at shutdown: the offset stays uncommitted and the task runs again.
-        Ok(None) => {}
-        Err(e) if e.is_cancelled() => {}
-        Err(e) => error!(error = %e, "task worker panicked; its offset stays uncommitted"),
+    }
+
+    fn on_record(&mut self, record: Record, epoch: u64) {
+        match prepare(&self.ctx, record, epoch) {
+            Prepared::Run(job) => {
+                let entry = Entry {
+                    function: job.f.id,
+                    tp: job.record.tp(),
+                    bytes: job.payload.len() + job.record.key.as_ref().map_or(0, Vec::len) + 256,
+                    key: job.record.ordering_key(),
+                    item: job,
+                };
+                self.dispatcher.push(entry);
+            }
+            Prepared::Reject {
+                record,
+                epoch,
+                outcome,
+                destination,
+            } => {
+                // Bad input never runs: its failure outcome goes straight out.
+                let tp = record.tp();
+                let bytes = record.value.len() + 256;
+                self.dispatcher.hold(&tp, bytes);
+                let ctx = self.ctx.clone();
+                let offset = record.offset;
+                self.publishes.spawn(async move {
+                    let ok = publish_outcome(&ctx, &outcome, Some(&destination)).await;
+                    (
+                        Published::Reject {
+                            tp,
+                            offset,
+                            epoch,
+                            bytes,
+                        },
+                        ok,
+                    )
+                });
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        if self.stopping {
+            return;
+        }
+        let now = Instant::now();
+        // Retries that are due go back to the front of their function's queue.
+        while let Some(first) = self.retries.first_key_value().map(|(k, _)| *k) {
+            if first.0 > now {
+                break;
+            }
+            if let Some(entry) = self.retries.remove(&first) {
+                self.dispatcher.requeue(entry);
+            }
+        }
+        let shared = self.shared.clone();
+        let mut dropped = Vec::new();
+        loop {
+            let next = {
+                let tracker = shared.tracker();
+                self.dispatcher.next(
+                    now,
+                    |e| tracker.may_start(&e.tp, e.item.epoch),
+                    &mut dropped,
+                )
+            };
+            let Some(entry) = next else { break };
+            shared.tracker().mark_running(&entry.tp, entry.item.epoch);
+            let ctx = self.ctx.clone();
+            self.attempts.spawn(async move {
+                let mut entry = entry;
+                let started = Instant::now();
+                let result = attempt(&ctx, &mut entry.item).await;
+                (entry, result, started)
+            });
+        }
+        if !dropped.is_empty() {
+            debug!(
+                dropped = dropped.len(),
+                "queued tasks of revoked partitions dropped"
+            );
+        }
+    }
+
+    fn on_attempt(&mut self, done: Result<AttemptDone, tokio::task::JoinError>) {
+        let (mut entry, result, _started) = match done {
+            Ok(d) => d,
+            Err(e) => {
+                // Its slot and buffer are lost until restart; the offset stays uncommitted.
+                error!(error = %e, "attempt worker panicked; its task will run again after a restart");
+                return;
+            }
+        };
+        self.dispatcher.attempt_finished(entry.function);
+        self.shared
+            .tracker()
+            .unmark_running(&entry.tp, entry.item.epoch);
+        let job = &mut entry.item;
+        let current = self.shared.tracker().is_current(&entry.tp, job.epoch);
+        if !current {
+            // Revoked while running: the new owner runs it and publishes its outcome.
+            self.dispatcher.task_finished(&entry);
+            return;
+        }
+        let f = job.f.clone();
+        let (lt, lf) = f.labels.clone();
+        let attempt_no = job.outcome.attempts.len() as u32;
+        match result {
+            // Cut off at hard stop: stays accounted, so the summary counts it.
+            AttemptResult::Abandoned => {}
+            AttemptResult::Succeeded(result) => {
+                job.outcome.status = OutcomeStatus::Succeeded;
+                job.outcome.result = Some(result);
+                self.publish(entry, f.on_success.clone());
+            }
+            AttemptResult::Failed(e) => {
+                let message = e.to_string();
+                let reason = match &e {
+                    ExecError::Timeout(_) => FailureReason::Timeout,
+                    ExecError::Failed {
+                        retryable: false, ..
+                    } => FailureReason::NonRetryable,
+                    ExecError::Failed { .. } => FailureReason::Executor,
+                };
+                if !e.retryable() || attempt_no >= f.cfg.max_attempts.get() {
+                    job.outcome.status = OutcomeStatus::Failed;
+                    job.outcome.reason = Some(reason);
+                    job.outcome.error = Some(message);
+                    self.publish(entry, Some(f.on_failure.clone()));
+                    return;
+                }
+                if self.stopping {
+                    // Left accounted: counted as abandoned; runs again on the next owner.
+                    return;
+                }
+                let delay = retry_delay(f.cfg.backoff, f.cfg.backoff_max, attempt_no + 1, jitter());
+                debug!(task_id = %job.outcome.task_id, attempt = attempt_no, error = %message, retry_in = ?delay, "attempt failed; retrying");
+                counter!(m::RETRIES, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
+                let attempt_i32 = i32::try_from(attempt_no).unwrap_or(i32::MAX);
+                send_status_nowait(
+                    &self.ctx,
+                    &status_event(
+                        &self.ctx,
+                        &job.outcome,
+                        TaskStatus::Retrying,
+                        attempt_i32,
+                        Some(message),
+                    ),
+                );
+                self.retry_seq += 1;
+                self.retries
+                    .insert((Instant::now() + delay, self.retry_seq), entry);
+            }
+        }
+    }
+
+    fn publish(&mut self, mut entry: Entry<Box<Job>>, destination: Option<String>) {
+        let job = &mut entry.item;
+        job.outcome.finished_at = now_ms();
+        job.outcome.payload = job.payload.as_ref().clone();
+        let (lt, lf) = job.f.labels.clone();
+        let label = match job.outcome.status {
+            OutcomeStatus::Succeeded => "succeeded",
+            OutcomeStatus::Failed => "failed",
+        };
+        if let Some(reason) = job.outcome.reason {
+            counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => reason.as_str()).increment(1);
+        }
+        counter!(m::TASKS_COMPLETED, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_OUTCOME => label)
+            .increment(1);
+        let ctx = self.ctx.clone();
+        self.publishes.spawn(async move {
+            let ok = publish_outcome(&ctx, &entry.item.outcome, destination.as_deref()).await;
+            (Published::Task(entry), ok)
+        });
+    }
+
+    fn on_published(&mut self, done: Result<PublishDone, tokio::task::JoinError>) {
+        let Ok((published, ok)) = done else {
+            error!("publisher panicked; its task will run again after a restart");
+            return;
+        };
+        let (tp, offset, epoch) = match &published {
+            Published::Task(entry) => {
+                self.dispatcher.task_finished(entry);
+                (entry.tp.clone(), entry.item.record.offset, entry.item.epoch)
+            }
+            Published::Reject {
+                tp,
+                offset,
+                epoch,
+                bytes,
+            } => {
+                self.dispatcher.release(tp, *bytes);
+                (tp.clone(), *offset, *epoch)
+            }
+        };
+        if ok {
+            self.summary.completed += 1;
+            self.shared.tracker().done(&tp, offset, epoch);
+        }
+    }
+
+    fn on_revoked(&mut self, tps: &[TopicPartition]) {
+        for tp in tps {
+            let dropped = self.dispatcher.drop_partition(tp);
+            let retrying: Vec<_> = self
+                .retries
+                .iter()
+                .filter(|(_, e)| &e.tp == tp)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in retrying {
+                if let Some(e) = self.retries.remove(&k) {
+                    self.dispatcher.task_finished(&e);
+                }
+            }
+            self.paused.remove(tp);
+            if !dropped.is_empty() {
+                debug!(topic = %tp.0, partition = tp.1, dropped = dropped.len(), "queued tasks of a revoked partition dropped");
+            }
+        }
+    }
+
+    /// Pauses partitions whose buffer (or the process's) is full; resumes them when it
+    /// has drained to three quarters.
+    fn backpressure(&mut self) {
+        let sc = &self.ctx.config.scheduler;
+        let total = self.dispatcher.total();
+        let process_full =
+            total.count >= sc.max_buffered.get() || total.bytes >= sc.max_buffered_bytes.get();
+        let process_low = total.count * 4 <= sc.max_buffered.get() * 3
+            && total.bytes * 4 <= sc.max_buffered_bytes.get() * 3;
+        let assigned = self.shared.tracker().partitions();
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        for tp in assigned {
+            let b = self.dispatcher.buffered(&tp);
+            let full = process_full
+                || b.count >= sc.max_buffered_per_partition.get()
+                || b.bytes >= sc.max_buffered_bytes_per_partition.get();
+            let low = process_low
+                && b.count * 4 <= sc.max_buffered_per_partition.get() * 3
+                && b.bytes * 4 <= sc.max_buffered_bytes_per_partition.get() * 3;
+            if full && !self.paused.contains(&tp) {
+                let _ = pause.add_partition(&tp.0, tp.1);
+                debug!(topic = %tp.0, partition = tp.1, buffered = b.count, bytes = b.bytes, "buffer full: pausing fetch");
+                self.paused.insert(tp);
+            } else if low && self.paused.contains(&tp) {
+                let _ = resume.add_partition(&tp.0, tp.1);
+                debug!(topic = %tp.0, partition = tp.1, buffered = b.count, "buffer drained: resuming fetch");
+                self.paused.remove(&tp);
+            }
+        }
+        if pause.count() > 0 {
+            if let Err(e) = self.consumer.pause(&pause) {
+                debug!(error = %e, "pause failed (partition revoked meanwhile?)");
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = self.consumer.resume(&resume) {
+                debug!(error = %e, "resume failed (partition revoked meanwhile?)");
+            }
+        }
+    }
+
+    fn export_gauges(&self) {
+        let total = self.dispatcher.total();
+        gauge!(m::BUFFERED_TASKS).set(total.count as f64);
+        gauge!(m::BUFFERED_BYTES).set(total.bytes as f64);
+        gauge!(m::PARTITIONS_PAUSED).set(self.paused.len() as f64);
+        for f in self.ctx.functions.values() {
+            let (t, fname) = f.labels.clone();
+            gauge!(m::TASKS_QUEUED, m::L_TENANT => t, m::L_FUNCTION => fname)
+                .set(self.dispatcher.queued(f.id) as f64);
+        }
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        let points = self.shared.tracker().commits();
+        if points.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&tpl_of(&points), mode) {
+            debug!(error = %e, "offset commit not sent; retried at the next interval");
+            self.shared
+                .tracker()
+                .forget_committed(points.iter().map(|(tp, _)| tp));
+        }
+    }
+
+    fn commit_all(&self) {
+        let points = self.shared.tracker().all_commit_points();
+        if points.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&tpl_of(&points), CommitMode::Sync) {
+            warn!(error = %e, "final offset commit failed; finished tasks may run again");
+        }
     }
 }
 
@@ -511,42 +763,85 @@ fn labels(ctx: &Ctx, tenant: &str, function: &str) -> (String, String) {
     (t, f)
 }
 
-/// Handles one record to its outcome. Returns false when the work was abandoned at
-/// shutdown (the offset must then stay uncommitted).
-async fn process(ctx: &Ctx, record: Record) -> bool {
+/// What a fetched record turns into.
+enum Prepared {
+    /// A task to run.
+    Run(Box<Job>),
+    /// Input that can never run: a failed outcome for the destination.
+    Reject {
+        record: Record,
+        epoch: u64,
+        outcome: Box<Outcome>,
+        destination: String,
+    },
+}
+
+/// Decodes and checks a record: a job for its function, or a rejection with the reason.
+fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
     let queue = topics::parse_queue(&ctx.config.topics.prefix, &record.topic);
     let tenant = queue
         .as_ref()
         .map(|q| q.tenant.clone())
         .unwrap_or_else(|| record.topic.clone());
-    let submitted_at = record.timestamp_ms.unwrap_or_else(now_ms);
+    let record_time = record.timestamp_ms.unwrap_or_else(now_ms);
+    let base = |task_id: String, function: &str, payload: Vec<u8>, headers, submitted_at| Outcome {
+        task_id,
+        tenant: tenant.clone(),
+        function: function.to_string(),
+        status: OutcomeStatus::Failed,
+        reason: None,
+        error: None,
+        result: None,
+        payload,
+        task_headers: headers,
+        attempts: Vec::new(),
+        submitted_at,
+        finished_at: 0,
+        source: record.source(),
+        traceparent: record.traceparent.clone(),
+        scheduler_id: ctx.scheduler_id.clone(),
+    };
+    let reject = |mut outcome: Outcome,
+                  reason: FailureReason,
+                  error: String,
+                  destination: String| {
+        let (lt, lf) = labels(ctx, &outcome.tenant, &outcome.function);
+        warn!(task_id = %outcome.task_id, tenant = %outcome.tenant, reason = reason.as_str(), error = %error, "task rejected");
+        counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => reason.as_str()).increment(1);
+        counter!(m::TASKS_COMPLETED, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_OUTCOME => "failed").increment(1);
+        outcome.reason = Some(reason);
+        outcome.error = Some(error);
+        outcome.finished_at = now_ms();
+        (outcome, destination)
+    };
 
     let task = match codec::decode_task(&record.value, record.content_type.as_deref()) {
         Ok(task) => task,
         Err(e) => {
             let (lt, lf) = labels(ctx, &tenant, "");
             counter!(m::TASKS_SUBMITTED, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
-            let id = record.fallback_id();
-            let payload = record.value.clone();
-            return reject(
-                ctx,
-                &record,
-                Rejected {
-                    task_id: id,
-                    tenant: &tenant,
-                    function: "",
-                    payload,
-                    headers: Default::default(),
-                    submitted_at,
-                    reason: FailureReason::Malformed,
-                    error: format!(
-                        "cannot decode task at {}[{}]@{}: {e}",
-                        record.topic, record.partition, record.offset
-                    ),
-                    destination: ctx.config.dead_letter(&tenant),
-                },
-            )
-            .await;
+            let error = format!(
+                "cannot decode task at {}[{}]@{}: {e}",
+                record.topic, record.partition, record.offset
+            );
+            let (outcome, destination) = reject(
+                base(
+                    record.fallback_id(),
+                    "",
+                    record.value.clone(),
+                    BTreeMap::new(),
+                    record_time,
+                ),
+                FailureReason::Malformed,
+                error,
+                ctx.config.dead_letter(&tenant),
+            );
+            return Prepared::Reject {
+                record,
+                epoch,
+                outcome: Box::new(outcome),
+                destination,
+            };
         }
     };
     let task_id = if task.id.is_empty() {
@@ -554,109 +849,147 @@ async fn process(ctx: &Ctx, record: Record) -> bool {
     } else {
         task.id.clone()
     };
-    let submitted_at = task.submitted_at.unwrap_or(submitted_at);
+    let submitted_at = task.submitted_at.unwrap_or(record_time);
     let (lt, lf) = labels(ctx, &tenant, &task.function);
     counter!(m::TASKS_SUBMITTED, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
 
-    let reject_with = |reason: FailureReason, error: String, destination: String| Rejected {
-        task_id: task_id.clone(),
-        tenant: &tenant,
-        function: &task.function,
-        payload: task.payload.clone(),
-        headers: task.headers.clone(),
-        submitted_at,
-        reason,
-        error,
-        destination,
-    };
+    let mut refusal = None;
     if let Some(named) = task.tenant.as_deref().filter(|t| *t != tenant) {
-        let r = reject_with(
+        refusal = Some((
             FailureReason::TenantMismatch,
             format!(
                 "task names tenant `{named}` but was submitted to the queue of tenant `{tenant}`"
             ),
             ctx.config.dead_letter(&tenant),
-        );
-        return reject(ctx, &record, r).await;
+        ));
+    } else if let Some(only) = queue
+        .as_ref()
+        .and_then(|q| q.function.as_deref())
+        .filter(|only| *only != task.function)
+    {
+        refusal = Some((
+            FailureReason::UnknownFunction,
+            format!(
+                "queue {} serves only function `{only}`, not `{}`",
+                record.topic, task.function
+            ),
+            ctx.config.dead_letter(&tenant),
+        ));
     }
-    if let Some(only) = queue.as_ref().and_then(|q| q.function.as_deref()) {
-        if only != task.function {
-            let r = reject_with(
-                FailureReason::UnknownFunction,
-                format!(
-                    "queue {} serves only function `{only}`, not `{}`",
-                    record.topic, task.function
-                ),
-                ctx.config.dead_letter(&tenant),
-            );
-            return reject(ctx, &record, r).await;
-        }
-    }
-    let Some(f) = ctx
+    let f = ctx
         .functions
         .get(&(tenant.clone(), task.function.clone()))
-        .cloned()
-    else {
-        let r = reject_with(
-            FailureReason::UnknownFunction,
-            format!("tenant `{tenant}` has no function `{}`", task.function),
-            ctx.config.dead_letter(&tenant),
-        );
-        return reject(ctx, &record, r).await;
-    };
-    if task.payload.len() > f.max_payload {
-        let r = reject_with(
-            FailureReason::PayloadTooLarge,
-            format!(
-                "payload of {} bytes is over the limit of {} bytes",
-                task.payload.len(),
-                f.max_payload
-            ),
-            f.on_failure.clone(),
-        );
-        return reject(ctx, &record, r).await;
+        .cloned();
+    if refusal.is_none() {
+        match &f {
+            None => {
+                refusal = Some((
+                    FailureReason::UnknownFunction,
+                    format!("tenant `{tenant}` has no function `{}`", task.function),
+                    ctx.config.dead_letter(&tenant),
+                ));
+            }
+            Some(f) if task.payload.len() > f.max_payload => {
+                refusal = Some((
+                    FailureReason::PayloadTooLarge,
+                    format!(
+                        "payload of {} bytes is over the limit of {} bytes",
+                        task.payload.len(),
+                        f.max_payload
+                    ),
+                    f.on_failure.clone(),
+                ));
+            }
+            Some(_) => {}
+        }
     }
-    run_task(ctx, &record, &f, task, task_id, tenant, submitted_at).await
+    let outcome = base(
+        task_id,
+        &task.function,
+        Vec::new(),
+        task.headers.clone(),
+        submitted_at,
+    );
+    match (refusal, f) {
+        (None, Some(f)) => Prepared::Run(Box::new(Job {
+            record,
+            epoch,
+            f,
+            outcome,
+            payload: Arc::new(task.payload),
+            headers: Arc::new(task.headers),
+        })),
+        (refusal, _) => {
+            let (reason, error, destination) = refusal.unwrap_or_else(|| {
+                (
+                    FailureReason::UnknownFunction,
+                    format!("tenant `{tenant}` has no function `{}`", task.function),
+                    ctx.config.dead_letter(&tenant),
+                )
+            });
+            let mut outcome = outcome;
+            outcome.payload = task.payload;
+            let (outcome, destination) = reject(outcome, reason, error, destination);
+            Prepared::Reject {
+                record,
+                epoch,
+                outcome: Box::new(outcome),
+                destination,
+            }
+        }
+    }
 }
 
-struct Rejected<'a> {
-    task_id: String,
-    tenant: &'a str,
-    function: &'a str,
-    payload: Vec<u8>,
-    headers: std::collections::BTreeMap<String, String>,
-    submitted_at: i64,
-    reason: FailureReason,
-    error: String,
-    destination: String,
-}
-
-/// Input that can never run: a failed outcome with the reason, straight to the destination.
-async fn reject(ctx: &Ctx, record: &Record, r: Rejected<'_>) -> bool {
-    warn!(task_id = %r.task_id, tenant = r.tenant, reason = r.reason.as_str(), error = %r.error, "task rejected");
-    let (lt, lf) = labels(ctx, r.tenant, r.function);
-    counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => r.reason.as_str()).increment(1);
-    counter!(m::TASKS_COMPLETED, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_OUTCOME => "failed")
-        .increment(1);
-    let now = now_ms();
-    let outcome = Outcome {
-        task_id: r.task_id,
-        tenant: r.tenant.to_string(),
-        function: r.function.to_string(),
-        status: OutcomeStatus::Failed,
-        reason: Some(r.reason),
-        error: Some(r.error),
-        result: None,
-        payload: r.payload,
-        task_headers: r.headers,
-        attempts: vec![],
-        submitted_at: r.submitted_at,
-        finished_at: now,
-        source: record.source(),
-        traceparent: record.traceparent.clone(),
-        scheduler_id: ctx.scheduler_id.clone(),
+/// Runs one attempt of a job and records it in the job's outcome.
+async fn attempt(ctx: &Ctx, job: &mut Job) -> AttemptResult {
+    let f = &job.f;
+    let (lt, lf) = f.labels.clone();
+    let attempt_no = job.outcome.attempts.len() as u32 + 1;
+    let attempt_i32 = i32::try_from(attempt_no).unwrap_or(i32::MAX);
+    let started_at = now_ms();
+    if attempt_no == 1 {
+        histogram!(m::QUEUE_WAIT_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
+            .record((started_at - job.outcome.submitted_at).max(0) as f64 / 1000.0);
+    }
+    send_status_nowait(
+        ctx,
+        &status_event(ctx, &job.outcome, TaskStatus::Running, attempt_i32, None),
+    );
+    let running = gauge!(m::TASKS_RUNNING, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone());
+    running.increment(1.0);
+    let inv = Invocation {
+        task_id: job.outcome.task_id.clone(),
+        tenant: f.tenant.clone(),
+        function: f.name.clone(),
+        attempt: attempt_no,
+        payload: job.payload.clone(),
+        traceparent: job.record.traceparent.clone(),
+        headers: job.headers.clone(),
     };
-    publish_outcome(ctx, &outcome, Some(&r.destination)).await
+    let clock = Instant::now();
+    let result = tokio::select! {
+        r = f.executor.execute(inv, f.cfg.timeout) => r,
+        _ = ctx.hard_stop.cancelled() => {
+            running.decrement(1.0);
+            return AttemptResult::Abandoned;
+        }
+    };
+    running.decrement(1.0);
+    histogram!(m::EXECUTION_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
+        .record(clock.elapsed().as_secs_f64());
+    let outcome_label = if result.is_ok() { "success" } else { "failure" };
+    counter!(m::ATTEMPTS, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_RESULT => outcome_label)
+        .increment(1);
+    job.outcome.attempts.push(Attempt {
+        attempt: attempt_i32,
+        started_at,
+        finished_at: now_ms(),
+        error: result.as_ref().err().map(ToString::to_string),
+    });
+    match result {
+        Ok(r) => AttemptResult::Succeeded(r),
+        Err(e) => AttemptResult::Failed(e),
+    }
 }
 
 fn status_event(
@@ -793,162 +1126,6 @@ fn jitter() -> f64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_i64(now_ms());
     (hasher.finish() % 10_000) as f64 / 10_000.0
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_task(
-    ctx: &Ctx,
-    record: &Record,
-    f: &FunctionRt,
-    task: Task,
-    task_id: String,
-    tenant: String,
-    submitted_at: i64,
-) -> bool {
-    let (lt, lf) = labels(ctx, &tenant, &task.function);
-    let payload = Arc::new(task.payload);
-    let task_headers = Arc::new(task.headers);
-    let traceparent = record.traceparent.clone();
-    let mut outcome = Outcome {
-        task_id: task_id.clone(),
-        tenant: tenant.clone(),
-        function: task.function.clone(),
-        status: OutcomeStatus::Failed,
-        reason: None,
-        error: None,
-        result: None,
-        payload: Vec::new(),
-        task_headers: task_headers.as_ref().clone(),
-        attempts: Vec::new(),
-        submitted_at,
-        finished_at: 0,
-        source: record.source(),
-        traceparent: traceparent.clone(),
-        scheduler_id: ctx.scheduler_id.clone(),
-    };
-    let max_attempts = f.cfg.max_attempts.get();
-    let mut attempt = 1u32;
-    loop {
-        let permit = tokio::select! {
-            biased;
-            _ = ctx.stopping.cancelled() => return false,
-            p = f.slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return false,
-            },
-        };
-        let started_at = now_ms();
-        if attempt == 1 {
-            histogram!(m::QUEUE_WAIT_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
-                .record((started_at - submitted_at).max(0) as f64 / 1000.0);
-        }
-        let attempt_i32 = i32::try_from(attempt).unwrap_or(i32::MAX);
-        send_status_nowait(
-            ctx,
-            &status_event(ctx, &outcome, TaskStatus::Running, attempt_i32, None),
-        );
-        let running =
-            gauge!(m::TASKS_RUNNING, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone());
-        running.increment(1.0);
-        let inv = Invocation {
-            task_id: task_id.clone(),
-            tenant: tenant.clone(),
-            function: task.function.clone(),
-            attempt,
-            payload: payload.clone(),
-            traceparent: traceparent.clone(),
-            headers: task_headers.clone(),
-        };
-        let clock = std::time::Instant::now();
-        let result = tokio::select! {
-            r = f.executor.execute(inv, f.cfg.timeout) => r,
-            _ = ctx.hard_stop.cancelled() => {
-                running.decrement(1.0);
-                return false;
-            }
-        };
-        running.decrement(1.0);
-        drop(permit);
-        histogram!(m::EXECUTION_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
-            .record(clock.elapsed().as_secs_f64());
-        let finished_at = now_ms();
-        match result {
-            Ok(result) => {
-                counter!(m::ATTEMPTS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_RESULT => "success").increment(1);
-                outcome.attempts.push(Attempt {
-                    attempt: attempt_i32,
-                    started_at,
-                    finished_at,
-                    error: None,
-                });
-                outcome.status = OutcomeStatus::Succeeded;
-                outcome.result = Some(result);
-                break;
-            }
-            Err(e) => {
-                counter!(m::ATTEMPTS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_RESULT => "failure").increment(1);
-                let message = e.to_string();
-                outcome.attempts.push(Attempt {
-                    attempt: attempt_i32,
-                    started_at,
-                    finished_at,
-                    error: Some(message.clone()),
-                });
-                let reason = match &e {
-                    ExecError::Timeout(_) => FailureReason::Timeout,
-                    ExecError::Failed {
-                        retryable: false, ..
-                    } => FailureReason::NonRetryable,
-                    ExecError::Failed { .. } => FailureReason::Executor,
-                };
-                if !e.retryable() || attempt >= max_attempts {
-                    outcome.reason = Some(reason);
-                    outcome.error = Some(message);
-                    break;
-                }
-                let delay = retry_delay(f.cfg.backoff, f.cfg.backoff_max, attempt + 1, jitter());
-                debug!(task_id = %task_id, attempt, error = %message, retry_in = ?delay, "attempt failed; retrying");
-                send_status_nowait(
-                    ctx,
-                    &status_event(
-                        ctx,
-                        &outcome,
-                        TaskStatus::Retrying,
-                        attempt_i32,
-                        Some(message),
-                    ),
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = ctx.stopping.cancelled() => return false,
-                }
-                attempt += 1;
-            }
-        }
-    }
-    outcome.finished_at = now_ms();
-    let destination = match outcome.status {
-        OutcomeStatus::Succeeded => f.on_success.as_deref(),
-        OutcomeStatus::Failed => {
-            outcome.payload = payload.as_ref().clone();
-            Some(f.on_failure.as_str())
-        }
-    };
-    if outcome.status == OutcomeStatus::Succeeded {
-        // Compensation needs the input too.
-        outcome.payload = payload.as_ref().clone();
-    }
-    let label = match outcome.status {
-        OutcomeStatus::Succeeded => "succeeded",
-        OutcomeStatus::Failed => "failed",
-    };
-    if let Some(reason) = outcome.reason {
-        counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => reason.as_str()).increment(1);
-    }
-    counter!(m::TASKS_COMPLETED, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_OUTCOME => label)
-        .increment(1);
-    debug!(task_id = %task_id, outcome = label, attempts = outcome.attempts.len(), "task finished");
-    publish_outcome(ctx, &outcome, destination).await
 }
 
 #[cfg(test)]

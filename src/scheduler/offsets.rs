@@ -21,6 +21,10 @@ pub struct PartitionOffsets {
     /// Incremented each time the partition is assigned, so completions of an earlier
     /// assignment are told apart.
     epoch: u64,
+    /// Attempts running now.
+    running: usize,
+    /// Being revoked: nothing new may start.
+    revoking: bool,
 }
 
 impl PartitionOffsets {
@@ -67,20 +71,14 @@ impl OffsetTracker {
         self.parts.remove(tp)
     }
 
-    /// Records that `offset` was fetched and its work started; returns the epoch to hand
-    /// back with [`OffsetTracker::done`]. A partition not yet known is assigned implicitly.
-    pub fn start(&mut self, tp: &TopicPartition, offset: i64) -> u64 {
-        if !self.parts.contains_key(tp) {
-            self.assign(tp.clone());
-        }
-        match self.parts.get_mut(tp) {
-            Some(p) => {
-                p.pending.insert(offset);
-                p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
-                p.epoch
-            }
-            None => 0,
-        }
+    /// Records that `offset` was fetched; returns the epoch to hand back with
+    /// [`OffsetTracker::done`], or `None` when the partition is not assigned (a record
+    /// fetched just before its partition was revoked: it belongs to the next owner).
+    pub fn start(&mut self, tp: &TopicPartition, offset: i64) -> Option<u64> {
+        let p = self.parts.get_mut(tp).filter(|p| !p.revoking)?;
+        p.pending.insert(offset);
+        p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        Some(p.epoch)
     }
 
     /// Records that `offset` is done. Returns false when the partition was revoked (or
@@ -129,6 +127,54 @@ impl OffsetTracker {
         self.parts.get(tp).and_then(PartitionOffsets::commit_point)
     }
 
+    /// Whether work of this partition and epoch may start now (assigned, not being revoked).
+    pub fn may_start(&self, tp: &TopicPartition, epoch: u64) -> bool {
+        self.parts
+            .get(tp)
+            .is_some_and(|p| p.epoch == epoch && !p.revoking)
+    }
+
+    /// Whether the partition is still assigned under this epoch.
+    pub fn is_current(&self, tp: &TopicPartition, epoch: u64) -> bool {
+        self.parts.get(tp).is_some_and(|p| p.epoch == epoch)
+    }
+
+    /// An attempt of this partition started.
+    pub fn mark_running(&mut self, tp: &TopicPartition, epoch: u64) {
+        if let Some(p) = self.parts.get_mut(tp).filter(|p| p.epoch == epoch) {
+            p.running += 1;
+        }
+    }
+
+    /// An attempt of this partition ended.
+    pub fn unmark_running(&mut self, tp: &TopicPartition, epoch: u64) {
+        if let Some(p) = self.parts.get_mut(tp).filter(|p| p.epoch == epoch) {
+            p.running = p.running.saturating_sub(1);
+        }
+    }
+
+    /// Marks partitions as being revoked: nothing new of them may start.
+    pub fn begin_revoke<'a>(&mut self, tps: impl IntoIterator<Item = &'a TopicPartition>) {
+        for tp in tps {
+            if let Some(p) = self.parts.get_mut(tp) {
+                p.revoking = true;
+            }
+        }
+    }
+
+    /// Attempts running in these partitions.
+    pub fn running_in<'a>(&self, tps: impl IntoIterator<Item = &'a TopicPartition>) -> usize {
+        tps.into_iter()
+            .filter_map(|tp| self.parts.get(tp))
+            .map(|p| p.running)
+            .sum()
+    }
+
+    /// Assigned partitions.
+    pub fn partitions(&self) -> Vec<TopicPartition> {
+        self.parts.keys().cloned().collect()
+    }
+
     /// Started, unfinished offsets across all partitions.
     pub fn pending(&self) -> usize {
         self.parts.values().map(PartitionOffsets::pending).sum()
@@ -149,7 +195,7 @@ mod tests {
         let mut t = OffsetTracker::new();
         let e = t.assign(tp());
         for o in 10..15 {
-            t.start(&tp(), o);
+            t.start(&tp(), o).unwrap();
         }
         assert_eq!(t.commit_point(&tp()), Some(10));
         assert!(t.done(&tp(), 12, e));
@@ -172,11 +218,12 @@ mod tests {
     fn completions_of_a_revoked_assignment_are_ignored() {
         let mut t = OffsetTracker::new();
         let old = t.assign(tp());
-        t.start(&tp(), 1);
+        t.start(&tp(), 1).unwrap();
         t.revoke(&tp());
         assert!(!t.done(&tp(), 1, old));
+        assert_eq!(t.start(&tp(), 2), None, "not assigned: not tracked");
         let new = t.assign(tp());
-        t.start(&tp(), 1);
+        t.start(&tp(), 1).unwrap();
         assert!(!t.done(&tp(), 1, old), "old epoch must not finish new work");
         assert_eq!(t.commit_point(&tp()), Some(1));
         assert!(t.done(&tp(), 1, new));
@@ -196,7 +243,7 @@ mod tests {
             let e = t.assign(tp());
             let mut pending: Vec<i64> = (start..start + n as i64).collect();
             for &o in &pending {
-                t.start(&tp(), o);
+                t.start(&tp(), o).unwrap();
             }
             let mut done = BTreeSet::new();
             for idx in order.iter().take(n) {

@@ -1,0 +1,277 @@
+//! The scheduler's Kafka consumer, on a thread of its own.
+//!
+//! The thread polls without pause, so rebalance callbacks run and the group never drops
+//! the member, however long tasks run; backpressure pauses partitions instead of
+//! stopping the poll. Records go to the dispatcher through a small bounded channel. On
+//! revoke, the callback stops new work of the revoked partitions, gives their running
+//! attempts a bounded grace period, commits what is done, and only then lets them go.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use metrics::counter;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::offsets::{OffsetTracker, TopicPartition};
+use crate::codec::Source;
+use crate::names::{headers as h, metrics as m};
+
+/// A fetched record, owned, with what the scheduler needs from it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// `content-type` header.
+    pub content_type: Option<String>,
+    /// `traceparent` header.
+    pub traceparent: Option<String>,
+    /// Whether the key is an ordering key (`tw-ordered: true`).
+    pub ordered: bool,
+    /// Record timestamp, ms.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Record {
+    /// Copies what is needed out of a consumed message.
+    pub fn from_message<M: Message>(msg: &M) -> Self {
+        let mut content_type = None;
+        let mut traceparent = None;
+        let mut ordered = false;
+        if let Some(hs) = msg.headers() {
+            for hd in hs.iter() {
+                let value = hd.value.and_then(|v| std::str::from_utf8(v).ok());
+                if hd.key.eq_ignore_ascii_case(h::CONTENT_TYPE) {
+                    content_type = value.map(str::to_string);
+                } else if hd.key.eq_ignore_ascii_case(h::TRACEPARENT) {
+                    traceparent = value.map(str::to_string);
+                } else if hd.key.eq_ignore_ascii_case(h::ORDERED) {
+                    ordered = value.is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                }
+            }
+        }
+        Record {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            content_type,
+            traceparent,
+            ordered,
+            timestamp_ms: msg.timestamp().to_millis(),
+        }
+    }
+
+    /// Where it was read from.
+    pub fn source(&self) -> Source {
+        Source {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+
+    /// Its partition.
+    pub fn tp(&self) -> TopicPartition {
+        (self.topic.clone(), self.partition)
+    }
+
+    /// The ordering key, when the record is marked ordered and has a UTF-8 key.
+    pub fn ordering_key(&self) -> Option<String> {
+        if !self.ordered {
+            return None;
+        }
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+    }
+
+    /// The task id when the submitter chose none: the record key, else its position.
+    pub fn fallback_id(&self) -> String {
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}-{}-{}", self.topic, self.partition, self.offset))
+    }
+}
+
+/// What the consumer thread tells the dispatcher.
+#[derive(Debug)]
+pub enum FromConsumer {
+    /// A record, with the epoch of its partition's assignment.
+    Record(Box<Record>, u64),
+    /// Partitions were revoked (their running work had its grace; what was done is
+    /// committed): drop what is queued of them.
+    Revoked(Vec<TopicPartition>),
+    /// The consumer cannot go on.
+    Fatal(KafkaError),
+}
+
+/// State shared by the consumer thread, its callbacks and the dispatcher.
+pub struct Shared {
+    /// Offsets and assignments.
+    pub tracker: Mutex<OffsetTracker>,
+    /// Grace for running attempts of revoked partitions.
+    pub rebalance_grace: Duration,
+}
+
+impl Shared {
+    /// Locks the tracker (a panic elsewhere leaves it consistent: each method is a step).
+    pub fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The consumer's context: keeps the tracker in step with rebalances.
+pub struct GroupContext {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// To the dispatcher.
+    pub tx: mpsc::Sender<FromConsumer>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        counter!(m::REBALANCES, m::L_KIND => "revoke").increment(1);
+        let tps: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        self.shared.tracker().begin_revoke(&tps);
+        let started = Instant::now();
+        let mut running = self.shared.tracker().running_in(&tps);
+        if running > 0 {
+            info!(partitions = tps.len(), running, grace = ?self.shared.rebalance_grace,
+                "partitions revoked: letting running tasks finish");
+        }
+        while running > 0 && started.elapsed() < self.shared.rebalance_grace {
+            std::thread::sleep(Duration::from_millis(20));
+            running = self.shared.tracker().running_in(&tps);
+        }
+        if running > 0 {
+            warn!(
+                running,
+                "rebalance grace over; unfinished tasks will run again on the new owner"
+            );
+        }
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut tracker = self.shared.tracker();
+            for tp in &tps {
+                if let Some(point) = tracker.commit_point(tp) {
+                    let _ = commit.add_partition_offset(&tp.0, tp.1, Offset::Offset(point));
+                }
+                tracker.revoke(tp);
+            }
+        }
+        // Counted by `commit_callback`, which librdkafka calls for this commit too.
+        if commit.count() > 0 {
+            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                warn!(error = %e, "commit on revoke failed; finished tasks may run again");
+            }
+        }
+        // Best effort: queued tasks of these partitions are also refused at dispatch.
+        let _ = self.tx.try_send(FromConsumer::Revoked(tps));
+        info!(partitions = tpl.count(), "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            counter!(m::REBALANCES, m::L_KIND => "assign").increment(1);
+            let mut tracker = self.shared.tracker();
+            for e in tpl.elements() {
+                tracker.assign((e.topic().to_string(), e.partition()));
+            }
+            info!(
+                partitions = ?tpl.elements().iter().map(|e| format!("{}[{}]", e.topic(), e.partition())).collect::<Vec<_>>(),
+                "partitions assigned"
+            );
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => counter!(m::OFFSET_COMMITS, m::L_RESULT => "ok").increment(1),
+            Err(e) => {
+                counter!(m::OFFSET_COMMITS, m::L_RESULT => "error").increment(1);
+                debug!(error = %e, partitions = offsets.count(), "offset commit failed; retried at the next interval");
+            }
+        }
+    }
+}
+
+/// Whether a consumer error ends the scheduler.
+pub fn is_fatal(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::Fatal
+                | C::InvalidGroupId
+                | C::GroupAuthorizationFailed
+                | C::TopicAuthorizationFailed
+        )
+    )
+}
+
+/// Polls until `stop` is set or the dispatcher goes away; then closes the consumer
+/// (which revokes its partitions through the callback above).
+pub fn poll_loop(
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<FromConsumer>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) if !forward(&msg, &shared, &tx) => break,
+            Some(Ok(_)) => {}
+            Some(Err(e)) if is_fatal(&e) => {
+                let _ = tx.blocking_send(FromConsumer::Fatal(e));
+                break;
+            }
+            Some(Err(e)) => warn!(error = %e, "consumer error (retrying)"),
+            None => {}
+        }
+    }
+    consumer.unsubscribe();
+    // Serve the revoke that unsubscribing triggers, so what is done gets committed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+}
+
+fn forward(msg: &BorrowedMessage<'_>, shared: &Shared, tx: &mpsc::Sender<FromConsumer>) -> bool {
+    let record = Record::from_message(msg);
+    // Untracked (revoked under our feet): the next owner reads it.
+    let Some(epoch) = shared.tracker().start(&record.tp(), record.offset) else {
+        return true;
+    };
+    tx.blocking_send(FromConsumer::Record(Box::new(record), epoch))
+        .is_ok()
+}
