@@ -43,10 +43,15 @@ pub struct TestEnv {
 impl TestEnv {
     /// `body` is TOML with `[scheduler]` settings (optional) and `[tenants…]` tables.
     pub fn new(name: &str, body: &str) -> Self {
+        Self::with_partitions(name, body, 3)
+    }
+
+    /// Like [`TestEnv::new`], with `partitions` partitions per created topic.
+    pub fn with_partitions(name: &str, body: &str, partitions: u32) -> Self {
         let prefix = unique(name);
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\n[topics]\nprefix = \"{prefix}\"\npartitions = 3\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\n{body}\n",
+            "[kafka]\nbootstrap_servers = \"{}\"\n[topics]\nprefix = \"{prefix}\"\npartitions = {partitions}\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\n{body}\n",
             bootstrap()
         );
         let text = text.replace("{prefix}", &prefix);
@@ -297,6 +302,32 @@ impl SchedulerProcess {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The `/metrics` address the scheduler logged at start.
+    pub fn metrics_url(&self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log_text();
+            if let Some(url) = log
+                .split_whitespace()
+                .find(|w| w.starts_with("http://") && w.ends_with("/metrics"))
+            {
+                return url.to_string();
+            }
+            assert!(Instant::now() < deadline, "no metrics address in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Resident memory of the process, in bytes, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 
     pub fn log_text(&self) -> String {
