@@ -159,11 +159,18 @@ pub struct SchedulerConfig {
     /// 268435456 (256 MiB).
     #[serde(default = "default_max_buffered_bytes")]
     pub max_buffered_bytes: NonZeroUsize,
+    /// `exactly_once` (default): outcome events, status events and consumer offsets are
+    /// written in one Kafka transaction per batch, so `read_committed` consumers see
+    /// exactly one terminal outcome per task. `at_least_once`: records are produced and
+    /// offsets committed separately (faster; a crash may publish an outcome twice).
+    #[serde(default)]
+    pub delivery: Delivery,
     /// When a partition is revoked, how long its running attempts may take to finish
     /// before the partition is released (what is done is committed first). Default `10s`.
     #[serde(default = "default_rebalance_grace", deserialize_with = "de_duration")]
     pub rebalance_grace: Duration,
-    /// How often finished offsets are committed. Default `1s`.
+    /// How often finished offsets are committed (at-least-once), and the longest a
+    /// finished task waits for its transaction (exactly-once). Default `100ms`.
     #[serde(default = "default_commit_interval", deserialize_with = "de_duration")]
     pub commit_interval: Duration,
     /// On shutdown, how long running tasks may take to finish before they are abandoned
@@ -198,7 +205,7 @@ fn default_rebalance_grace() -> Duration {
     Duration::from_secs(10)
 }
 fn default_commit_interval() -> Duration {
-    Duration::from_secs(1)
+    Duration::from_millis(100)
 }
 fn default_grace() -> Duration {
     Duration::from_secs(30)
@@ -218,11 +225,23 @@ impl Default for SchedulerConfig {
             max_buffered: default_max_buffered(),
             max_buffered_bytes: default_max_buffered_bytes(),
             rebalance_grace: default_rebalance_grace(),
+            delivery: Delivery::default(),
             commit_interval: default_commit_interval(),
             shutdown_grace: default_grace(),
             max_payload_bytes: default_max_payload(),
         }
     }
+}
+
+/// How outcomes are delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// One transaction per batch: outcomes, status events and offsets together.
+    #[default]
+    ExactlyOnce,
+    /// Produce, then commit offsets: a crash may repeat an outcome.
+    AtLeastOnce,
 }
 
 /// Log format.

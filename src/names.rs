@@ -150,6 +150,10 @@ pub mod metrics {
     pub const PARTITIONS_PAUSED: &str = "tidewater_partitions_paused";
     /// Counter: retries scheduled, by tenant and function.
     pub const RETRIES: &str = "tidewater_task_retries_total";
+    /// Counter: publisher batches, by result (`committed`, `retry`, `fatal`).
+    pub const TRANSACTIONS: &str = "tidewater_transactions_total";
+    /// Counter: re-delivered records skipped because their outcome was already committed.
+    pub const SKIPPED: &str = "tidewater_tasks_skipped_total";
 
     /// Label: tenant name.
     pub const L_TENANT: &str = "tenant";
@@ -232,6 +236,14 @@ pub mod metrics {
             "Partitions whose fetching is paused because a buffer is full."
         );
         describe_counter!(RETRIES, "Retries scheduled after a failed attempt.");
+        describe_counter!(
+            TRANSACTIONS,
+            "Publisher batches (one Kafka transaction each in exactly-once mode), by result."
+        );
+        describe_counter!(
+            SKIPPED,
+            "Re-delivered records skipped because their outcome was already committed."
+        );
     }
 }
 

@@ -131,6 +131,8 @@ pub struct Shared {
     pub tracker: Mutex<OffsetTracker>,
     /// Grace for running attempts of revoked partitions.
     pub rebalance_grace: Duration,
+    /// Offsets are committed in the publisher's transactions, never by the consumer.
+    pub exactly_once: bool,
 }
 
 impl Shared {
@@ -163,18 +165,20 @@ impl ConsumerContext for GroupContext {
             .collect();
         self.shared.tracker().begin_revoke(&tps);
         let started = Instant::now();
-        let mut running = self.shared.tracker().running_in(&tps);
-        if running > 0 {
-            info!(partitions = tps.len(), running, grace = ?self.shared.rebalance_grace,
+        // Running attempts, and outcomes on their way to Kafka (whose transaction also
+        // commits the offsets in exactly-once mode).
+        let mut busy = self.shared.tracker().busy_in(&tps);
+        if busy > 0 {
+            info!(partitions = tps.len(), busy, grace = ?self.shared.rebalance_grace,
                 "partitions revoked: letting running tasks finish");
         }
-        while running > 0 && started.elapsed() < self.shared.rebalance_grace {
+        while busy > 0 && started.elapsed() < self.shared.rebalance_grace {
             std::thread::sleep(Duration::from_millis(20));
-            running = self.shared.tracker().running_in(&tps);
+            busy = self.shared.tracker().busy_in(&tps);
         }
-        if running > 0 {
+        if busy > 0 {
             warn!(
-                running,
+                busy,
                 "rebalance grace over; unfinished tasks will run again on the new owner"
             );
         }
@@ -188,8 +192,9 @@ impl ConsumerContext for GroupContext {
                 tracker.revoke(tp);
             }
         }
-        // Counted by `commit_callback`, which librdkafka calls for this commit too.
-        if commit.count() > 0 {
+        // Counted by `commit_callback`, which librdkafka calls for this commit too. In
+        // exactly-once mode the publisher's transactions have committed them already.
+        if commit.count() > 0 && !self.shared.exactly_once {
             if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
                 warn!(error = %e, "commit on revoke failed; finished tasks may run again");
             }
@@ -199,12 +204,39 @@ impl ConsumerContext for GroupContext {
         info!(partitions = tpl.count(), "partitions revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             counter!(m::REBALANCES, m::L_KIND => "assign").increment(1);
+            // Outcomes the previous owner committed above its commit point are listed in
+            // the commit metadata: they are skipped, not run again.
+            let committed = if self.shared.exactly_once && tpl.count() > 0 {
+                match consumer.committed_offsets((*tpl).clone(), Duration::from_secs(10)) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        warn!(error = %e, "cannot read committed offsets; finished tasks above them may run again");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             let mut tracker = self.shared.tracker();
             for e in tpl.elements() {
                 tracker.assign((e.topic().to_string(), e.partition()));
+            }
+            if let Some(c) = committed {
+                for e in c.elements() {
+                    let ranges = super::offsets::decode_done_above(e.metadata());
+                    if !ranges.is_empty() {
+                        debug!(
+                            topic = e.topic(),
+                            partition = e.partition(),
+                            ranges = ranges.len(),
+                            "skipping outcomes committed by the previous owner"
+                        );
+                        tracker.set_skip(&(e.topic().to_string(), e.partition()), ranges);
+                    }
+                }
             }
             info!(
                 partitions = ?tpl.elements().iter().map(|e| format!("{}[{}]", e.topic(), e.partition())).collect::<Vec<_>>(),
@@ -267,11 +299,22 @@ pub fn poll_loop(
 }
 
 fn forward(msg: &BorrowedMessage<'_>, shared: &Shared, tx: &mpsc::Sender<FromConsumer>) -> bool {
-    let record = Record::from_message(msg);
-    // Untracked (revoked under our feet): the next owner reads it.
-    let Some(epoch) = shared.tracker().start(&record.tp(), record.offset) else {
-        return true;
+    let tp = (msg.topic().to_string(), msg.partition());
+    let epoch = {
+        let mut tracker = shared.tracker();
+        // Untracked (revoked under our feet): the next owner reads it.
+        let Some(epoch) = tracker.start(&tp, msg.offset()) else {
+            return true;
+        };
+        // Its outcome was committed by the previous owner: done already.
+        if tracker.should_skip(&tp, msg.offset()) {
+            tracker.done(&tp, msg.offset(), epoch);
+            counter!(m::SKIPPED).increment(1);
+            return true;
+        }
+        epoch
     };
+    let record = Record::from_message(msg);
     tx.blocking_send(FromConsumer::Record(Box::new(record), epoch))
         .is_ok()
 }

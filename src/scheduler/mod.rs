@@ -11,6 +11,7 @@
 pub mod consumer;
 pub mod dispatch;
 pub mod offsets;
+pub mod publisher;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use metrics::{counter, gauge, histogram};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -35,6 +36,7 @@ use crate::names::{headers as h, metrics as m, topics};
 use consumer::{FromConsumer, GroupContext, Record, Shared};
 use dispatch::{Dispatcher, Entry, FnId, FnLimits};
 use offsets::{OffsetTracker, TopicPartition};
+use publisher::{DeliveryCounter, DoneRef, OutRecord, Publisher, Unit};
 
 /// Why the scheduler could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +101,8 @@ struct FunctionRt {
 struct Ctx {
     config: Arc<Config>,
     scheduler_id: String,
-    producer: FutureProducer,
+    /// To the publisher: records that must become durable.
+    outbox: std::sync::mpsc::Sender<Unit<Published>>,
     functions: HashMap<(String, String), Arc<FunctionRt>>,
     status_topic: String,
     /// Cancelled when the grace period is over: running work is abandoned.
@@ -217,10 +220,17 @@ impl Scheduler {
                 .map_err(|e| SchedulerError::Internal(e.to_string()))??;
         }
         let scheduler_id = sc.id.clone().unwrap_or_else(default_scheduler_id);
-        let producer = kafka::producer(&config)?;
+        let exactly_once = sc.delivery == crate::config::Delivery::ExactlyOnce;
+        let producer = {
+            let (c, id) = (config.clone(), scheduler_id.clone());
+            tokio::task::spawn_blocking(move || publisher_producer(&c, &id, exactly_once))
+                .await
+                .map_err(|e| SchedulerError::Internal(e.to_string()))??
+        };
         let shared = Arc::new(Shared {
             tracker: Mutex::new(OffsetTracker::new()),
             rebalance_grace: sc.rebalance_grace,
+            exactly_once,
         });
         let (tx, mut rx) = mpsc::channel::<FromConsumer>(256);
         let consumer = Arc::new(self.consumer(&shared, tx.clone())?);
@@ -240,14 +250,38 @@ impl Scheduler {
                 .spawn(move || consumer::poll_loop(c, s, tx, st))
                 .map_err(|e| SchedulerError::Internal(e.to_string()))?
         };
-        info!(scheduler_id = %scheduler_id, group = %config.group_id(), topics = ?queues, "scheduler started");
+        info!(scheduler_id = %scheduler_id, group = %config.group_id(), topics = ?queues,
+            delivery = ?sc.delivery, "scheduler started");
 
+        let (outbox, outbox_rx) = std::sync::mpsc::channel::<Unit<Published>>();
+        let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Published>();
+        let stop_publishing = Arc::new(AtomicBool::new(false));
+        let abandon = Arc::new(AtomicBool::new(false));
+        let producer_failed = Arc::new(AtomicBool::new(false));
+        let publisher = {
+            let p = Publisher {
+                producer,
+                exactly_once,
+                rx: outbox_rx,
+                back: back_tx,
+                shared: shared.clone(),
+                consumer: consumer.clone(),
+                linger: sc.commit_interval.min(Duration::from_millis(100)),
+                stop: stop_publishing.clone(),
+                abandon: abandon.clone(),
+                fatal: producer_failed.clone(),
+            };
+            std::thread::Builder::new()
+                .name("tw-publisher".into())
+                .spawn(move || p.run())
+                .map_err(|e| SchedulerError::Internal(e.to_string()))?
+        };
         let hard_stop = CancellationToken::new();
         let ctx = Arc::new(Ctx {
             status_topic: topics::status(&config.topics.prefix),
             config: config.clone(),
             scheduler_id,
-            producer,
+            outbox,
             functions,
             hard_stop: hard_stop.clone(),
         });
@@ -257,7 +291,8 @@ impl Scheduler {
             consumer: consumer.clone(),
             dispatcher,
             attempts: JoinSet::new(),
-            publishes: JoinSet::new(),
+            outstanding: 0,
+            exactly_once,
             retries: BTreeMap::new(),
             retry_seq: 0,
             paused: std::collections::HashSet::new(),
@@ -274,10 +309,14 @@ impl Scheduler {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(done) = lp.attempts.join_next(), if !lp.attempts.is_empty() => lp.on_attempt(done),
-                Some(done) = lp.publishes.join_next(), if !lp.publishes.is_empty() => lp.on_published(done),
+                Some(back) = back_rx.recv() => lp.on_published(back),
                 _ = commit_tick.tick() => {
                     lp.commit(CommitMode::Async);
                     lp.export_gauges();
+                    if producer_failed.load(Ordering::Relaxed) {
+                        fatal = Some(KafkaError::Canceled);
+                        break;
+                    }
                 }
                 _ = sleep_until(wakeup), if wakeup.is_some() => {}
                 msg = rx.recv() => match msg {
@@ -310,36 +349,40 @@ impl Scheduler {
             "stopping: no new tasks are fetched or started; waiting for running tasks");
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
-        while !(lp.attempts.is_empty() && lp.publishes.is_empty()) {
+        while !(lp.attempts.is_empty() && lp.outstanding == 0) {
             tokio::select! {
                 biased;
                 Some(done) = lp.attempts.join_next(), if !lp.attempts.is_empty() => lp.on_attempt(done),
-                Some(done) = lp.publishes.join_next(), if !lp.publishes.is_empty() => lp.on_published(done),
-                _ = commit_tick.tick() => lp.commit(CommitMode::Async),
+                Some(back) = back_rx.recv() => lp.on_published(back),
+                _ = commit_tick.tick() => {
+                    lp.commit(CommitMode::Async);
+                    if producer_failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
                 _ = &mut deadline => {
-                    warn!(running = lp.attempts.len(), publishing = lp.publishes.len(),
+                    warn!(running = lp.attempts.len(), publishing = lp.outstanding,
                         "grace period over; unfinished tasks will run again");
                     hard_stop.cancel();
+                    abandon.store(true, Ordering::Relaxed);
                     lp.attempts.abort_all();
-                    lp.publishes.abort_all();
                     while lp.attempts.join_next().await.is_some() {}
-                    while lp.publishes.join_next().await.is_some() {}
                     break;
                 }
             }
         }
         // Whatever is still held (queued, waiting to retry, cut off) runs again later.
         lp.summary.abandoned = lp.dispatcher.total().count;
-        // Final commit of everything done, before leaving the group.
-        lp.commit_all();
+        stop_publishing.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || publisher.join()).await;
+        // Final commit of everything done, before leaving the group (at-least-once; the
+        // transactions have committed it in exactly-once mode).
+        if !exactly_once {
+            lp.commit_all();
+        }
         stop_polling.store(true, Ordering::Relaxed);
         drop(rx);
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = poller.join();
-            use rdkafka::producer::Producer;
-            let _ = ctx.producer.flush(Duration::from_secs(10));
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || poller.join()).await;
         if let Some(e) = fatal {
             return Err(SchedulerError::Fatal(e));
         }
@@ -402,19 +445,12 @@ fn tpl_of(points: &[(TopicPartition, i64)]) -> TopicPartitionList {
 }
 
 type AttemptDone = (Entry<Box<Job>>, AttemptResult, Instant);
-type PublishDone = (Published, bool);
-
 /// What a publication was for.
 enum Published {
     /// A task that ran.
     Task(Entry<Box<Job>>),
     /// Input that could not run.
-    Reject {
-        tp: TopicPartition,
-        offset: i64,
-        epoch: u64,
-        bytes: usize,
-    },
+    Reject { tp: TopicPartition, bytes: usize },
 }
 
 /// The dispatcher loop's state.
@@ -424,7 +460,9 @@ struct Loop {
     consumer: Arc<BaseConsumer<GroupContext>>,
     dispatcher: Dispatcher<Box<Job>>,
     attempts: JoinSet<AttemptDone>,
-    publishes: JoinSet<PublishDone>,
+    /// Units handed to the publisher and not yet durable.
+    outstanding: usize,
+    exactly_once: bool,
     /// Tasks waiting out a retry backoff, by due time.
     retries: BTreeMap<(Instant, u64), Entry<Box<Job>>>,
     retry_seq: u64,
@@ -466,20 +504,17 @@ impl Loop {
                 let tp = record.tp();
                 let bytes = record.value.len() + 256;
                 self.dispatcher.hold(&tp, bytes);
-                let ctx = self.ctx.clone();
                 let offset = record.offset;
-                self.publishes.spawn(async move {
-                    let ok = publish_outcome(&ctx, &outcome, Some(&destination)).await;
-                    (
-                        Published::Reject {
-                            tp,
-                            offset,
-                            epoch,
-                            bytes,
-                        },
-                        ok,
-                    )
-                });
+                let records = outcome_records(&self.ctx, &outcome, Some(&destination));
+                self.send_unit(
+                    records,
+                    DoneRef {
+                        tp: tp.clone(),
+                        offset,
+                        epoch,
+                    },
+                    Published::Reject { tp, bytes },
+                );
             }
         }
     }
@@ -613,36 +648,35 @@ impl Loop {
         }
         counter!(m::TASKS_COMPLETED, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_OUTCOME => label)
             .increment(1);
-        let ctx = self.ctx.clone();
-        self.publishes.spawn(async move {
-            let ok = publish_outcome(&ctx, &entry.item.outcome, destination.as_deref()).await;
-            (Published::Task(entry), ok)
-        });
+        let records = outcome_records(&self.ctx, &entry.item.outcome, destination.as_deref());
+        let done = DoneRef {
+            tp: entry.tp.clone(),
+            offset: entry.item.record.offset,
+            epoch: entry.item.epoch,
+        };
+        self.send_unit(records, done, Published::Task(entry));
     }
 
-    fn on_published(&mut self, done: Result<PublishDone, tokio::task::JoinError>) {
-        let Ok((published, ok)) = done else {
-            error!("publisher panicked; its task will run again after a restart");
-            return;
+    fn send_unit(&mut self, records: Vec<OutRecord>, done: DoneRef, back: Published) {
+        self.shared.tracker().publishing(&done.tp, done.epoch);
+        self.outstanding += 1;
+        let unit = Unit {
+            records,
+            done: Some(done),
+            back: Some(back),
         };
-        let (tp, offset, epoch) = match &published {
-            Published::Task(entry) => {
-                self.dispatcher.task_finished(entry);
-                (entry.tp.clone(), entry.item.record.offset, entry.item.epoch)
-            }
-            Published::Reject {
-                tp,
-                offset,
-                epoch,
-                bytes,
-            } => {
-                self.dispatcher.release(tp, *bytes);
-                (tp.clone(), *offset, *epoch)
-            }
-        };
-        if ok {
-            self.summary.completed += 1;
-            self.shared.tracker().done(&tp, offset, epoch);
+        if self.ctx.outbox.send(unit).is_err() {
+            error!("the publisher is gone; outcomes cannot be published");
+        }
+    }
+
+    /// A unit is durable (its offset marked done by the publisher).
+    fn on_published(&mut self, published: Published) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.summary.completed += 1;
+        match &published {
+            Published::Task(entry) => self.dispatcher.task_finished(entry),
+            Published::Reject { tp, bytes } => self.dispatcher.release(tp, *bytes),
         }
     }
 
@@ -722,6 +756,9 @@ impl Loop {
     }
 
     fn commit(&self, mode: CommitMode) {
+        if self.exactly_once {
+            return;
+        }
         let points = self.shared.tracker().commits();
         if points.is_empty() {
             return;
@@ -1014,103 +1051,114 @@ fn status_event(
     }
 }
 
-fn status_headers(ev: &StatusEvent) -> rdkafka::message::OwnedHeaders {
-    kafka::headers([
-        (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO),
-        (h::EVENT, h::EVENT_STATUS),
-        (h::TASK_ID, ev.task_id.as_str()),
-        (h::TENANT, ev.tenant.as_str()),
-        (h::FUNCTION, ev.function.as_str()),
-    ])
-}
-
-/// Publishes a status event without waiting for its delivery (non-terminal events).
+/// Publishes a non-terminal status event (in the next batch; no offset depends on it).
 fn send_status_nowait(ctx: &Ctx, ev: &StatusEvent) {
-    let value = match codec::encode_status(ev) {
-        Ok(v) => v,
-        Err(e) => {
-            error!(task_id = %ev.task_id, error = %e, "cannot encode status event");
-            return;
+    match status_record(ctx, ev) {
+        Some(record) => {
+            let unit = Unit {
+                records: vec![record],
+                done: None,
+                back: None,
+            };
+            if ctx.outbox.send(unit).is_err() {
+                debug!(task_id = %ev.task_id, "status event dropped: the publisher is gone");
+            }
         }
-    };
-    let headers = status_headers(ev);
-    let record = rdkafka::producer::FutureRecord::to(&ctx.status_topic)
-        .key(&ev.task_id)
-        .payload(&value)
-        .headers(headers);
-    if let Err((e, _)) = ctx.producer.send_result(record) {
-        warn!(task_id = %ev.task_id, error = %e, "status event not queued");
+        None => error!(task_id = %ev.task_id, "cannot encode status event"),
     }
 }
 
-/// Publishes a terminal outcome (to `destination`, when there is one) and its status
-/// event, retrying until Kafka takes them. Returns false when abandoned at hard stop.
-async fn publish_outcome(ctx: &Ctx, o: &Outcome, destination: Option<&str>) -> bool {
+fn status_record(ctx: &Ctx, ev: &StatusEvent) -> Option<OutRecord> {
+    let value = codec::encode_status(ev).ok()?;
+    Some(OutRecord {
+        topic: ctx.status_topic.clone(),
+        key: ev.task_id.clone(),
+        value,
+        headers: vec![
+            (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.to_string()),
+            (h::EVENT, h::EVENT_STATUS.to_string()),
+            (h::TASK_ID, ev.task_id.clone()),
+            (h::TENANT, ev.tenant.clone()),
+            (h::FUNCTION, ev.function.clone()),
+        ],
+    })
+}
+
+/// The records of a terminal outcome: the outcome event (to `destination`, when there is
+/// one) and its status event.
+fn outcome_records(ctx: &Ctx, o: &Outcome, destination: Option<&str>) -> Vec<OutRecord> {
     let status = match o.status {
         OutcomeStatus::Succeeded => TaskStatus::Succeeded,
         OutcomeStatus::Failed => TaskStatus::Failed,
     };
     let attempt = o.attempts.last().map_or(0, |a| a.attempt);
     let ev = status_event(ctx, o, status, attempt, o.error.clone());
-    let (outcome_bytes, status_bytes) = match (codec::encode_outcome(o), codec::encode_status(&ev))
-    {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            // Our own records always encode; this is a bug, not input. Keep the offset.
-            error!(task_id = %o.task_id, error = %e, "cannot encode outcome; task left uncommitted");
-            return false;
-        }
-    };
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let outcome_send = async {
-            match destination {
-                Some(topic) => {
-                    let mut pairs = vec![
-                        (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO),
-                        (h::EVENT, h::EVENT_OUTCOME),
-                        (h::TASK_ID, o.task_id.as_str()),
-                        (h::TENANT, o.tenant.as_str()),
-                        (h::FUNCTION, o.function.as_str()),
-                    ];
-                    if let Some(tp) = &o.traceparent {
-                        pairs.push((h::TRACEPARENT, tp.as_str()));
-                    }
-                    kafka::send(
-                        &ctx.producer,
-                        topic,
-                        &o.task_id,
-                        &outcome_bytes,
-                        kafka::headers(pairs),
-                    )
-                    .await
+    let mut records = Vec::with_capacity(2);
+    if let Some(topic) = destination {
+        match codec::encode_outcome(o) {
+            Ok(value) => {
+                let mut headers = vec![
+                    (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.to_string()),
+                    (h::EVENT, h::EVENT_OUTCOME.to_string()),
+                    (h::TASK_ID, o.task_id.clone()),
+                    (h::TENANT, o.tenant.clone()),
+                    (h::FUNCTION, o.function.clone()),
+                ];
+                if let Some(tp) = &o.traceparent {
+                    headers.push((h::TRACEPARENT, tp.clone()));
                 }
-                None => Ok(()),
+                records.push(OutRecord {
+                    topic: topic.to_string(),
+                    key: o.task_id.clone(),
+                    value,
+                    headers,
+                });
             }
-        };
-        let status_send = kafka::send(
-            &ctx.producer,
-            &ctx.status_topic,
-            &o.task_id,
-            &status_bytes,
-            status_headers(&ev),
-        );
-        let sent = tokio::select! {
-            r = async { tokio::join!(outcome_send, status_send) } => r,
-            _ = ctx.hard_stop.cancelled() => return false,
-        };
-        match sent {
-            (Ok(()), Ok(())) => return true,
-            (Err(e), _) | (_, Err(e)) => {
-                warn!(task_id = %o.task_id, error = %e, retry_in = ?backoff, "cannot publish outcome; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = ctx.hard_stop.cancelled() => return false,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
+            Err(e) => error!(task_id = %o.task_id, error = %e, "cannot encode outcome"),
         }
     }
+    records.extend(status_record(ctx, &ev));
+    records
+}
+
+/// The publisher's producer: transactional (and initialised) in exactly-once mode.
+fn publisher_producer(
+    config: &Config,
+    scheduler_id: &str,
+    exactly_once: bool,
+) -> Result<BaseProducer<DeliveryCounter>, SchedulerError> {
+    let mut cc = kafka::client_config(config);
+    kafka::set_default(&mut cc, "enable.idempotence", "true");
+    kafka::set_default(&mut cc, "acks", "all");
+    kafka::set_default(&mut cc, "linger.ms", "5");
+    kafka::set_default(&mut cc, "compression.type", "lz4");
+    if exactly_once {
+        kafka::set_default(&mut cc, "message.timeout.ms", "10000");
+    }
+    kafka::set_default(&mut cc, "message.timeout.ms", "60000");
+    if exactly_once {
+        // Unique per process; zombies are fenced through the consumer group generation
+        // sent with each transaction's offsets.
+        cc.set(
+            "transactional.id",
+            format!("{}.{scheduler_id}.{}", config.group_id(), ulid::Ulid::new()),
+        );
+        // After a crash, read_committed consumers wait for the open transaction to time
+        // out: keep that short (transactions here last well under a second).
+        kafka::set_default(&mut cc, "transaction.timeout.ms", "10000");
+    }
+    let producer: BaseProducer<DeliveryCounter> = cc
+        .create_with_context(DeliveryCounter::default())
+        .map_err(|source| KafkaOpError::Client {
+            what: "producer",
+            source,
+        })?;
+    if exactly_once {
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .map_err(SchedulerError::Fatal)?;
+    }
+    Ok(producer)
 }
 
 /// Delay before attempt `next` (2, 3, …): `backoff * 2^(next-2)`, capped, with jitter

@@ -23,8 +23,69 @@ pub struct PartitionOffsets {
     epoch: u64,
     /// Attempts running now.
     running: usize,
+    /// Outcomes handed to the publisher and not yet durable.
+    publishing: usize,
+    /// Offsets whose outcome an earlier owner already committed (read from the commit
+    /// metadata at assignment): they are skipped, not run again.
+    skip: Vec<(i64, i64)>,
     /// Being revoked: nothing new may start.
     revoking: bool,
+}
+
+/// Longest commit metadata written; brokers accept 4096 bytes by default
+/// (`offset.metadata.max.bytes`).
+pub const MAX_METADATA: usize = 4000;
+
+/// Prefix of Tidewater's commit metadata.
+const METADATA_PREFIX: &str = "tw1:";
+
+/// Encodes the offsets done above a partition's commit point as ranges `a-b` or `a`,
+/// comma-separated, after `tw1:`. They are the gaps between the offsets still pending.
+/// Ranges that do not fit in [`MAX_METADATA`] are left out (those tasks would run again
+/// after a crash).
+pub fn encode_done_above(p: &PartitionOffsets) -> String {
+    let mut out = String::from(METADATA_PREFIX);
+    let Some(next) = p.next else {
+        return String::new();
+    };
+    let mut iter = p.pending.iter().copied().peekable();
+    let mut first = true;
+    while let Some(o) = iter.next() {
+        let end = iter.peek().copied().unwrap_or(next);
+        if end > o + 1 {
+            let (a, b) = (o + 1, end - 1);
+            let part = if a == b {
+                format!("{a}")
+            } else {
+                format!("{a}-{b}")
+            };
+            if out.len() + part.len() + 1 > MAX_METADATA {
+                break;
+            }
+            if !first {
+                out.push(',');
+            }
+            out.push_str(&part);
+            first = false;
+        }
+    }
+    if first { String::new() } else { out }
+}
+
+/// Reads ranges written by [`encode_done_above`]; anything else gives none.
+pub fn decode_done_above(metadata: &str) -> Vec<(i64, i64)> {
+    let Some(body) = metadata.strip_prefix(METADATA_PREFIX) else {
+        return Vec::new();
+    };
+    body.split(',')
+        .filter_map(|part| match part.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => {
+                let a = part.parse().ok()?;
+                Some((a, a))
+            }
+        })
+        .collect()
 }
 
 impl PartitionOffsets {
@@ -162,12 +223,52 @@ impl OffsetTracker {
         }
     }
 
-    /// Attempts running in these partitions.
-    pub fn running_in<'a>(&self, tps: impl IntoIterator<Item = &'a TopicPartition>) -> usize {
+    /// Attempts running and outcomes not yet durable in these partitions.
+    pub fn busy_in<'a>(&self, tps: impl IntoIterator<Item = &'a TopicPartition>) -> usize {
         tps.into_iter()
             .filter_map(|tp| self.parts.get(tp))
-            .map(|p| p.running)
+            .map(|p| p.running + p.publishing)
             .sum()
+    }
+
+    /// An outcome of this partition was handed to the publisher.
+    pub fn publishing(&mut self, tp: &TopicPartition, epoch: u64) {
+        if let Some(p) = self.parts.get_mut(tp).filter(|p| p.epoch == epoch) {
+            p.publishing += 1;
+        }
+    }
+
+    /// An outcome of this partition is durable (or abandoned).
+    pub fn published(&mut self, tp: &TopicPartition, epoch: u64) {
+        if let Some(p) = self.parts.get_mut(tp).filter(|p| p.epoch == epoch) {
+            p.publishing = p.publishing.saturating_sub(1);
+        }
+    }
+
+    /// Sets the offsets to skip, from an earlier owner's commit metadata.
+    pub fn set_skip(&mut self, tp: &TopicPartition, ranges: Vec<(i64, i64)>) {
+        if let Some(p) = self.parts.get_mut(tp) {
+            p.skip = ranges;
+        }
+    }
+
+    /// Whether an earlier owner already committed this offset's outcome.
+    pub fn should_skip(&self, tp: &TopicPartition, offset: i64) -> bool {
+        self.parts
+            .get(tp)
+            .is_some_and(|p| p.skip.iter().any(|(a, b)| (*a..=*b).contains(&offset)))
+    }
+
+    /// For a transaction: every assigned partition's commit point, with the offsets done
+    /// above it encoded as commit metadata (see [`encode_done_above`]).
+    pub fn transaction_offsets(&self) -> Vec<(TopicPartition, i64, String)> {
+        self.parts
+            .iter()
+            .filter_map(|(tp, p)| {
+                let point = p.commit_point()?;
+                Some((tp.clone(), point, encode_done_above(p)))
+            })
+            .collect()
     }
 
     /// Assigned partitions.
@@ -228,6 +329,31 @@ mod tests {
         assert_eq!(t.commit_point(&tp()), Some(1));
         assert!(t.done(&tp(), 1, new));
         assert_eq!(t.commit_point(&tp()), Some(2));
+    }
+
+    #[test]
+    fn done_offsets_above_the_commit_point_round_trip_through_metadata() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        for o in 100..120 {
+            t.start(&tp(), o).unwrap();
+        }
+        for o in [101, 102, 103, 105, 110, 111, 119] {
+            t.done(&tp(), o, e);
+        }
+        let (_, point, meta) = t.transaction_offsets().pop().unwrap();
+        assert_eq!(point, 100);
+        assert_eq!(meta, "tw1:101-103,105,110-111,119");
+        assert_eq!(
+            decode_done_above(&meta),
+            vec![(101, 103), (105, 105), (110, 111), (119, 119)]
+        );
+        let mut next = OffsetTracker::new();
+        next.assign(tp());
+        next.set_skip(&tp(), decode_done_above(&meta));
+        assert!(next.should_skip(&tp(), 102) && next.should_skip(&tp(), 119));
+        assert!(!next.should_skip(&tp(), 100) && !next.should_skip(&tp(), 104));
+        assert!(decode_done_above("something else").is_empty());
     }
 
     proptest! {

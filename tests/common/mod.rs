@@ -270,6 +270,13 @@ impl SchedulerProcess {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
@@ -315,14 +322,18 @@ impl SchedulerProcess {
             {
                 return url.to_string();
             }
-            assert!(Instant::now() < deadline, "no metrics address in the log:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "no metrics address in the log:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// Resident memory of the process, in bytes, from /proc.
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
