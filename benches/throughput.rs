@@ -1,10 +1,13 @@
 //! Throughput baseline, in one run against one broker:
 //!
 //! (a) a raw rdkafka consume→produce pipe (at-least-once: offsets stored after delivery),
-//! (b) the Tidewater scheduler running no-op in-process tasks,
+//! (b) the Tidewater scheduler running no-op in-process tasks with exactly-once delivery
+//!     (one Kafka transaction per batch: outcomes, status events, offsets),
+//! (c) the same with at-least-once delivery,
 //!
-//! and the ratio (b)/(a). Both are measured the same way: the span between the first and
-//! the last output record's timestamp, so group joins and start-up are not counted.
+//! and the ratios. All are measured the same way: the span between the first and the last
+//! output record's timestamp (set when produced), so group joins and start-up are not
+//! counted.
 //!
 //! ```sh
 //! scripts/kafka.sh start
@@ -33,7 +36,7 @@ fn bootstrap() -> String {
     std::env::var("TW_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
 }
 
-fn config(prefix: &str) -> Config {
+fn config(prefix: &str, delivery: &str) -> Config {
     Config::from_toml(&format!(
         r#"
         [kafka]
@@ -43,6 +46,7 @@ fn config(prefix: &str) -> Config {
         partitions = 3
         [scheduler]
         max_running = 1000
+        delivery = "{delivery}"
         [telemetry]
         metrics_listen = "off"
         [tenants.bench.functions.noop]
@@ -63,6 +67,7 @@ fn tasks(n: usize) -> impl Iterator<Item = Task> {
         payload: format!("{{\"n\":{i}}}").into_bytes(),
         headers: Default::default(),
         submitted_at: None,
+        not_before: None,
     })
 }
 
@@ -151,7 +156,7 @@ fn main() {
     let run = ulid::Ulid::new().to_string().to_lowercase();
 
     // (a) raw consume→produce pipe.
-    let a_cfg = Arc::new(config(&format!("bench{run}a")));
+    let a_cfg = Arc::new(config(&format!("bench{run}a"), "at_least_once"));
     let (a_in, a_out) = (
         a_cfg.queue_topic("bench", "noop"),
         format!("bench{run}a.out"),
@@ -170,33 +175,44 @@ fn main() {
     stop.cancel();
     rt.block_on(pipe).unwrap();
 
-    // (b) the scheduler on no-op tasks.
-    let b_cfg = config(&format!("bench{run}b"));
-    let b_out = format!("bench{run}b.out");
-    rt.block_on(tidewater::kafka::init_topics(&b_cfg)).unwrap();
-    let b_arc = Arc::new(b_cfg.clone());
+    // (b) the scheduler on no-op tasks, exactly-once (transactions); (c) at-least-once.
+    let sched_secs = scheduler_span(&rt, &format!("bench{run}b"), "exactly_once", n);
+    let alo_secs = scheduler_span(&rt, &format!("bench{run}c"), "at_least_once", n);
+
+    let raw_rate = n as f64 / raw_secs;
+    let sched_rate = n as f64 / sched_secs;
+    let alo_rate = n as f64 / alo_secs;
+    println!("tasks: {n} (3 partitions, broker {})", bootstrap());
+    println!("(a) raw rdkafka consume->produce pipe : {raw_rate:>10.0} tasks/s ({raw_secs:.2}s)");
+    println!(
+        "(b) tidewater, exactly-once (default): {sched_rate:>10.0} tasks/s ({sched_secs:.2}s)"
+    );
+    println!(
+        "(c) tidewater, at-least-once         : {alo_rate:>10.0} tasks/s ({alo_secs:.2}s)"
+    );
+    println!("ratio (b)/(a)                         : {:>10.2}", sched_rate / raw_rate);
+    println!("ratio (c)/(a)                         : {:>10.2}", alo_rate / raw_rate);
+    println!("ratio (b)/(c), cost of transactions   : {:>10.2}", sched_rate / alo_rate);
+}
+
+/// Loads `n` tasks under `prefix`, runs the scheduler with `delivery` until all their
+/// outcomes are out, and returns the span of the outcomes' timestamps.
+fn scheduler_span(rt: &tokio::runtime::Runtime, prefix: &str, delivery: &str, n: usize) -> f64 {
+    let cfg = config(prefix, delivery);
+    let out = format!("{prefix}.out");
+    rt.block_on(tidewater::kafka::init_topics(&cfg)).unwrap();
+    let arc = Arc::new(cfg.clone());
     rt.block_on(async {
-        Submitter::new(b_arc, Encoding::Avro)
+        Submitter::new(arc, Encoding::Avro)
             .unwrap()
             .submit_many("bench", tasks(n), |_| {})
             .await
             .unwrap()
     });
     let stop = CancellationToken::new();
-    let sched = rt.spawn(Scheduler::new(b_cfg, Handlers::builtin()).run(stop.clone()));
-    let sched_secs = span_of_output(&b_out, n, Duration::from_secs(600));
+    let sched = rt.spawn(Scheduler::new(cfg, Handlers::builtin()).run(stop.clone()));
+    let secs = span_of_output(&out, n, Duration::from_secs(600));
     stop.cancel();
     rt.block_on(sched).unwrap().unwrap();
-
-    let raw_rate = n as f64 / raw_secs;
-    let sched_rate = n as f64 / sched_secs;
-    println!("tasks: {n} (3 partitions, broker {})", bootstrap());
-    println!("(a) raw rdkafka consume->produce pipe : {raw_rate:>10.0} tasks/s ({raw_secs:.2}s)");
-    println!(
-        "(b) tidewater scheduler, no-op tasks  : {sched_rate:>10.0} tasks/s ({sched_secs:.2}s)"
-    );
-    println!(
-        "ratio (b)/(a)                         : {:>10.2}",
-        sched_rate / raw_rate
-    );
+    secs
 }

@@ -23,6 +23,8 @@ pub const TASK_SCHEMA: &str = include_str!("../schemas/task.avsc");
 pub const OUTCOME_SCHEMA: &str = include_str!("../schemas/outcome.avsc");
 /// Avro schema of a status event (`schemas/status.avsc`).
 pub const STATUS_SCHEMA: &str = include_str!("../schemas/status.avsc");
+/// Avro schema of a task in a delay topic (`schemas/delayed.avsc`).
+pub const DELAYED_SCHEMA: &str = include_str!("../schemas/delayed.avsc");
 
 const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 
@@ -70,6 +72,8 @@ pub struct Task {
     pub headers: BTreeMap<String, String>,
     /// Submission time, milliseconds since the epoch.
     pub submitted_at: Option<i64>,
+    /// Run no earlier than this, milliseconds since the epoch.
+    pub not_before: Option<i64>,
 }
 
 /// Terminal status of an outcome event.
@@ -80,6 +84,22 @@ pub enum OutcomeStatus {
     Succeeded,
     /// The task failed for good.
     Failed,
+    /// Stopped on request.
+    Stopped,
+    /// Older than its function's `max_event_age` when its turn came; never ran.
+    Expired,
+}
+
+impl OutcomeStatus {
+    /// The label value (same as the Avro symbol).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+            Self::Expired => "expired",
+        }
+    }
 }
 
 /// Why a task failed. A small fixed set: also a metric label.
@@ -225,7 +245,35 @@ pub struct StatusEvent {
     pub scheduler_id: String,
 }
 
+/// A task waiting in a delay topic (`schemas/delayed.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelayedTask {
+    /// Task id.
+    pub task_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Function.
+    pub function: String,
+    /// Payload.
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub payload: Vec<u8>,
+    /// Headers.
+    pub headers: BTreeMap<String, String>,
+    /// Submission time, ms.
+    pub submitted_at: i64,
+    /// When it may run, ms.
+    pub due_at: i64,
+    /// Attempts so far.
+    pub attempts: Vec<Attempt>,
+    /// The queue record it came from.
+    pub origin: Source,
+    /// W3C trace context.
+    pub traceparent: Option<String>,
+}
+
 struct Schemas {
+    delayed: Schema,
+    delayed_fp: [u8; 8],
     task: Schema,
     task_fp: [u8; 8],
     outcome: Schema,
@@ -276,7 +324,10 @@ fn schemas() -> Result<&'static Schemas, CodecError> {
             let task = parse(TASK_SCHEMA)?;
             let outcome = parse(OUTCOME_SCHEMA)?;
             let status = parse(STATUS_SCHEMA)?;
+            let delayed = parse(DELAYED_SCHEMA)?;
             Ok(Schemas {
+                delayed_fp: fingerprint(&delayed),
+                delayed,
                 task_fp: fingerprint(&task),
                 outcome_fp: fingerprint(&outcome),
                 status_fp: fingerprint(&status),
@@ -374,6 +425,18 @@ pub fn encode_status(event: &StatusEvent) -> Result<Vec<u8>, CodecError> {
     encode("status event", &s.status, &s.status_fp, event)
 }
 
+/// Encodes a delayed task as Avro (single-object encoding).
+pub fn encode_delayed(task: &DelayedTask) -> Result<Vec<u8>, CodecError> {
+    let s = schemas()?;
+    encode("delayed task", &s.delayed, &s.delayed_fp, task)
+}
+
+/// Decodes a delayed task.
+pub fn decode_delayed(bytes: &[u8]) -> Result<DelayedTask, CodecError> {
+    let s = schemas()?;
+    decode("delayed task", &s.delayed, &s.delayed_fp, bytes)
+}
+
 /// Decodes a status event.
 pub fn decode_status(bytes: &[u8]) -> Result<StatusEvent, CodecError> {
     let s = schemas()?;
@@ -408,6 +471,9 @@ pub struct JsonTask {
     /// Submission time, ms since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_at: Option<i64>,
+    /// Run no earlier than this, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
 }
 
 impl From<JsonTask> for Task {
@@ -424,6 +490,7 @@ impl From<JsonTask> for Task {
             payload,
             headers: j.headers,
             submitted_at: j.submitted_at,
+            not_before: j.not_before,
         }
     }
 }
@@ -509,15 +576,142 @@ pub fn encode_task_as(task: &Task, encoding: Encoding) -> Result<Vec<u8>, CodecE
                 payload,
                 headers: task.headers.clone(),
                 submitted_at: task.submitted_at,
+                not_before: task.not_before,
             };
             Ok(serde_json::to_vec(&j)?)
         }
     }
 }
 
+/// An outcome as JSON, for people and for compensation tasks: `payload` and `result` as
+/// text (binary data rendered lossily), everything else as in the Avro record.
+pub fn outcome_json(o: &Outcome) -> serde_json::Value {
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    v["payload"] = serde_json::Value::String(text(&o.payload));
+    v["result"] = o.result.as_deref().map_or(serde_json::Value::Null, |r| {
+        serde_json::Value::String(text(r))
+    });
+    v
+}
+
 /// Renders bytes for people: the UTF-8 text, or a lossy rendering for binary data.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Avro schema of a captured-output record (`schemas/tasklog.avsc`).
+pub const TASK_LOG_SCHEMA: &str = include_str!("../schemas/tasklog.avsc");
+/// Avro schema of a stop request (`schemas/control.avsc`).
+pub const STOP_REQUEST_SCHEMA: &str = include_str!("../schemas/control.avsc");
+
+/// Which output a [`TaskLog`] chunk comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// A program's standard output.
+    Stdout,
+    /// A program's standard error.
+    Stderr,
+    /// The body of an HTTP function's answer.
+    HttpResponse,
+}
+
+impl LogStream {
+    /// The Avro symbol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+            Self::HttpResponse => "http_response",
+        }
+    }
+}
+
+/// Captured output of one attempt (`schemas/tasklog.avsc`), on `<prefix>.logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLog {
+    /// Task id.
+    pub task_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Function.
+    pub function: String,
+    /// Attempt the output belongs to (1-based).
+    pub attempt: i32,
+    /// When it was captured, ms.
+    pub at: i64,
+    /// Which output.
+    pub stream: LogStream,
+    /// The bytes.
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub data: Vec<u8>,
+    /// Output beyond this chunk was dropped.
+    pub truncated: bool,
+}
+
+/// A request to stop a task (`schemas/control.avsc`), on `<prefix>.control`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// Task id.
+    pub task_id: String,
+    /// Tenant that owns the task.
+    pub tenant: String,
+    /// When it was requested, ms.
+    pub requested_at: i64,
+    /// Who asked.
+    pub requested_by: String,
+}
+
+struct ExtraSchemas {
+    task_log: Schema,
+    task_log_fp: [u8; 8],
+    stop: Schema,
+    stop_fp: [u8; 8],
+}
+
+fn extra_schemas() -> Result<&'static ExtraSchemas, CodecError> {
+    static SCHEMAS: OnceLock<Result<ExtraSchemas, String>> = OnceLock::new();
+    SCHEMAS
+        .get_or_init(|| {
+            let parse = |s: &str| Schema::parse_str(s).map_err(|e| e.to_string());
+            let task_log = parse(TASK_LOG_SCHEMA)?;
+            let stop = parse(STOP_REQUEST_SCHEMA)?;
+            Ok(ExtraSchemas {
+                task_log_fp: fingerprint(&task_log),
+                stop_fp: fingerprint(&stop),
+                task_log,
+                stop,
+            })
+        })
+        .as_ref()
+        .map_err(|e| CodecError::Avro {
+            what: "schema",
+            detail: e.clone(),
+        })
+}
+
+/// Encodes captured output as Avro (single-object encoding).
+pub fn encode_task_log(log: &TaskLog) -> Result<Vec<u8>, CodecError> {
+    let s = extra_schemas()?;
+    encode("task log", &s.task_log, &s.task_log_fp, log)
+}
+
+/// Decodes captured output.
+pub fn decode_task_log(bytes: &[u8]) -> Result<TaskLog, CodecError> {
+    let s = extra_schemas()?;
+    decode("task log", &s.task_log, &s.task_log_fp, bytes)
+}
+
+/// Encodes a stop request as Avro (single-object encoding).
+pub fn encode_stop_request(req: &StopRequest) -> Result<Vec<u8>, CodecError> {
+    let s = extra_schemas()?;
+    encode("stop request", &s.stop, &s.stop_fp, req)
+}
+
+/// Decodes a stop request.
+pub fn decode_stop_request(bytes: &[u8]) -> Result<StopRequest, CodecError> {
+    let s = extra_schemas()?;
+    decode("stop request", &s.stop, &s.stop_fp, bytes)
 }
 
 #[cfg(test)]
@@ -532,6 +726,7 @@ mod tests {
             payload: vec![0, 1, 2, 255],
             headers: [("k".to_string(), "v".to_string())].into(),
             submitted_at: Some(1_700_000_000_000),
+            not_before: Some(1_700_000_005_000),
         }
     }
 
@@ -602,6 +797,25 @@ mod tests {
             scheduler_id: "s".into(),
         };
         assert_eq!(decode_status(&encode_status(&s).unwrap()).unwrap(), s);
+        let d = DelayedTask {
+            task_id: "t".into(),
+            tenant: "acme".into(),
+            function: "f".into(),
+            payload: vec![1, 2],
+            headers: BTreeMap::new(),
+            submitted_at: 1,
+            due_at: 2,
+            attempts: o.attempts.clone(),
+            origin: o.source.clone(),
+            traceparent: None,
+        };
+        assert_eq!(decode_delayed(&encode_delayed(&d).unwrap()).unwrap(), d);
+        let mut stopped = o.clone();
+        stopped.status = OutcomeStatus::Stopped;
+        assert_eq!(
+            decode_outcome(&encode_outcome(&stopped).unwrap()).unwrap(),
+            stopped
+        );
     }
 
     /// Fingerprints computed by the Java reference implementation
@@ -613,9 +827,44 @@ mod tests {
             let schema = Schema::parse_str(s).unwrap();
             super::hex(&fingerprint(&schema))
         };
-        assert_eq!(hex(TASK_SCHEMA), "6749e30b220754a6");
-        assert_eq!(hex(OUTCOME_SCHEMA), "7b38558e1b92d7ee");
+        assert_eq!(hex(TASK_SCHEMA), "2f368cdf800033fb");
+        assert_eq!(hex(OUTCOME_SCHEMA), "7e867ae6eb17a7a2");
         assert_eq!(hex(STATUS_SCHEMA), "2e87fd9edfb935b5");
+        assert_eq!(hex(DELAYED_SCHEMA), "f681d02b485e9137");
+        assert_eq!(hex(TASK_LOG_SCHEMA), "8f30ed70f240d57a");
+        assert_eq!(hex(STOP_REQUEST_SCHEMA), "9fcd69d21d6cbd18");
+    }
+
+    #[test]
+    fn task_log_and_stop_request_round_trip() {
+        let log = TaskLog {
+            task_id: "order-1".into(),
+            tenant: "acme".into(),
+            function: "report".into(),
+            attempt: 2,
+            at: 1_700_000_000_123,
+            stream: LogStream::HttpResponse,
+            data: vec![0, 159, 146, 150, b'x'],
+            truncated: true,
+        };
+        let bytes = encode_task_log(&log).unwrap();
+        assert_eq!(&bytes[..2], &SINGLE_OBJECT_MAGIC);
+        assert_eq!(decode_task_log(&bytes).unwrap(), log);
+        let stop = StopRequest {
+            task_id: "order-1".into(),
+            tenant: "acme".into(),
+            requested_at: 5,
+            requested_by: "acme".into(),
+        };
+        assert_eq!(
+            decode_stop_request(&encode_stop_request(&stop).unwrap()).unwrap(),
+            stop
+        );
+        // Each schema's records are told apart by their fingerprint.
+        assert!(matches!(
+            decode_task_log(&encode_stop_request(&stop).unwrap()),
+            Err(CodecError::UnknownFingerprint(_))
+        ));
     }
 
     #[test]

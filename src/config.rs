@@ -64,6 +64,12 @@ pub struct Config {
     /// Tenants by name; each owns a shared queue and its functions.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// The task query API of `tidewater serve`.
+    #[serde(default)]
+    pub api: crate::api::ApiConfig,
+    /// The indexer of `tidewater serve`.
+    #[serde(default)]
+    pub indexer: crate::api::IndexerConfig,
 }
 
 /// Kafka connection.
@@ -107,6 +113,15 @@ pub struct TopicsConfig {
     /// Replication factor of created topics. Default 1 (set 3 on a production cluster).
     #[serde(default = "default_replication")]
     pub replication_factor: NonZeroU16,
+    /// Delay tiers: one topic `<prefix>.delay.<tier>` each, for retries and delayed tasks.
+    /// A task waiting `d` goes to the longest tier not above `d`. Default
+    /// `["1s", "10s", "1m", "10m"]`.
+    #[serde(default = "default_delay_tiers")]
+    pub delay_tiers: Vec<String>,
+}
+
+fn default_delay_tiers() -> Vec<String> {
+    ["1s", "10s", "1m", "10m"].map(String::from).to_vec()
 }
 
 fn default_prefix() -> String {
@@ -125,6 +140,7 @@ impl Default for TopicsConfig {
             prefix: default_prefix(),
             partitions: default_partitions(),
             replication_factor: default_replication(),
+            delay_tiers: default_delay_tiers(),
         }
     }
 }
@@ -369,6 +385,10 @@ pub struct FunctionConfig {
     /// Largest payload accepted, in bytes. Default `scheduler.max_payload_bytes`.
     #[serde(default)]
     pub max_payload_bytes: Option<NonZeroUsize>,
+    /// A task older than this (since submission) when its turn comes is not run: it ends
+    /// `expired` on the failure destination. Default none (tasks never expire).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_event_age: Option<Duration>,
 }
 
 fn default_weight() -> f64 {
@@ -438,6 +458,10 @@ fn default_max_output() -> NonZeroUsize {
     NonZeroUsize::new(64 * 1024).unwrap_or(NonZeroUsize::MIN)
 }
 
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {
@@ -445,6 +469,26 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             "`{s}` is not a duration like \"500ms\", \"30s\" or \"5m\" ({e})"
         ))
     })
+}
+
+/// Where an outcome goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination<'a> {
+    /// A topic.
+    Topic(&'a str),
+    /// `function:<name>`: the outcome event becomes a new task of that function of the
+    /// same tenant (compensation).
+    Function(&'a str),
+}
+
+impl<'a> Destination<'a> {
+    /// Reads `function:<name>` or a topic name.
+    pub fn parse(s: &'a str) -> Self {
+        match s.strip_prefix("function:") {
+            Some(name) => Destination::Function(name),
+            None => Destination::Topic(s),
+        }
+    }
 }
 
 /// A tenant or function name: lowercase letters, digits, `_` and `-`, 1 to 64 characters,
@@ -476,11 +520,6 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
     }
     if topic == "." || topic == ".." {
         return Err("`.` and `..` are not topic names".into());
-    }
-    if let Some(rest) = topic.strip_prefix("function:") {
-        return Err(format!(
-            "`function:{rest}` destinations are not supported yet; name a topic"
-        ));
     }
     if !topic
         .chars()
@@ -552,6 +591,26 @@ impl Config {
                 ),
             ));
         }
+        let mut previous = Duration::ZERO;
+        for tier in &self.topics.delay_tiers {
+            let d = humantime::parse_duration(tier).map_err(|e| {
+                invalid(
+                    "topics.delay_tiers",
+                    format!("`{tier}` is not a duration ({e})"),
+                )
+            })?;
+            if d <= previous {
+                return Err(invalid(
+                    "topics.delay_tiers",
+                    "must be durations above 0, shortest first",
+                ));
+            }
+            check_topic(tier).map_err(|r| invalid("topics.delay_tiers", r))?;
+            previous = d;
+        }
+        if self.topics.delay_tiers.is_empty() {
+            return Err(invalid("topics.delay_tiers", "configure at least one tier"));
+        }
         if self.scheduler.commit_interval.is_zero() {
             return Err(invalid("scheduler.commit_interval", "must be more than 0"));
         }
@@ -564,6 +623,8 @@ impl Config {
         if self.tenants.is_empty() {
             return Err(invalid("tenants", "configure at least one tenant"));
         }
+        self.api.validate(&self.tenants)?;
+        self.indexer.validate()?;
         for (tname, tenant) in &self.tenants {
             check_name(tname).map_err(|r| invalid(format!("tenants.{tname}"), r))?;
             if let Some(dlq) = &tenant.dead_letter {
@@ -594,9 +655,29 @@ impl Config {
                     return Err(invalid(field("backoff_max"), "must be at least `backoff`"));
                 }
                 for (k, dest) in [("on_success", &f.on_success), ("on_failure", &f.on_failure)] {
-                    if let Some(dest) = dest {
-                        check_topic(dest).map_err(|r| invalid(field(k), r))?;
+                    match dest.as_deref().map(Destination::parse) {
+                        Some(Destination::Function(name)) => {
+                            if !tenant.functions.contains_key(name) {
+                                return Err(invalid(
+                                    field(k),
+                                    format!("tenant `{tname}` has no function `{name}`"),
+                                ));
+                            }
+                            if name == fname {
+                                return Err(invalid(
+                                    field(k),
+                                    "a function cannot be its own destination",
+                                ));
+                            }
+                        }
+                        Some(Destination::Topic(topic)) => {
+                            check_topic(topic).map_err(|r| invalid(field(k), r))?;
+                        }
+                        None => {}
                     }
+                }
+                if f.max_event_age.is_some_and(|a| a.is_zero()) {
+                    return Err(invalid(field("max_event_age"), "must be more than 0"));
                 }
                 match &f.executor {
                     ExecutorConfig::Http { url, headers, .. } => {
@@ -711,11 +792,26 @@ impl Config {
         for (tname, tenant) in &self.tenants {
             out.insert(self.dead_letter(tname));
             for f in tenant.functions.values() {
-                out.extend(f.on_success.iter().cloned());
-                out.extend(f.on_failure.iter().cloned());
+                for dest in [&f.on_success, &f.on_failure].into_iter().flatten() {
+                    if let Destination::Topic(t) = Destination::parse(dest) {
+                        out.insert(t.to_string());
+                    }
+                }
             }
         }
         out.into_iter().collect()
+    }
+
+    /// The delay tiers, parsed, with their topics, shortest first.
+    pub fn delay_tiers(&self) -> Vec<(Duration, String)> {
+        self.topics
+            .delay_tiers
+            .iter()
+            .filter_map(|t| {
+                let d = humantime::parse_duration(t).ok()?;
+                Some((d, topics::delay(&self.topics.prefix, t)))
+            })
+            .collect()
     }
 
     /// A function's configuration.
@@ -839,6 +935,11 @@ mod tests {
         assert!(check_name("-a").is_err());
         assert!(check_name("").is_err());
         assert!(check_topic("orders.done-1").is_ok());
-        assert!(check_topic("function:undo").is_err());
+        assert!(check_topic("a:b").is_err());
+        assert_eq!(
+            Destination::parse("function:undo"),
+            Destination::Function("undo")
+        );
+        assert_eq!(Destination::parse("t.x"), Destination::Topic("t.x"));
     }
 }

@@ -224,9 +224,10 @@ impl Executor {
                 non_retryable_4xx,
             } => {
                 // Dropping the request future on timeout aborts the HTTP call.
+                // Boxed: the request future is large, and every attempt carries this one.
                 tokio::time::timeout(
                     timeout,
-                    http_call(client, url, extra, *non_retryable_4xx, &inv),
+                    Box::pin(http_call(client, url, extra, *non_retryable_4xx, &inv)),
                 )
                 .await
                 .unwrap_or(Err(ExecError::Timeout(timeout)))
@@ -238,7 +239,8 @@ impl Executor {
                 max_output,
                 non_retryable_exit_codes,
             } => {
-                run_command(
+                // Boxed: its read buffers would otherwise sit inline in every attempt.
+                Box::pin(run_command(
                     program,
                     args,
                     env,
@@ -246,7 +248,7 @@ impl Executor {
                     non_retryable_exit_codes,
                     &inv,
                     timeout,
-                )
+                ))
                 .await
             }
             Executor::InProcess(handler) => {

@@ -173,10 +173,26 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
             config: vec![],
         })
         .collect();
+    specs.extend(config.delay_tiers().into_iter().map(|(_, name)| TopicSpec {
+        name,
+        partitions,
+        config: vec![],
+    }));
     specs.push(TopicSpec {
         name: topics::status(&config.topics.prefix),
         partitions,
         config: vec![("cleanup.policy", "compact")],
+    });
+    // Captured output (read by the indexer of `tidewater serve`) and stop requests.
+    specs.push(TopicSpec {
+        name: topics::logs(&config.topics.prefix),
+        partitions,
+        config: vec![],
+    });
+    specs.push(TopicSpec {
+        name: topics::control(&config.topics.prefix),
+        partitions,
+        config: vec![],
     });
     specs.extend(
         config

@@ -5,11 +5,14 @@
 //! See `README.md` and `docs/` for the user's view; this crate is also usable as a library
 //! (embed a [`scheduler::Scheduler`] with your own in-process handlers).
 
+pub mod api;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod executor;
 pub mod kafka;
 pub mod names;
 pub mod scheduler;
+pub mod store;
 pub mod submit;
 pub mod telemetry;

@@ -1,5 +1,7 @@
 //! The `tidewater` command: thin wrapper over the library.
 
+mod cli_tasks;
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +61,13 @@ enum Command {
     Config(ConfigCommand),
     /// Print the records of a topic (outcomes, status events, tasks) as JSON lines.
     Events(EventsArgs),
+    /// Run the indexer and the task query API (docs/openapi.yaml) until SIGTERM or Ctrl-C.
+    Serve(cli_tasks::ServeArgs),
+    /// Query, inspect and stop tasks through the API of `tidewater serve`.
+    #[command(subcommand)]
+    Tasks(cli_tasks::TasksCommand),
+    /// Show queue backlogs and recent task counts through the API of `tidewater serve`.
+    Queues(cli_tasks::QueuesArgs),
 }
 
 #[derive(Args)]
@@ -125,6 +134,12 @@ struct SubmitArgs {
     /// Submit even if the function is not configured (it will fail as unknown_function).
     #[arg(long)]
     allow_unknown: bool,
+    /// Run no earlier than this long from now (e.g. 30s, 5m); the task waits in a delay topic.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "at")]
+    delay: Option<Duration>,
+    /// Run no earlier than this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    at: Option<std::time::SystemTime>,
 }
 
 #[derive(Args)]
@@ -248,6 +263,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
             telemetry::init_logging(config.telemetry.log_format);
             events(&config, args)
         }
+        Command::Serve(args) => cli_tasks::serve(load(&cli)?, args).await,
+        Command::Tasks(cmd) => cli_tasks::tasks(&cli.config, cmd).await,
+        Command::Queues(args) => cli_tasks::queues(&cli.config, args).await,
     }
 }
 
@@ -346,6 +364,17 @@ async fn submit(config: Config, args: &SubmitArgs) -> Result<()> {
     let topic = submitter.topic_for(&args.tenant, &args.function)?;
     let headers: std::collections::BTreeMap<String, String> =
         args.headers.iter().cloned().collect();
+    let not_before = match (args.delay, args.at) {
+        (Some(d), _) => {
+            Some(tidewater::scheduler::now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        }
+        (None, Some(t)) => Some(
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .context("--at is before 1970")?,
+        ),
+        (None, None) => None,
+    };
     let make = |n: u64| Task {
         id: match (&args.id, args.count) {
             (Some(id), 1) => id.clone(),
@@ -357,6 +386,7 @@ async fn submit(config: Config, args: &SubmitArgs) -> Result<()> {
         payload: payload.replace("{n}", &n.to_string()).into_bytes(),
         headers: headers.clone(),
         submitted_at: Some(tidewater::scheduler::now_ms()),
+        not_before,
     };
     if args.count == 1 {
         let task = make(0);
@@ -435,11 +465,7 @@ fn record_json(msg: &rdkafka::message::BorrowedMessage<'_>) -> serde_json::Value
     let mut out = match event {
         Some(h::EVENT_OUTCOME) => match codec::decode_outcome(value) {
             Ok(o) => {
-                let payload = text(&o.payload);
-                let result = o.result.as_deref().map(text);
-                let mut v = serde_json::to_value(&o).unwrap_or_default();
-                v["payload"] = payload;
-                v["result"] = result.unwrap_or(serde_json::Value::Null);
+                let mut v = codec::outcome_json(&o);
                 v["kind"] = "outcome".into();
                 v
             }

@@ -19,6 +19,12 @@ pub mod topics {
         format!("{prefix}.q.{tenant}.{function}")
     }
 
+    /// A delay topic: tasks waiting `tier` (a duration like `10s`) for a retry or their
+    /// `not_before` time: `<prefix>.delay.<tier>`.
+    pub fn delay(prefix: &str, tier: &str) -> String {
+        format!("{prefix}.delay.{tier}")
+    }
+
     /// The compacted topic with the latest lifecycle event of every task.
     pub fn status(prefix: &str) -> String {
         format!("{prefix}.status")
@@ -89,6 +95,10 @@ pub mod headers {
     pub const EVENT_OUTCOME: &str = "outcome";
     /// Value of [`EVENT`] on status events.
     pub const EVENT_STATUS: &str = "status";
+    /// Value of [`EVENT`] on tasks in delay topics.
+    pub const EVENT_DELAYED: &str = "delayed";
+    /// On a compensation task: the id of the task whose outcome it handles.
+    pub const COMPENSATES: &str = "tw-compensates";
     /// Value of [`EVENT`] on captured-output records (`<prefix>.logs`).
     pub const EVENT_LOG: &str = "log";
     /// Value of [`EVENT`] on stop requests (`<prefix>.control`).

@@ -51,6 +51,18 @@ pub fn metrics_handle() -> Result<PrometheusHandle, TelemetryError> {
                 .install_recorder()
                 .map_err(|e| e.to_string())?;
             m::describe();
+            // Histograms keep raw samples until upkeep folds them: without a scrape
+            // they would grow with every task, so fold them on a timer.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("tw-metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .map_err(|e| e.to_string())?;
             Ok(handle)
         })
         .clone()

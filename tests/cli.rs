@@ -92,13 +92,14 @@ fn topics_init_is_safe_to_rerun_and_submit_reports_progress() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("5 created, 0 already there"), "{text}");
+    // Queues, status, logs, control and destinations.
+    assert!(text.contains("11 created, 0 already there"), "{text}");
     assert!(
         text.contains(&format!("created  {}.q.acme.f", env.prefix)),
         "{text}"
     );
     let out = env.cli(&["topics", "init"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 created, 5 already there"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 created, 11 already there"));
 
     let out = env.cli(&[
         "submit", "-t", "acme", "-f", "f", "-p", "n={n}", "--count", "2500",

@@ -109,3 +109,155 @@ fn killing_the_scheduler_repeatedly_never_duplicates_an_outcome() {
         "a task has two terminal status events"
     );
 }
+
+fn now_ms() -> i64 {
+    tidewater::scheduler::now_ms()
+}
+
+#[test]
+fn a_failing_task_is_retried_through_a_delay_topic_without_blocking_its_partition() {
+    let env = TestEnv::with_partitions(
+        "retry",
+        r#"
+        [tenants.acme.functions.flaky]
+        # Fails on attempts 1 and 2, succeeds on 3.
+        executor = { type = "command", program = "sh", args = ["-c", "[ \"$TW_ATTEMPT\" -ge 3 ] || { echo \"not yet ($TW_ATTEMPT)\" >&2; exit 1; }; echo done"] }
+        max_attempts = 5
+        backoff = "1s"
+        on_success = "{prefix}.done"
+
+        [tenants.acme.functions.quick]
+        executor = { type = "inprocess", handler = "echo" }
+        on_success = "{prefix}.done"
+        "#,
+        1,
+    );
+    env.init_topics();
+    let mut tasks = vec![task("flaky-1", "flaky", "x")];
+    tasks.extend((0..50).map(|i| task(&format!("q-{i}"), "quick", "y")));
+    env.submit("acme", tasks);
+    let _s = env.start_scheduler(0);
+
+    let done = env.outcomes(&env.topic("done"), 51, WAIT);
+    assert_eq!(done.len(), 51);
+    let flaky: Vec<_> = done.iter().filter(|o| o.task_id == "flaky-1").collect();
+    assert_eq!(flaky.len(), 1, "one success outcome");
+    let a = &flaky[0].attempts;
+    assert_eq!(a.len(), 3, "{a:?}");
+    assert!(a[0].error.as_deref().unwrap().contains("not yet (1)"));
+    assert!(a[1].error.as_deref().unwrap().contains("not yet (2)"));
+    assert!(a[2].error.is_none());
+    let gap1 = a[1].started_at - a[0].finished_at;
+    let gap2 = a[2].started_at - a[1].finished_at;
+    // backoff 1s, then 2s, each with jitter between half and all of it.
+    assert!((450..=1600).contains(&gap1), "first gap {gap1} ms");
+    assert!((950..=2600).contains(&gap2), "second gap {gap2} ms");
+    assert!(gap2 >= gap1, "gaps grow: {gap1} then {gap2}");
+    // The tasks behind it in the same partition did not wait for its retries.
+    let quick_last = done
+        .iter()
+        .filter(|o| o.function == "quick")
+        .map(|o| o.finished_at)
+        .max()
+        .unwrap();
+    assert!(
+        quick_last < a[1].started_at,
+        "quick tasks waited behind the retrying one"
+    );
+    // It went through a delay topic: its status history says retrying twice.
+    let retrying = env
+        .statuses(usize::MAX, Duration::from_secs(3))
+        .into_iter()
+        .filter(|s| s.task_id == "flaky-1" && s.status == tidewater::codec::TaskStatus::Retrying)
+        .count();
+    assert_eq!(retrying, 2);
+    let delayed = env.read(&env.topic("delay.1s"), 2, Duration::from_secs(10));
+    assert_eq!(
+        delayed.len(),
+        2,
+        "both retries waited in the 1s delay topic"
+    );
+}
+
+#[test]
+fn a_failure_sent_to_a_function_runs_the_compensation() {
+    let env = TestEnv::new(
+        "comp",
+        r#"
+        [tenants.shop.functions.charge]
+        executor = { type = "command", program = "sh", args = ["-c", "echo card declined >&2; exit 3"] }
+        max_attempts = 1
+        on_failure = "function:refund"
+
+        [tenants.shop.functions.refund]
+        executor = { type = "command", program = "cat" }
+        on_success = "{prefix}.refunds"
+        "#,
+    );
+    env.init_topics();
+    env.submit("shop", vec![task("order-7", "charge", r#"{"amount": 42}"#)]);
+    let _s = env.start_scheduler(0);
+
+    let refunds = env.outcomes(&env.topic("refunds"), 1, WAIT);
+    assert_eq!(refunds.len(), 1);
+    let r = &refunds[0];
+    assert_eq!(r.task_id, "order-7.refund");
+    assert_eq!(
+        r.task_headers.get("tw-compensates").map(String::as_str),
+        Some("order-7")
+    );
+    // The refund function received the failure event as its payload (JSON).
+    let event: serde_json::Value = serde_json::from_slice(r.result.as_deref().unwrap()).unwrap();
+    assert_eq!(event["task_id"], "order-7");
+    assert_eq!(event["status"], "failed");
+    assert_eq!(event["payload"], r#"{"amount": 42}"#);
+    assert!(event["error"].as_str().unwrap().contains("card declined"));
+}
+
+#[test]
+fn delayed_tasks_run_no_earlier_than_asked_and_old_ones_expire() {
+    let env = TestEnv::new(
+        "delay",
+        r#"
+        [tenants.acme.functions.later]
+        executor = { type = "inprocess", handler = "echo" }
+        on_success = "{prefix}.done"
+
+        [tenants.acme.functions.fresh]
+        executor = { type = "inprocess", handler = "echo" }
+        max_event_age = "2s"
+        on_success = "{prefix}.done"
+        "#,
+    );
+    env.init_topics();
+    let now = now_ms();
+    let mut t3 = task("in-3s", "later", "a");
+    t3.not_before = Some(now + 3_000);
+    let mut t12 = task("in-12s", "later", "b");
+    t12.not_before = Some(now + 12_000);
+    let mut old = task("old", "fresh", "c");
+    old.submitted_at = Some(now - 60_000);
+    let young = task("young", "fresh", "d");
+    env.submit("acme", vec![t3, t12, old, young]);
+    let _s = env.start_scheduler(0);
+
+    let done = env.outcomes(&env.topic("done"), 3, WAIT);
+    let by: std::collections::BTreeMap<_, _> =
+        done.iter().map(|o| (o.task_id.as_str(), o)).collect();
+    // Tolerance: not before the time asked, and at most 1.5 s after it.
+    for (id, at) in [("in-3s", now + 3_000), ("in-12s", now + 12_000)] {
+        let started = by[id].attempts[0].started_at;
+        assert!(started >= at, "{id} started {} ms early", at - started);
+        assert!(
+            started <= at + 1_500,
+            "{id} started {} ms late",
+            started - at
+        );
+    }
+    assert!(by.contains_key("young"));
+    let expired = env.outcomes(&env.dlq("acme"), 1, WAIT);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].task_id, "old");
+    assert_eq!(expired[0].status, tidewater::codec::OutcomeStatus::Expired);
+    assert!(expired[0].attempts.is_empty(), "an expired task never runs");
+}

@@ -187,6 +187,12 @@ impl<T> Dispatcher<T> {
         }
     }
 
+    /// Accounts a task held outside the queues (waiting for its time) until
+    /// [`Dispatcher::requeue`] or [`Dispatcher::task_finished`]. Keys are not held.
+    pub fn account(&mut self, entry: &Entry<T>) {
+        self.hold(&entry.tp, entry.bytes);
+    }
+
     /// Accounts memory held for a partition outside any queue (input that cannot run,
     /// on its way to a failure destination).
     pub fn hold(&mut self, tp: &TopicPartition, bytes: usize) {

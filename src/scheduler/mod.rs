@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::codec::{self, Attempt, FailureReason, Outcome, OutcomeStatus, StatusEvent, TaskStatus};
-use crate::config::{Config, FunctionConfig};
+use crate::config::{Config, Destination, FunctionConfig};
 use crate::executor::{ExecError, Executor, ExecutorBuildError, Handlers, Invocation};
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, metrics as m, topics};
@@ -105,9 +105,15 @@ struct Ctx {
     outbox: std::sync::mpsc::Sender<Unit<Published>>,
     functions: HashMap<(String, String), Arc<FunctionRt>>,
     status_topic: String,
+    /// Delay tiers and their topics, shortest first.
+    delay_tiers: Vec<(Duration, String)>,
     /// Cancelled when the grace period is over: running work is abandoned.
     hard_stop: CancellationToken,
 }
+
+/// Memory a held task costs besides its payload and key (measured: about 1.5 KiB per
+/// buffered task, see BENCHMARKS.md), so the byte limits bound real memory.
+const TASK_OVERHEAD_BYTES: usize = 1536;
 
 /// A task on its way through the dispatcher.
 struct Job {
@@ -123,6 +129,8 @@ struct Job {
 enum AttemptResult {
     Succeeded(Vec<u8>),
     Failed(ExecError),
+    /// Older than the function's `max_event_age`: not run.
+    Expired(Duration),
     /// Abandoned at hard stop.
     Abandoned,
 }
@@ -234,7 +242,8 @@ impl Scheduler {
         });
         let (tx, mut rx) = mpsc::channel::<FromConsumer>(256);
         let consumer = Arc::new(self.consumer(&shared, tx.clone())?);
-        let queues = config.queue_topics();
+        let mut queues = config.queue_topics();
+        queues.extend(config.delay_tiers().into_iter().map(|(_, t)| t));
         let topic_refs: Vec<&str> = queues.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topic_refs)
@@ -279,6 +288,7 @@ impl Scheduler {
         let hard_stop = CancellationToken::new();
         let ctx = Arc::new(Ctx {
             status_topic: topics::status(&config.topics.prefix),
+            delay_tiers: config.delay_tiers(),
             config: config.clone(),
             scheduler_id,
             outbox,
@@ -367,6 +377,8 @@ impl Scheduler {
                     abandon.store(true, Ordering::Relaxed);
                     lp.attempts.abort_all();
                     while lp.attempts.join_next().await.is_some() {}
+                    // Cut off: the revoke on leaving the group must not wait for them.
+                    shared.tracker().clear_busy();
                     break;
                 }
             }
@@ -405,13 +417,22 @@ impl Scheduler {
         cc.set("enable.auto.commit", "false");
         kafka::set_default(&mut cc, "auto.offset.reset", "earliest");
         kafka::set_default(&mut cc, "isolation.level", "read_committed");
-        kafka::set_default(
-            &mut cc,
-            "partition.assignment.strategy",
-            "cooperative-sticky",
-        );
-        kafka::set_default(&mut cc, "session.timeout.ms", "10000");
-        kafka::set_default(&mut cc, "heartbeat.interval.ms", "1000");
+        // The KIP-848 group protocol: incremental rebalances driven by the broker, and the
+        // range assignor spreads each topic's partitions over the members (queues and delay
+        // topics alike), so an added scheduler takes a share of every queue. Session and
+        // heartbeat timing are the broker's (`group.consumer.*`).
+        kafka::set_default(&mut cc, "group.protocol", "consumer");
+        if cc.get("group.protocol") == Some("consumer") {
+            kafka::set_default(&mut cc, "group.remote.assignor", "range");
+        } else {
+            kafka::set_default(
+                &mut cc,
+                "partition.assignment.strategy",
+                "cooperative-sticky",
+            );
+            kafka::set_default(&mut cc, "session.timeout.ms", "10000");
+            kafka::set_default(&mut cc, "heartbeat.interval.ms", "1000");
+        }
         kafka::set_default(&mut cc, "topic.metadata.refresh.interval.ms", "10000");
         // Pre-fetched records in librdkafka are memory too: keep them small; Tidewater
         // buffers what matters in its own bounded queues.
@@ -451,6 +472,8 @@ enum Published {
     Task(Entry<Box<Job>>),
     /// Input that could not run.
     Reject { tp: TopicPartition, bytes: usize },
+    /// A task moved to a delay topic.
+    Moved(Entry<Box<Job>>),
 }
 
 /// The dispatcher loop's state.
@@ -484,15 +507,48 @@ impl Loop {
 
     fn on_record(&mut self, record: Record, epoch: u64) {
         match prepare(&self.ctx, record, epoch) {
-            Prepared::Run(job) => {
+            Prepared::Run(job, due) => {
                 let entry = Entry {
                     function: job.f.id,
                     tp: job.record.tp(),
-                    bytes: job.payload.len() + job.record.key.as_ref().map_or(0, Vec::len) + 256,
+                    bytes: job.payload.len()
+                        + job.record.key.as_ref().map_or(0, Vec::len)
+                        + TASK_OVERHEAD_BYTES,
                     key: job.record.ordering_key(),
                     item: job,
                 };
-                self.dispatcher.push(entry);
+                let now = now_ms();
+                match due.filter(|due| *due > now) {
+                    None => self.dispatcher.push(entry),
+                    Some(due) => {
+                        let wait = Duration::from_millis(u64::try_from(due - now).unwrap_or(0));
+                        let from_delay_topic =
+                            self.ctx.delay_tiers.iter().any(|(_, t)| *t == entry.tp.0);
+                        self.dispatcher.account(&entry);
+                        if from_delay_topic {
+                            // Back from its delay topic: it waits out the rest here, in
+                            // the buffer (whose limit pauses the delay partition).
+                            self.retry_seq += 1;
+                            self.retries
+                                .insert((Instant::now() + wait, self.retry_seq), entry);
+                        } else {
+                            self.defer(entry, due);
+                        }
+                    }
+                }
+            }
+            Prepared::Skip(record, epoch) => {
+                let tp = record.tp();
+                self.dispatcher.hold(&tp, 0);
+                self.send_unit(
+                    Vec::new(),
+                    DoneRef {
+                        tp: tp.clone(),
+                        offset: record.offset,
+                        epoch,
+                    },
+                    Published::Reject { tp, bytes: 0 },
+                );
             }
             Prepared::Reject {
                 record,
@@ -502,7 +558,7 @@ impl Loop {
             } => {
                 // Bad input never runs: its failure outcome goes straight out.
                 let tp = record.tp();
-                let bytes = record.value.len() + 256;
+                let bytes = record.value.len() + TASK_OVERHEAD_BYTES;
                 self.dispatcher.hold(&tp, bytes);
                 let offset = record.offset;
                 let records = outcome_records(&self.ctx, &outcome, Some(&destination));
@@ -588,6 +644,15 @@ impl Loop {
         match result {
             // Cut off at hard stop: stays accounted, so the summary counts it.
             AttemptResult::Abandoned => {}
+            AttemptResult::Expired(waited) => {
+                job.outcome.status = OutcomeStatus::Expired;
+                job.outcome.error = Some(format!(
+                    "not run: waited {} since submission, over max_event_age {}",
+                    humantime::format_duration(Duration::from_secs(waited.as_secs())),
+                    humantime::format_duration(f.cfg.max_event_age.unwrap_or_default())
+                ));
+                self.publish(entry, Some(f.on_failure.clone()));
+            }
             AttemptResult::Succeeded(result) => {
                 job.outcome.status = OutcomeStatus::Succeeded;
                 job.outcome.result = Some(result);
@@ -627,9 +692,15 @@ impl Loop {
                         Some(message),
                     ),
                 );
-                self.retry_seq += 1;
-                self.retries
-                    .insert((Instant::now() + delay, self.retry_seq), entry);
+                if entry.key.is_some() {
+                    // Keyed: later tasks of the key wait behind it, so it waits here.
+                    self.retry_seq += 1;
+                    self.retries
+                        .insert((Instant::now() + delay, self.retry_seq), entry);
+                } else {
+                    let due = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                    self.defer(entry, due);
+                }
             }
         }
     }
@@ -639,10 +710,7 @@ impl Loop {
         job.outcome.finished_at = now_ms();
         job.outcome.payload = job.payload.as_ref().clone();
         let (lt, lf) = job.f.labels.clone();
-        let label = match job.outcome.status {
-            OutcomeStatus::Succeeded => "succeeded",
-            OutcomeStatus::Failed => "failed",
-        };
+        let label = job.outcome.status.as_str();
         if let Some(reason) = job.outcome.reason {
             counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => reason.as_str()).increment(1);
         }
@@ -655,6 +723,60 @@ impl Loop {
             epoch: entry.item.epoch,
         };
         self.send_unit(records, done, Published::Task(entry));
+    }
+
+    /// Moves a task to the delay topic for its wait; its current record is then done.
+    fn defer(&mut self, entry: Entry<Box<Job>>, due: i64) {
+        let job = &entry.item;
+        let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
+        let Some(topic) = tier_for(&self.ctx.delay_tiers, wait).map(str::to_string) else {
+            return;
+        };
+        let delayed = codec::DelayedTask {
+            task_id: job.outcome.task_id.clone(),
+            tenant: job.f.tenant.clone(),
+            function: job.f.name.clone(),
+            payload: job.payload.as_ref().clone(),
+            headers: job.headers.as_ref().clone(),
+            submitted_at: job.outcome.submitted_at,
+            due_at: due,
+            attempts: job.outcome.attempts.clone(),
+            origin: job.outcome.source.clone(),
+            traceparent: job.record.traceparent.clone(),
+        };
+        let value = match codec::encode_delayed(&delayed) {
+            Ok(v) => v,
+            Err(e) => {
+                error!(task_id = %delayed.task_id, error = %e, "cannot encode delayed task; it stays here");
+                self.retry_seq += 1;
+                self.retries
+                    .insert((Instant::now() + wait, self.retry_seq), entry);
+                return;
+            }
+        };
+        let mut headers = vec![
+            (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.to_string()),
+            (h::EVENT, h::EVENT_DELAYED.to_string()),
+            (h::TASK_ID, delayed.task_id.clone()),
+            (h::TENANT, delayed.tenant.clone()),
+            (h::FUNCTION, delayed.function.clone()),
+        ];
+        if let Some(tp) = &delayed.traceparent {
+            headers.push((h::TRACEPARENT, tp.clone()));
+        }
+        debug!(task_id = %delayed.task_id, topic = %topic, wait = ?wait, "task moved to a delay topic");
+        let record = OutRecord {
+            topic,
+            key: delayed.task_id.clone(),
+            value,
+            headers,
+        };
+        let done = DoneRef {
+            tp: entry.tp.clone(),
+            offset: job.record.offset,
+            epoch: job.epoch,
+        };
+        self.send_unit(vec![record], done, Published::Moved(entry));
     }
 
     fn send_unit(&mut self, records: Vec<OutRecord>, done: DoneRef, back: Published) {
@@ -673,10 +795,16 @@ impl Loop {
     /// A unit is durable (its offset marked done by the publisher).
     fn on_published(&mut self, published: Published) {
         self.outstanding = self.outstanding.saturating_sub(1);
-        self.summary.completed += 1;
         match &published {
-            Published::Task(entry) => self.dispatcher.task_finished(entry),
-            Published::Reject { tp, bytes } => self.dispatcher.release(tp, *bytes),
+            Published::Task(entry) => {
+                self.summary.completed += 1;
+                self.dispatcher.task_finished(entry);
+            }
+            Published::Moved(entry) => self.dispatcher.task_finished(entry),
+            Published::Reject { tp, bytes } => {
+                self.summary.completed += 1;
+                self.dispatcher.release(tp, *bytes);
+            }
         }
     }
 
@@ -802,8 +930,10 @@ fn labels(ctx: &Ctx, tenant: &str, function: &str) -> (String, String) {
 
 /// What a fetched record turns into.
 enum Prepared {
-    /// A task to run.
-    Run(Box<Job>),
+    /// A task to run, now or (with a time, ms) no earlier than then.
+    Run(Box<Job>, Option<i64>),
+    /// A record with nothing to do (logged): its offset is simply done.
+    Skip(Record, u64),
     /// Input that can never run: a failed outcome for the destination.
     Reject {
         record: Record,
@@ -815,6 +945,9 @@ enum Prepared {
 
 /// Decodes and checks a record: a job for its function, or a rejection with the reason.
 fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
+    if ctx.delay_tiers.iter().any(|(_, t)| *t == record.topic) {
+        return prepare_delayed(ctx, record, epoch);
+    }
     let queue = topics::parse_queue(&ctx.config.topics.prefix, &record.topic);
     let tenant = queue
         .as_ref()
@@ -948,14 +1081,17 @@ fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
         submitted_at,
     );
     match (refusal, f) {
-        (None, Some(f)) => Prepared::Run(Box::new(Job {
-            record,
-            epoch,
-            f,
-            outcome,
-            payload: Arc::new(task.payload),
-            headers: Arc::new(task.headers),
-        })),
+        (None, Some(f)) => Prepared::Run(
+            Box::new(Job {
+                record,
+                epoch,
+                f,
+                outcome,
+                payload: Arc::new(task.payload),
+                headers: Arc::new(task.headers),
+            }),
+            task.not_before,
+        ),
         (refusal, _) => {
             let (reason, error, destination) = refusal.unwrap_or_else(|| {
                 (
@@ -977,6 +1113,80 @@ fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
     }
 }
 
+/// A task back from a delay topic.
+fn prepare_delayed(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
+    let d = match codec::decode_delayed(&record.value) {
+        Ok(d) => d,
+        Err(e) => {
+            // Only Tidewater writes delay topics: this is not a user's task to dead-letter.
+            error!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %e,
+                "undecodable record in a delay topic skipped");
+            return Prepared::Skip(record, epoch);
+        }
+    };
+    let outcome = Outcome {
+        task_id: d.task_id.clone(),
+        tenant: d.tenant.clone(),
+        function: d.function.clone(),
+        status: OutcomeStatus::Failed,
+        reason: None,
+        error: None,
+        result: None,
+        payload: Vec::new(),
+        task_headers: d.headers.clone(),
+        attempts: d.attempts,
+        submitted_at: d.submitted_at,
+        finished_at: 0,
+        source: d.origin,
+        traceparent: d.traceparent.clone(),
+        scheduler_id: ctx.scheduler_id.clone(),
+    };
+    let Some(f) = ctx
+        .functions
+        .get(&(d.tenant.clone(), d.function.clone()))
+        .cloned()
+    else {
+        let mut outcome = outcome;
+        outcome.payload = d.payload;
+        outcome.reason = Some(FailureReason::UnknownFunction);
+        outcome.error = Some(format!(
+            "tenant `{}` has no function `{}` any more",
+            d.tenant, d.function
+        ));
+        outcome.finished_at = now_ms();
+        let destination = ctx.config.dead_letter(&d.tenant);
+        return Prepared::Reject {
+            record,
+            epoch,
+            outcome: Box::new(outcome),
+            destination,
+        };
+    };
+    let mut record = record;
+    record.traceparent = d.traceparent;
+    Prepared::Run(
+        Box::new(Job {
+            record,
+            epoch,
+            f,
+            outcome,
+            payload: Arc::new(d.payload),
+            headers: Arc::new(d.headers),
+        }),
+        Some(d.due_at),
+    )
+}
+
+/// The delay topic for a wait: the longest tier not above it (the shortest for less).
+fn tier_for(tiers: &[(Duration, String)], wait: Duration) -> Option<&str> {
+    tiers
+        .iter()
+        .rev()
+        .find(|(d, _)| *d <= wait)
+        .or_else(|| tiers.first())
+        .map(|(_, t)| t.as_str())
+}
+
 /// Runs one attempt of a job and records it in the job's outcome.
 async fn attempt(ctx: &Ctx, job: &mut Job) -> AttemptResult {
     let f = &job.f;
@@ -984,6 +1194,14 @@ async fn attempt(ctx: &Ctx, job: &mut Job) -> AttemptResult {
     let attempt_no = job.outcome.attempts.len() as u32 + 1;
     let attempt_i32 = i32::try_from(attempt_no).unwrap_or(i32::MAX);
     let started_at = now_ms();
+    if let Some(age) = f.cfg.max_event_age {
+        let waited = Duration::from_millis(
+            u64::try_from(started_at - job.outcome.submitted_at).unwrap_or(0),
+        );
+        if waited > age {
+            return AttemptResult::Expired(waited);
+        }
+    }
     if attempt_no == 1 {
         histogram!(m::QUEUE_WAIT_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
             .record((started_at - job.outcome.submitted_at).max(0) as f64 / 1000.0);
@@ -1090,11 +1308,17 @@ fn outcome_records(ctx: &Ctx, o: &Outcome, destination: Option<&str>) -> Vec<Out
     let status = match o.status {
         OutcomeStatus::Succeeded => TaskStatus::Succeeded,
         OutcomeStatus::Failed => TaskStatus::Failed,
+        OutcomeStatus::Stopped => TaskStatus::Stopped,
+        OutcomeStatus::Expired => TaskStatus::Expired,
     };
     let attempt = o.attempts.last().map_or(0, |a| a.attempt);
     let ev = status_event(ctx, o, status, attempt, o.error.clone());
     let mut records = Vec::with_capacity(2);
-    if let Some(topic) = destination {
+    let destination = destination.map(Destination::parse);
+    if let Some(Destination::Function(function)) = destination {
+        records.extend(compensation_record(ctx, o, function));
+    }
+    if let Some(Destination::Topic(topic)) = destination {
         match codec::encode_outcome(o) {
             Ok(value) => {
                 let mut headers = vec![
@@ -1119,6 +1343,43 @@ fn outcome_records(ctx: &Ctx, o: &Outcome, destination: Option<&str>) -> Vec<Out
     }
     records.extend(status_record(ctx, &ev));
     records
+}
+
+/// A `function:<name>` destination: the outcome event, as JSON, becomes the payload of a
+/// new task of that function (same tenant), with id `<task id>.<function>`.
+fn compensation_record(ctx: &Ctx, o: &Outcome, function: &str) -> Option<OutRecord> {
+    let task = codec::Task {
+        id: format!("{}.{function}", o.task_id),
+        tenant: Some(o.tenant.clone()),
+        function: function.to_string(),
+        payload: codec::outcome_json(o).to_string().into_bytes(),
+        headers: BTreeMap::from([
+            (h::COMPENSATES.to_string(), o.task_id.clone()),
+            (
+                h::CONTENT_TYPE.to_string(),
+                h::CONTENT_TYPE_JSON.to_string(),
+            ),
+        ]),
+        submitted_at: Some(now_ms()),
+        not_before: None,
+    };
+    let value = match codec::encode_task(&task) {
+        Ok(v) => v,
+        Err(e) => {
+            error!(task_id = %o.task_id, error = %e, "cannot encode compensation task");
+            return None;
+        }
+    };
+    let mut headers = vec![(h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.to_string())];
+    if let Some(tp) = &o.traceparent {
+        headers.push((h::TRACEPARENT, tp.clone()));
+    }
+    Some(OutRecord {
+        topic: ctx.config.queue_topic(&o.tenant, function),
+        key: task.id,
+        value,
+        headers,
+    })
 }
 
 /// The publisher's producer: transactional (and initialised) in exactly-once mode.

@@ -214,6 +214,15 @@ impl OffsetTracker {
         }
     }
 
+    /// Forgets every running attempt and unpublished outcome (after they were abandoned at
+    /// shutdown), so the final revoke does not wait for them.
+    pub fn clear_busy(&mut self) {
+        for p in self.parts.values_mut() {
+            p.running = 0;
+            p.publishing = 0;
+        }
+    }
+
     /// Marks partitions as being revoked: nothing new of them may start.
     pub fn begin_revoke<'a>(&mut self, tps: impl IntoIterator<Item = &'a TopicPartition>) {
         for tp in tps {

@@ -256,6 +256,7 @@ pub fn task(id: &str, function: &str, payload: &str) -> Task {
         payload: payload.as_bytes().to_vec(),
         headers: BTreeMap::new(),
         submitted_at: None,
+        not_before: None,
     }
 }
 

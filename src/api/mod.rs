@@ -1,0 +1,802 @@
+//! The task query API of `tidewater serve`: task status, history and logs from the
+//! [store](crate::store), queue backlogs from Kafka, task submission and stop requests.
+//! `docs/openapi.yaml` describes every route.
+//!
+//! Every route under `/v1` needs `Authorization: Bearer <token>` with a token from
+//! `[api] tokens`. A tenant's token sees, submits and stops only that tenant's tasks: a
+//! task of another tenant answers 404, exactly like a task that does not exist, so ids do
+//! not leak. `/healthz` and `/readyz` need no token.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ApiConfig, IndexerConfig, Principal, ResolvedToken, TokenConfig};
+
+use crate::codec::{self, JsonTask, StopRequest};
+use crate::config::{Config, ConfigError};
+use crate::kafka::{self, KafkaOpError};
+use crate::names::{headers as h, topics};
+use crate::scheduler::now_ms;
+use crate::store::indexer::{Indexer, IndexerError, IndexerStatus};
+use crate::store::model::{PartitionBacklog, QueueView, QueuesOverview, TaskLogs};
+use crate::store::query::{TaskFilter, is_terminal, status_str};
+use crate::store::{Lookup, Reader, StoreError};
+use crate::submit::{SubmitError, Submitter};
+
+/// Why `tidewater serve` could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A configuration value is unusable (an unset `token_env` variable).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The indexer failed.
+    #[error(transparent)]
+    Indexer(#[from] IndexerError),
+    /// A Kafka client could not be created.
+    #[error(transparent)]
+    Kafka(#[from] KafkaOpError),
+    /// The HTTP server failed.
+    #[error("API server: {0}")]
+    Http(std::io::Error),
+}
+
+/// An error answer: a status and a JSON body `{"error": "…", "parameter": "…"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    parameter: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            parameter: None,
+        }
+    }
+
+    fn bad(parameter: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            parameter: Some(parameter.to_string()),
+        }
+    }
+
+    fn not_found(id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("no task `{id}`"))
+    }
+}
+
+/// The JSON body of an error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// The query parameter or body field at fault, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(ErrorBody {
+            error: self.message,
+            parameter: self.parameter,
+        });
+        if self.status == StatusCode::UNAUTHORIZED {
+            return (self.status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+        (self.status, body).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "task store query failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl From<crate::store::query::ParamError> for ApiError {
+    fn from(e: crate::store::query::ParamError) -> Self {
+        Self::bad(&e.parameter, e.to_string())
+    }
+}
+
+/// What the handlers share.
+pub struct ApiState {
+    config: Arc<Config>,
+    reader: Arc<Reader>,
+    tokens: Vec<ResolvedToken>,
+    submitter: Submitter,
+    producer: FutureProducer,
+    /// A consumer with the scheduler group id, never subscribed: it only reads that
+    /// group's committed offsets and the watermarks.
+    group_reader: Arc<Mutex<BaseConsumer>>,
+    indexer: Arc<IndexerStatus>,
+}
+
+impl ApiState {
+    /// State for a server reading `reader`, with the indexer's progress for `/readyz`.
+    pub fn new(
+        config: Arc<Config>,
+        reader: Arc<Reader>,
+        indexer: Arc<IndexerStatus>,
+    ) -> Result<Self, ServeError> {
+        let tokens = config.api.resolve_tokens()?;
+        let mut cc = kafka::client_config(&config);
+        cc.set("group.id", config.group_id());
+        cc.set("enable.auto.commit", "false");
+        let group_reader: BaseConsumer = cc.create().map_err(|source| KafkaOpError::Client {
+            what: "group offset reader",
+            source,
+        })?;
+        Ok(Self {
+            submitter: Submitter::new(config.clone(), codec::Encoding::Avro)?,
+            producer: kafka::producer(&config)?,
+            group_reader: Arc::new(Mutex::new(group_reader)),
+            config,
+            reader,
+            tokens,
+            indexer,
+        })
+    }
+
+    fn auth(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>` header"))?;
+        let given = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`"))?;
+        // Compare with every token, in time independent of where they differ.
+        let mut found = None;
+        for t in &self.tokens {
+            if constant_time_eq(t.secret.as_bytes(), given.as_bytes()) {
+                found = Some(t.principal.clone());
+            }
+        }
+        found.ok_or_else(|| unauthorized("unknown token"))
+    }
+
+    /// Finds a task the principal may see; `tenant` is the optional `tenant` parameter.
+    async fn lookup(
+        &self,
+        who: &Principal,
+        tenant: Option<String>,
+        id: &str,
+    ) -> Result<crate::store::model::TaskView, ApiError> {
+        let scope = match (who, tenant) {
+            (Principal::Tenant(own), Some(asked)) if asked != *own => {
+                return Err(ApiError::not_found(id));
+            }
+            (Principal::Tenant(own), _) => Some(own.clone()),
+            (Principal::Admin, asked) => asked,
+        };
+        let reader = self.reader.clone();
+        let key = id.to_string();
+        match blocking(move || reader.get(scope.as_deref(), &key)).await? {
+            Lookup::Found(t) => Ok(*t),
+            Lookup::NotFound => Err(ApiError::not_found(id)),
+            Lookup::Ambiguous(tenants) => Err(ApiError {
+                status: StatusCode::CONFLICT,
+                message: format!(
+                    "task id `{id}` is used by several tenants ({}); pass `tenant`",
+                    tenants.join(", ")
+                ),
+                parameter: Some("tenant".into()),
+            }),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("query worker failed: {e}"),
+        )),
+    }
+}
+
+type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+fn params(q: Params) -> Result<Vec<(String, String)>, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::bad("query", format!("malformed query string: {e}")))
+}
+
+/// Checks that only `known` parameters are present, at most once each.
+fn only<'a>(
+    params: &'a [(String, String)],
+    known: &[&str],
+) -> Result<BTreeMap<&'a str, &'a str>, ApiError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in params {
+        if !known.contains(&k.as_str()) {
+            let hint = if known.is_empty() {
+                "this route takes no parameters".to_string()
+            } else {
+                format!("known: {}", known.join(", "))
+            };
+            return Err(ApiError::bad(k, format!("unknown parameter ({hint})")));
+        }
+        if out.insert(k.as_str(), v.as_str()).is_some() {
+            return Err(ApiError::bad(k, "given more than once"));
+        }
+    }
+    Ok(out)
+}
+
+fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    map: &BTreeMap<&str, &str>,
+    name: &str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ApiError> {
+    match map.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| *n >= min && *n <= max)
+            .ok_or_else(|| {
+                ApiError::bad(name, format!("must be a whole number from {min} to {max}"))
+            }),
+    }
+}
+
+/// The routes.
+pub fn router(state: Arc<ApiState>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/tasks", get(list_tasks).post(submit_task))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/logs", get(task_logs))
+        .route("/v1/tasks/{id}/stop", post(stop_task))
+        .route("/v1/queues", get(queues))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
+    if let Some(e) = s.indexer.failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": e})),
+        )
+            .into_response();
+    }
+    if s.indexer.is_ready() {
+        (
+            StatusCode::OK,
+            Json(json!({"ready": true, "records_indexed": s.indexer.records()})),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "ready": false,
+                "partitions_behind": s.indexer.partitions_behind(),
+                "records_indexed": s.indexer.records(),
+            })),
+        )
+            .into_response()
+    }
+}
+
+async fn list_tasks(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers)?;
+    let params = params(q)?;
+    let mut filter = TaskFilter::from_params(&params, now_ms())?;
+    filter.scope = who.scope().map(str::to_string);
+    let reader = s.reader.clone();
+    let page = blocking(move || reader.list(&filter)).await?;
+    Ok(Json(page).into_response())
+}
+
+async fn get_task(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers)?;
+    let params = params(q)?;
+    let map = only(&params, &["tenant"])?;
+    let task = s
+        .lookup(&who, map.get("tenant").map(|t| t.to_string()), &id)
+        .await?;
+    let reader = s.reader.clone();
+    let detail = blocking(move || reader.detail(task)).await?;
+    Ok(Json(detail).into_response())
+}
+
+/// Most log chunks one request returns.
+const MAX_LOG_LIMIT: u32 = 10_000;
+
+async fn task_logs(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers)?;
+    let params = params(q)?;
+    let map = only(&params, &["tenant", "after", "limit"])?;
+    let limit = number(&map, "limit", 1000u32, 1, MAX_LOG_LIMIT)?;
+    let after = match map.get("after") {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::bad("after", "must be a `seq` from an earlier answer"))?,
+        ),
+    };
+    let task = s
+        .lookup(&who, map.get("tenant").map(|t| t.to_string()), &id)
+        .await?;
+    let reader = s.reader.clone();
+    let (tenant, task_id) = (task.tenant.clone(), task.id.clone());
+    let logs = blocking(move || reader.logs(&tenant, &task_id, after, limit)).await?;
+    let next_after = (logs.len() == limit as usize)
+        .then(|| logs.last().map(|l| l.seq))
+        .flatten();
+    Ok(Json(TaskLogs {
+        task_id: task.id,
+        tenant: task.tenant,
+        logs,
+        next_after,
+    })
+    .into_response())
+}
+
+/// The body of `POST /v1/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// Tenant; a tenant token may leave it out (or must name its own tenant), an admin
+    /// token must give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Function to run.
+    pub function: String,
+    /// Task id; a new ULID when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Payload: a string is passed as its UTF-8 bytes, other JSON as compact JSON text
+    /// (as for JSON tasks on a queue topic).
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// Free-form headers carried to the outcome event.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The answer of `POST /v1/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Submitted {
+    /// Task id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Function.
+    pub function: String,
+    /// Queue topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Longest task id accepted by `POST /v1/tasks`, in bytes.
+pub const MAX_ID_LEN: usize = 1024;
+
+async fn submit_task(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Result<Json<SubmitRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers)?;
+    let Json(req) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let tenant = match (&who, &req.tenant) {
+        (Principal::Tenant(own), Some(asked)) if asked != own => {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                message: format!("this token may submit tasks for tenant `{own}` only"),
+                parameter: Some("tenant".into()),
+            });
+        }
+        (Principal::Tenant(own), _) => own.clone(),
+        (Principal::Admin, Some(t)) => t.clone(),
+        (Principal::Admin, None) => {
+            return Err(ApiError::bad(
+                "tenant",
+                "an admin token must name the tenant",
+            ));
+        }
+    };
+    if req.function.is_empty() {
+        return Err(ApiError::bad("function", "must not be empty"));
+    }
+    let id = match req.id {
+        None => ulid::Ulid::new().to_string(),
+        Some(id) if id.is_empty() => {
+            return Err(ApiError::bad(
+                "id",
+                "must not be empty (leave it out for a new id)",
+            ));
+        }
+        Some(id) if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) => {
+            return Err(ApiError::bad(
+                "id",
+                format!("must be at most {MAX_ID_LEN} bytes without control characters"),
+            ));
+        }
+        Some(id) => id,
+    };
+    let task: codec::Task = JsonTask {
+        id: Some(id.clone()),
+        tenant: Some(tenant.clone()),
+        function: req.function.clone(),
+        payload: req.payload,
+        headers: req.headers,
+        submitted_at: Some(now_ms()),
+        not_before: None,
+    }
+    .into();
+    let topic = s
+        .submitter
+        .topic_for(&tenant, &task.function)
+        .map_err(submit_error)?;
+    let (partition, offset) = s
+        .submitter
+        .submit(&tenant, &task)
+        .await
+        .map_err(submit_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Submitted {
+            id,
+            tenant,
+            function: task.function,
+            topic,
+            partition,
+            offset,
+        }),
+    )
+        .into_response())
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::UnknownTenant(t) => ApiError::bad("tenant", format!("no tenant `{t}`")),
+        SubmitError::UnknownFunction { tenant, function } => ApiError::bad(
+            "function",
+            format!("tenant `{tenant}` has no function `{function}`"),
+        ),
+        SubmitError::Codec(e) => ApiError::bad("payload", e.to_string()),
+        SubmitError::Kafka(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The answer of `POST /v1/tasks/{id}/stop`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopAccepted {
+    /// Task id.
+    pub task_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The topic the request was recorded on.
+    pub topic: String,
+    /// What happens next.
+    pub note: String,
+}
+
+async fn stop_task(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers)?;
+    let params = params(q)?;
+    let map = only(&params, &["tenant"])?;
+    let task = s
+        .lookup(&who, map.get("tenant").map(|t| t.to_string()), &id)
+        .await?;
+    if is_terminal(task.status) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("task `{id}` has already ended: {}", status_str(task.status)),
+        ));
+    }
+    let req = StopRequest {
+        task_id: task.id.clone(),
+        tenant: task.tenant.clone(),
+        requested_at: now_ms(),
+        requested_by: who.name().to_string(),
+    };
+    let value = codec::encode_stop_request(&req)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let topic = topics::control(&s.config.topics.prefix);
+    kafka::send(
+        &s.producer,
+        &topic,
+        &req.task_id,
+        &value,
+        kafka::headers([
+            (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO),
+            (h::EVENT, h::EVENT_STOP),
+            (h::TASK_ID, req.task_id.as_str()),
+            (h::TENANT, req.tenant.as_str()),
+        ]),
+    )
+    .await
+    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(StopAccepted {
+            task_id: req.task_id,
+            tenant: req.tenant,
+            topic,
+            note: "stop request recorded; schedulers that support stop requests act on it".into(),
+        }),
+    )
+        .into_response())
+}
+
+async fn queues(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers)?;
+    let params = params(q)?;
+    let map = only(&params, &["minutes"])?;
+    let minutes = number(&map, "minutes", 60u32, 1, 1440)?;
+    let prefix = s.config.topics.prefix.clone();
+    let scope = who.scope().map(str::to_string);
+    let topics: Vec<(String, topics::QueueTopic)> = s
+        .config
+        .queue_topics()
+        .into_iter()
+        .filter_map(|t| topics::parse_queue(&prefix, &t).map(|q| (t, q)))
+        .filter(|(_, q)| scope.as_ref().is_none_or(|s| *s == q.tenant))
+        .collect();
+    let now = now_ms();
+    let reader = s.reader.clone();
+    let scope2 = scope.clone();
+    let (running, activity) = blocking(move || {
+        Ok((
+            reader.running_by_partition(scope2.as_deref())?,
+            reader.activity(scope2.as_deref(), now, minutes)?,
+        ))
+    })
+    .await?;
+    let group = s.group_reader.clone();
+    let names: Vec<String> = topics.iter().map(|(t, _)| t.clone()).collect();
+    let marks = tokio::task::spawn_blocking(move || group_offsets(&group, &names))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let mut activity = activity;
+    let (start, _) = crate::store::query::minute_window(now, minutes);
+    let queues = topics
+        .into_iter()
+        .map(|(topic, q)| {
+            let partitions: Vec<PartitionBacklog> = marks
+                .iter()
+                .filter(|(t, ..)| *t == topic)
+                .map(|(_, p, low, high, committed)| {
+                    let from = committed.unwrap_or(*low).max(*low);
+                    PartitionBacklog {
+                        partition: *p,
+                        high_watermark: *high,
+                        low_watermark: *low,
+                        committed: *committed,
+                        backlog: (high - from).max(0),
+                        running: running.get(&(topic.clone(), *p)).copied().unwrap_or(0),
+                    }
+                })
+                .collect();
+            let per_minute = activity.remove(&topic).unwrap_or_else(|| {
+                (0..minutes)
+                    .map(|i| crate::store::model::MinuteCounts {
+                        minute: start + i64::from(i) * 60_000,
+                        ..Default::default()
+                    })
+                    .collect()
+            });
+            QueueView {
+                backlog: partitions.iter().map(|p| p.backlog).sum(),
+                running: partitions.iter().map(|p| p.running).sum(),
+                topic,
+                tenant: q.tenant,
+                function: q.function,
+                partitions,
+                per_minute,
+            }
+        })
+        .collect();
+    Ok(Json(QueuesOverview {
+        generated_at: now,
+        group_id: s.config.group_id(),
+        queues,
+    })
+    .into_response())
+}
+
+type Marks = Vec<(String, i32, i64, i64, Option<i64>)>;
+
+/// Per partition of `topics`: low and high watermark and the scheduler group's committed
+/// offset.
+fn group_offsets(group: &Mutex<BaseConsumer>, topics: &[String]) -> Result<Marks, String> {
+    let consumer = group.lock().unwrap_or_else(|p| p.into_inner());
+    let timeout = Duration::from_secs(10);
+    let mut tpl = TopicPartitionList::new();
+    let mut out = Vec::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| format!("cannot read the partitions of {topic}: {e}"))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (low, high) =
+                    consumer
+                        .fetch_watermarks(topic, p.id(), timeout)
+                        .map_err(|e| {
+                            format!("cannot read the watermarks of {topic}[{}]: {e}", p.id())
+                        })?;
+                tpl.add_partition(topic, p.id());
+                out.push((topic.clone(), p.id(), low, high, None));
+            }
+        }
+    }
+    if tpl.count() > 0 {
+        let committed = consumer
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| format!("cannot read the scheduler group's offsets: {e}"))?;
+        for e in committed.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                if let Some(slot) = out
+                    .iter_mut()
+                    .find(|(t, p, ..)| t == e.topic() && *p == e.partition())
+                {
+                    slot.4 = Some(o);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `tidewater serve` on `listener`: the indexer on a thread of its own and the API,
+/// until `shutdown` (or until the indexer fails).
+pub async fn run(
+    config: Arc<Config>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    if config.api.tokens.is_empty() {
+        tracing::warn!("no [api] tokens configured: every /v1 request will be refused");
+    }
+    let indexer = Indexer::open(config.clone())?;
+    let status = indexer.status();
+    let reader = Arc::new(Reader::open(&config.indexer.store)?);
+    let state = Arc::new(ApiState::new(config.clone(), reader, status)?);
+    let stop_indexer = shutdown.child_token();
+    let thread = indexer.spawn(stop_indexer.clone())?;
+    let app = router(state);
+    let http_stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await
+    });
+    let indexer_done = tokio::task::spawn_blocking(move || {
+        thread
+            .join()
+            .unwrap_or_else(|_| Err(IndexerError::Thread("the indexer thread panicked".into())))
+    });
+    let indexed = indexer_done
+        .await
+        .unwrap_or_else(|e| Err(IndexerError::Thread(e.to_string())));
+    // The indexer returns when asked to stop, or on a failure: stop the API either way.
+    shutdown.cancel();
+    let served = server.await;
+    indexed?;
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ServeError::Http(e)),
+        Err(e) => Err(ServeError::Http(std::io::Error::other(e.to_string()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented() {
+        let doc = include_str!("../../docs/openapi.yaml");
+        for route in [
+            "/healthz:",
+            "/readyz:",
+            "/v1/tasks:",
+            "/v1/tasks/{id}:",
+            "/v1/tasks/{id}/logs:",
+            "/v1/tasks/{id}/stop:",
+            "/v1/queues:",
+        ] {
+            assert!(doc.contains(&format!("\n  {route}\n")), "{route}");
+        }
+        for p in crate::store::query::LIST_PARAMS {
+            assert!(
+                doc.contains(&format!("name: {p}\n")) || doc.contains(&format!("name: {p},")),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_compare_in_full() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}

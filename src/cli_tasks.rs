@@ -1,0 +1,504 @@
+//! `tidewater serve`, `tidewater tasks …` and `tidewater queues`: the indexer and query API,
+//! and the commands that talk to that API.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use tidewater::client::ApiClient;
+use tidewater::codec::TaskStatus;
+use tidewater::config::Config;
+use tidewater::store::model::{TaskDetail, TaskView, rfc3339};
+use tidewater::store::query::status_str;
+use tidewater::telemetry;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Override `api.listen` (`host:port`; port 0 picks a free one).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Override `indexer.store` (the SQLite file of the index).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Override `telemetry.metrics_listen` (`host:port`, or `off`).
+    #[arg(long)]
+    metrics_listen: Option<String>,
+}
+
+/// How answers are printed.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// The API's JSON, for scripts.
+    Json,
+}
+
+#[derive(Args)]
+pub struct ApiArgs {
+    /// Base URL of the API of `tidewater serve`. Default: `http://` + `api.listen` of the
+    /// configuration.
+    #[arg(long = "api", env = "TW_API_URL")]
+    url: Option<String>,
+    /// API token (Bearer).
+    #[arg(long, env = "TW_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Subcommand)]
+pub enum TasksCommand {
+    /// List tasks, newest submitted first, filtered and paginated.
+    List(ListArgs),
+    /// Show one task with its attempts and status events.
+    Get(IdArgs),
+    /// Print the captured output of a task.
+    Logs(IdArgs),
+    /// Ask the schedulers to stop a task (recorded on <prefix>.control).
+    Stop(IdArgs),
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Only these statuses (queued, running, retrying, succeeded, failed, stopped,
+    /// expired); repeat or separate with commas.
+    #[arg(long, value_delimiter = ',')]
+    status: Vec<String>,
+    /// Submitted at or after: RFC 3339, or a duration back from now (`24h`).
+    #[arg(long)]
+    since: Option<String>,
+    /// Submitted before: RFC 3339, or a duration back from now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Ids starting with this.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Only this tenant (an admin token sees all tenants; a tenant token only its own).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only this function.
+    #[arg(long)]
+    function: Option<String>,
+    /// Page size, 1 to 1000.
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Continue from the cursor printed after a previous page.
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Any other query parameter of GET /v1/tasks, e.g. `finished_after=2h`; repeatable.
+    #[arg(long = "param", value_parser = parse_pair)]
+    params: Vec<(String, String)>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Args)]
+pub struct IdArgs {
+    /// Task id.
+    id: String,
+    /// The task's tenant, when several tenants use the same id (admin tokens).
+    #[arg(long)]
+    tenant: Option<String>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Args)]
+pub struct QueuesArgs {
+    /// Minutes of per-minute counts to fetch (1 to 1440).
+    #[arg(long, default_value_t = 60)]
+    minutes: u32,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not `name=value`"))
+}
+
+/// `tidewater serve`: the indexer and the API until SIGTERM or Ctrl-C.
+pub async fn serve(mut config: Config, args: &ServeArgs) -> Result<()> {
+    if let Some(l) = &args.listen {
+        config.api.listen = l.clone();
+    }
+    if let Some(s) = &args.store {
+        config.indexer.store = s.clone();
+    }
+    if let Some(m) = &args.metrics_listen {
+        config.telemetry.metrics_listen = m.clone();
+    }
+    config.validate()?;
+    telemetry::init_logging(config.telemetry.log_format);
+    let shutdown = CancellationToken::new();
+    if let Some(addr) = config.telemetry.metrics_addr()? {
+        let bound = telemetry::serve_metrics(addr, shutdown.clone()).await?;
+        tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
+    }
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("signal received: stopping (send another to exit at once)");
+        signals.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+    let addr = config.api.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, store = %config.indexer.store.display(), "API listening");
+    println!("serving the task API at http://{bound}");
+    std::io::stdout().flush()?;
+    tidewater::api::run(Arc::new(config), listener, shutdown).await?;
+    Ok(())
+}
+
+fn client(config_path: &Path, api: &ApiArgs) -> Result<ApiClient> {
+    let url = match &api.url {
+        Some(u) => u.clone(),
+        None => {
+            let config = Config::load(config_path).with_context(|| {
+                format!(
+                    "no --api URL (or TW_API_URL) given, and the configuration {} cannot be read for `api.listen`",
+                    config_path.display()
+                )
+            })?;
+            let addr = config.api.listen_addr()?;
+            let host = if addr.ip().is_unspecified() {
+                if addr.is_ipv4() {
+                    "127.0.0.1".to_string()
+                } else {
+                    "[::1]".to_string()
+                }
+            } else if addr.is_ipv6() {
+                format!("[{}]", addr.ip())
+            } else {
+                addr.ip().to_string()
+            };
+            format!("http://{host}:{}", addr.port())
+        }
+    };
+    Ok(ApiClient::new(&url, api.token.clone())?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Prints rows as aligned columns; the last column is not padded.
+fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: Vec<&str>| -> String {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.to_string()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for r in rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+fn when(ms: Option<i64>) -> String {
+    ms.map(rfc3339).unwrap_or_else(|| "-".into())
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+fn task_row(t: &TaskView) -> Vec<String> {
+    let detail = match (&t.reason, &t.error) {
+        (Some(r), Some(e)) => format!("{}: {}", r.as_str(), one_line(e, 80)),
+        (Some(r), None) => r.as_str().to_string(),
+        (None, Some(e)) if t.status != TaskStatus::Succeeded => one_line(e, 80),
+        _ => String::new(),
+    };
+    vec![
+        t.id.clone(),
+        t.tenant.clone(),
+        if t.function.is_empty() {
+            "-".into()
+        } else {
+            t.function.clone()
+        },
+        status_str(t.status).to_string(),
+        rfc3339(t.submitted_at),
+        t.attempts.to_string(),
+        when(t.finished_at),
+        detail,
+    ]
+}
+
+/// `tidewater tasks …`.
+pub async fn tasks(config_path: &Path, cmd: &TasksCommand) -> Result<()> {
+    match cmd {
+        TasksCommand::List(a) => {
+            let c = client(config_path, &a.api)?;
+            let mut params: Vec<(String, String)> = Vec::new();
+            if !a.status.is_empty() {
+                params.push(("status".into(), a.status.join(",")));
+            }
+            let opt = [
+                ("submitted_after", &a.since),
+                ("submitted_before", &a.until),
+                ("id_prefix", &a.prefix),
+                ("tenant", &a.tenant),
+                ("function", &a.function),
+                ("cursor", &a.cursor),
+            ];
+            for (k, v) in opt {
+                if let Some(v) = v {
+                    params.push((k.into(), v.clone()));
+                }
+            }
+            if let Some(l) = a.limit {
+                params.push(("limit".into(), l.to_string()));
+            }
+            params.extend(a.params.iter().cloned());
+            let page = c.list(&params).await?;
+            if a.api.output == Output::Json {
+                return print_json(&page);
+            }
+            let rows: Vec<Vec<String>> = page.tasks.iter().map(task_row).collect();
+            table(
+                &[
+                    "ID",
+                    "TENANT",
+                    "FUNCTION",
+                    "STATUS",
+                    "SUBMITTED",
+                    "ATTEMPTS",
+                    "FINISHED",
+                    "ERROR",
+                ],
+                &rows,
+            )?;
+            if let Some(cursor) = &page.next_cursor {
+                eprintln!("more: add --cursor {cursor}");
+            }
+            Ok(())
+        }
+        TasksCommand::Get(a) => {
+            let c = client(config_path, &a.api)?;
+            let d = c.get(&a.id, a.tenant.as_deref()).await?;
+            if a.api.output == Output::Json {
+                return print_json(&d);
+            }
+            print_detail(&d)
+        }
+        TasksCommand::Logs(a) => {
+            let c = client(config_path, &a.api)?;
+            let logs = c.logs(&a.id, a.tenant.as_deref()).await?;
+            if a.api.output == Output::Json {
+                return print_json(&logs);
+            }
+            let mut out = std::io::stdout().lock();
+            if logs.logs.is_empty() {
+                eprintln!("no output captured for task {}", logs.task_id);
+            }
+            for l in &logs.logs {
+                writeln!(
+                    out,
+                    "--- attempt {} {} at {}{}",
+                    l.attempt,
+                    l.stream,
+                    rfc3339(l.at),
+                    if l.truncated { " (truncated)" } else { "" }
+                )?;
+                write!(out, "{}", l.data)?;
+                if !l.data.ends_with('\n') {
+                    writeln!(out)?;
+                }
+            }
+            Ok(())
+        }
+        TasksCommand::Stop(a) => {
+            let c = client(config_path, &a.api)?;
+            let r = c.stop(&a.id, a.tenant.as_deref()).await?;
+            if a.api.output == Output::Json {
+                return print_json(&r);
+            }
+            println!(
+                "stop requested for {} ({}) on {}: {}",
+                r.task_id, r.tenant, r.topic, r.note
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_detail(d: &TaskDetail) -> Result<()> {
+    let t = &d.task;
+    let mut out = std::io::stdout().lock();
+    let fields = [
+        ("id", t.id.clone()),
+        ("tenant", t.tenant.clone()),
+        ("function", t.function.clone()),
+        ("status", status_str(t.status).to_string()),
+        ("submitted", rfc3339(t.submitted_at)),
+        ("started", when(t.started_at)),
+        ("finished", when(t.finished_at)),
+        ("updated", rfc3339(t.updated_at)),
+        ("attempts", t.attempts.to_string()),
+        (
+            "reason",
+            t.reason
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("error", t.error.clone().unwrap_or_else(|| "-".into())),
+        (
+            "scheduler",
+            t.scheduler_id.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "queue",
+            t.queue
+                .as_ref()
+                .map(|q| format!("{}[{}]@{}", q.topic, q.partition, q.offset))
+                .unwrap_or_else(|| "-".into()),
+        ),
+    ];
+    for (k, v) in fields {
+        writeln!(out, "{k:<10} {v}")?;
+    }
+    drop(out);
+    if !d.attempt_history.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = d
+            .attempt_history
+            .iter()
+            .map(|a| {
+                vec![
+                    a.attempt.to_string(),
+                    when(a.started_at),
+                    when(a.finished_at),
+                    a.result.map(status_str).unwrap_or("running").to_string(),
+                    a.scheduler_id.clone().unwrap_or_else(|| "-".into()),
+                    a.error
+                        .as_deref()
+                        .map(|e| one_line(e, 100))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "ATTEMPT",
+                "STARTED",
+                "FINISHED",
+                "RESULT",
+                "SCHEDULER",
+                "ERROR",
+            ],
+            &rows,
+        )?;
+    }
+    Ok(())
+}
+
+/// `tidewater queues`.
+pub async fn queues(config_path: &Path, args: &QueuesArgs) -> Result<()> {
+    if !(1..=1440).contains(&args.minutes) {
+        bail!("--minutes must be from 1 to 1440");
+    }
+    let c = client(config_path, &args.api)?;
+    let q = c.queues(Some(args.minutes)).await?;
+    if args.api.output == Output::Json {
+        return print_json(&q);
+    }
+    let mut rows = Vec::new();
+    for queue in &q.queues {
+        let sum = |f: fn(&tidewater::store::model::MinuteCounts) -> u64| -> u64 {
+            queue.per_minute.iter().map(f).sum()
+        };
+        let last = queue.per_minute.last();
+        rows.push(vec![
+            queue.topic.clone(),
+            "all".into(),
+            queue.backlog.to_string(),
+            queue.running.to_string(),
+            last.map_or(0, |m| m.queued).to_string(),
+            sum(|m| m.submitted).to_string(),
+            sum(|m| m.completed).to_string(),
+            sum(|m| m.failed).to_string(),
+        ]);
+        for p in &queue.partitions {
+            rows.push(vec![
+                String::new(),
+                p.partition.to_string(),
+                p.backlog.to_string(),
+                p.running.to_string(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+    }
+    table(
+        &[
+            "QUEUE",
+            "PARTITION",
+            "BACKLOG",
+            "RUNNING",
+            "QUEUED",
+            &format!("SUBMITTED/{}m", args.minutes),
+            &format!("COMPLETED/{}m", args.minutes),
+            &format!("FAILED/{}m", args.minutes),
+        ],
+        &rows,
+    )?;
+    eprintln!(
+        "backlog: records not yet committed by the scheduler group {} (a partition whose last record is a transaction marker shows 1)",
+        q.group_id
+    );
+    Ok(())
+}

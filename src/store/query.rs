@@ -1,0 +1,705 @@
+//! Building task queries: the filters of `GET /v1/tasks`, checked and turned into one SQL
+//! statement with keyset pagination. Pure: no database, no clock (the caller passes
+//! `now`).
+
+use std::time::Duration;
+
+use rusqlite::types::Value;
+
+use crate::codec::TaskStatus;
+
+/// Page size when none is asked for.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Largest page size.
+pub const MAX_LIMIT: u32 = 1000;
+/// Longest `id_prefix`, in bytes.
+pub const MAX_PREFIX: usize = 200;
+
+/// A query parameter that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{parameter}`: {message}")]
+pub struct ParamError {
+    /// The parameter.
+    pub parameter: String,
+    /// Why it is rejected.
+    pub message: String,
+}
+
+fn bad(parameter: &str, message: impl Into<String>) -> ParamError {
+    ParamError {
+        parameter: parameter.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The status name used in the store, the API and the Avro schema.
+pub fn status_str(s: TaskStatus) -> &'static str {
+    match s {
+        TaskStatus::Queued => "queued",
+        TaskStatus::Running => "running",
+        TaskStatus::Succeeded => "succeeded",
+        TaskStatus::Failed => "failed",
+        TaskStatus::Retrying => "retrying",
+        TaskStatus::Stopped => "stopped",
+        TaskStatus::Expired => "expired",
+    }
+}
+
+/// Every status, in lifecycle order.
+pub const ALL_STATUSES: [TaskStatus; 7] = [
+    TaskStatus::Queued,
+    TaskStatus::Running,
+    TaskStatus::Retrying,
+    TaskStatus::Succeeded,
+    TaskStatus::Failed,
+    TaskStatus::Stopped,
+    TaskStatus::Expired,
+];
+
+/// Parses a status name.
+pub fn parse_status(s: &str) -> Option<TaskStatus> {
+    ALL_STATUSES.into_iter().find(|x| status_str(*x) == s)
+}
+
+/// Whether a status is final.
+pub fn is_terminal(s: TaskStatus) -> bool {
+    matches!(
+        s,
+        TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Stopped | TaskStatus::Expired
+    )
+}
+
+/// Parses a time: RFC 3339 (`2026-11-28T15:00:00Z`, fractions and offsets allowed, `T`
+/// or a space), or a duration back from `now` (`24h`, `90m`, `1h 30m`, `7d`).
+pub fn parse_time(s: &str, now_ms: i64) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(d) = humantime::parse_duration(s) {
+        let back = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        return Ok(now_ms.saturating_sub(back));
+    }
+    if let Some(ms) = parse_rfc3339(s) {
+        return Ok(ms);
+    }
+    Err(format!(
+        "`{s}` is neither an RFC 3339 time (2026-11-28T15:00:00Z) nor a duration back from now (24h)"
+    ))
+}
+
+/// RFC 3339 with any offset, to milliseconds since the epoch.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let ms_of = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_millis()).ok())
+    };
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        // `weak` also takes times without a zone: only accept those written with `Z`.
+        if s.ends_with('Z') || s.ends_with('z') {
+            return ms_of(t);
+        }
+    }
+    // `…±hh:mm`: parse the local part as UTC and shift.
+    if s.len() > 6 {
+        let (local, off) = s.split_at(s.len() - 6);
+        let b = off.as_bytes();
+        if (b[0] == b'+' || b[0] == b'-') && b[3] == b':' {
+            let h: i64 = off[1..3].parse().ok()?;
+            let m: i64 = off[4..6].parse().ok()?;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let t = humantime::parse_rfc3339_weak(local).ok()?;
+            let shift = (h * 60 + m) * 60_000;
+            let base = ms_of(t)?;
+            return Some(if b[0] == b'+' {
+                base - shift
+            } else {
+                base + shift
+            });
+        }
+    }
+    None
+}
+
+/// A time range: `after` inclusive, `before` exclusive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// At or after, ms.
+    pub after: Option<i64>,
+    /// Strictly before, ms.
+    pub before: Option<i64>,
+}
+
+/// The position after the last task of a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Its submission time.
+    pub submitted_at: i64,
+    /// Its id.
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
+}
+
+impl Cursor {
+    /// The opaque form handed to clients.
+    pub fn encode(&self) -> String {
+        let json = serde_json::json!([1, self.submitted_at, self.id, self.tenant]).to_string();
+        json.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Reads what [`Cursor::encode`] wrote.
+    pub fn decode(s: &str) -> Result<Self, ParamError> {
+        let invalid = || bad("cursor", "not a cursor returned by this API");
+        if s.len() % 2 != 0 || s.len() > 4 * 1024 {
+            return Err(invalid());
+        }
+        let bytes = (0..s.len())
+            .step_by(2)
+            .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(invalid)?;
+        let v: (u8, i64, String, String) = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        if v.0 != 1 {
+            return Err(invalid());
+        }
+        Ok(Self {
+            submitted_at: v.1,
+            id: v.2,
+            tenant: v.3,
+        })
+    }
+}
+
+/// What `GET /v1/tasks` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only this tenant's tasks (set from the token; not a user parameter).
+    pub scope: Option<String>,
+    /// Only this tenant's tasks (the `tenant` parameter).
+    pub tenant: Option<String>,
+    /// Any of these statuses; empty for all.
+    pub statuses: Vec<TaskStatus>,
+    /// Only this function.
+    pub function: Option<String>,
+    /// Ids starting with this.
+    pub id_prefix: Option<String>,
+    /// Submission time.
+    pub submitted: TimeRange,
+    /// Start of the first attempt.
+    pub started: TimeRange,
+    /// Terminal time.
+    pub finished: TimeRange,
+    /// Continue after this task.
+    pub cursor: Option<Cursor>,
+    /// Page size.
+    pub limit: u32,
+}
+
+impl Default for TaskFilter {
+    fn default() -> Self {
+        Self {
+            scope: None,
+            tenant: None,
+            statuses: Vec::new(),
+            function: None,
+            id_prefix: None,
+            submitted: TimeRange::default(),
+            started: TimeRange::default(),
+            finished: TimeRange::default(),
+            cursor: None,
+            limit: DEFAULT_LIMIT,
+        }
+    }
+}
+
+/// The query parameters `GET /v1/tasks` understands.
+pub const LIST_PARAMS: &[&str] = &[
+    "status",
+    "tenant",
+    "function",
+    "id_prefix",
+    "submitted_after",
+    "submitted_before",
+    "started_after",
+    "started_before",
+    "finished_after",
+    "finished_before",
+    "cursor",
+    "limit",
+];
+
+impl TaskFilter {
+    /// Reads the query parameters of `GET /v1/tasks`. Unknown or repeated parameters,
+    /// bad values and empty ranges are errors that name the parameter.
+    pub fn from_params(params: &[(String, String)], now_ms: i64) -> Result<Self, ParamError> {
+        let mut f = TaskFilter::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for (k, v) in params {
+            if !LIST_PARAMS.contains(&k.as_str()) {
+                return Err(bad(
+                    k,
+                    format!("unknown parameter (known: {})", LIST_PARAMS.join(", ")),
+                ));
+            }
+            if !seen.insert(k.as_str()) {
+                return Err(bad(k, "given more than once"));
+            }
+            let time = |v: &str| parse_time(v, now_ms).map_err(|m| bad(k, m));
+            match k.as_str() {
+                "status" => {
+                    for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        let st = parse_status(s).ok_or_else(|| {
+                            bad(
+                                k,
+                                format!(
+                                    "unknown status `{s}` (known: {})",
+                                    ALL_STATUSES.map(status_str).join(", ")
+                                ),
+                            )
+                        })?;
+                        if !f.statuses.contains(&st) {
+                            f.statuses.push(st);
+                        }
+                    }
+                    if f.statuses.is_empty() {
+                        return Err(bad(k, "name at least one status"));
+                    }
+                }
+                "tenant" => f.tenant = Some(non_empty(k, v, 64)?),
+                "function" => f.function = Some(non_empty(k, v, 64)?),
+                "id_prefix" => f.id_prefix = Some(non_empty(k, v, MAX_PREFIX)?),
+                "submitted_after" => f.submitted.after = Some(time(v)?),
+                "submitted_before" => f.submitted.before = Some(time(v)?),
+                "started_after" => f.started.after = Some(time(v)?),
+                "started_before" => f.started.before = Some(time(v)?),
+                "finished_after" => f.finished.after = Some(time(v)?),
+                "finished_before" => f.finished.before = Some(time(v)?),
+                "cursor" => f.cursor = Some(Cursor::decode(v)?),
+                "limit" => {
+                    f.limit = v
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            bad(k, format!("must be a whole number from 1 to {MAX_LIMIT}"))
+                        })?;
+                }
+                _ => {}
+            }
+        }
+        for (name, r) in [
+            ("submitted", f.submitted),
+            ("started", f.started),
+            ("finished", f.finished),
+        ] {
+            if let (Some(a), Some(b)) = (r.after, r.before) {
+                if a >= b {
+                    return Err(bad(
+                        &format!("{name}_before"),
+                        format!("must be later than `{name}_after`"),
+                    ));
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn non_empty(k: &str, v: &str, max: usize) -> Result<String, ParamError> {
+    if v.is_empty() {
+        return Err(bad(k, "must not be empty"));
+    }
+    if v.len() > max {
+        return Err(bad(k, format!("must be at most {max} bytes")));
+    }
+    Ok(v.to_string())
+}
+
+/// The smallest string greater than every string that starts with `prefix` (byte order,
+/// which for UTF-8 is code point order); `None` when there is none.
+pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// An SQL statement and its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sql {
+    /// The text, with `?` placeholders.
+    pub text: String,
+    /// The values, in order.
+    pub params: Vec<Value>,
+}
+
+/// The columns of a task row, in the order [`crate::store`] reads them.
+pub const TASK_COLUMNS: &str = "id, tenant, function, status, submitted_at, started_at, \
+     finished_at, status_at, attempts, error, reason, scheduler_id, queue_topic, \
+     queue_partition, queue_offset";
+
+/// One page of tasks matching `f`, newest submitted first, ties broken by id then tenant
+/// (both descending). Fetches `limit + 1` rows so the caller knows whether a next page
+/// exists.
+///
+/// Several statuses become one ordered, limited branch per status, merged with `UNION
+/// ALL`: each branch walks its `(…, status, submitted_at, id)` index newest first and stops
+/// after `limit + 1` rows, where `status IN (…)` would have to sort every matching task.
+pub fn list_sql(f: &TaskFilter) -> Sql {
+    list_sql_hinted(f, false)
+}
+
+/// [`list_sql`], reading through the id index when `by_id` (for a selective id prefix).
+pub fn list_sql_hinted(f: &TaskFilter, by_id: bool) -> Sql {
+    let fixed_tenant = f.scope.is_some() || f.tenant.is_some();
+    let order = if fixed_tenant {
+        " ORDER BY submitted_at DESC, id DESC"
+    } else {
+        " ORDER BY submitted_at DESC, id DESC, tenant DESC"
+    };
+    let limit = Value::Integer(i64::from(f.limit) + 1);
+    match f.statuses.as_slice() {
+        [] => {
+            let (mut text, mut params) = branch(f, None, fixed_tenant, by_id);
+            text.push_str(order);
+            text.push_str(" LIMIT ?");
+            params.push(limit);
+            Sql { text, params }
+        }
+        [one] => {
+            let (mut text, mut params) = branch(f, Some(*one), fixed_tenant, by_id);
+            text.push_str(order);
+            text.push_str(" LIMIT ?");
+            params.push(limit);
+            Sql { text, params }
+        }
+        many => {
+            let mut parts = Vec::new();
+            let mut params = Vec::new();
+            for s in many {
+                let (text, p) = branch(f, Some(*s), fixed_tenant, by_id);
+                parts.push(format!("SELECT * FROM ({text}{order} LIMIT ?)"));
+                params.extend(p);
+                params.push(limit.clone());
+            }
+            let text = format!(
+                "SELECT {TASK_COLUMNS} FROM ({}){order} LIMIT ?",
+                parts.join(" UNION ALL ")
+            );
+            params.push(limit);
+            Sql { text, params }
+        }
+    }
+}
+
+/// `SELECT … FROM tasks WHERE …` for one status (or any).
+fn branch(
+    f: &TaskFilter,
+    status: Option<TaskStatus>,
+    fixed_tenant: bool,
+    by_id: bool,
+) -> (String, Vec<Value>) {
+    let mut conds: Vec<String> = Vec::new();
+    let mut params: Vec<Value> = Vec::new();
+    for t in [&f.scope, &f.tenant].into_iter().flatten() {
+        conds.push("tenant = ?".into());
+        params.push(Value::Text(t.clone()));
+    }
+    if let Some(s) = status {
+        conds.push("status = ?".into());
+        params.push(Value::Text(status_str(s).into()));
+    }
+    if let Some(func) = &f.function {
+        conds.push("function = ?".into());
+        params.push(Value::Text(func.clone()));
+    }
+    if let Some(p) = &f.id_prefix {
+        conds.push("id >= ?".into());
+        params.push(Value::Text(p.clone()));
+        if let Some(upper) = prefix_upper_bound(p) {
+            conds.push("id < ?".into());
+            params.push(Value::Text(upper));
+        }
+    }
+    for (col, r) in [
+        ("submitted_at", f.submitted),
+        ("started_at", f.started),
+        ("finished_at", f.finished),
+    ] {
+        if let Some(a) = r.after {
+            conds.push(format!("{col} >= ?"));
+            params.push(Value::Integer(a));
+        }
+        if let Some(b) = r.before {
+            conds.push(format!("{col} < ?"));
+            params.push(Value::Integer(b));
+        }
+    }
+    if let Some(c) = &f.cursor {
+        if fixed_tenant {
+            conds.push("(submitted_at, id) < (?, ?)".into());
+            params.push(Value::Integer(c.submitted_at));
+            params.push(Value::Text(c.id.clone()));
+        } else {
+            conds.push("(submitted_at, id, tenant) < (?, ?, ?)".into());
+            params.push(Value::Integer(c.submitted_at));
+            params.push(Value::Text(c.id.clone()));
+            params.push(Value::Text(c.tenant.clone()));
+        }
+    }
+    let mut text = format!("SELECT {TASK_COLUMNS} FROM tasks");
+    if by_id {
+        text.push_str(" INDEXED BY tasks_id");
+    }
+    if !conds.is_empty() {
+        text.push_str(" WHERE ");
+        text.push_str(&conds.join(" AND "));
+    }
+    (text, params)
+}
+
+/// Minute buckets `[start, end)` covering the last `minutes` minutes up to and including
+/// the current, partial minute.
+pub fn minute_window(now_ms: i64, minutes: u32) -> (i64, i64) {
+    let end = now_ms.div_euclid(60_000) * 60_000 + 60_000;
+    (end - i64::from(minutes) * 60_000, end)
+}
+
+/// A duration in humantime's short form (`1h 30m`).
+pub fn short_duration(ms: i64) -> String {
+    humantime::format_duration(Duration::from_millis(ms.unsigned_abs())).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_340_000_000; // 2025-11-28T14:26:40Z
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> ParamError {
+        TaskFilter::from_params(&params(pairs), NOW).unwrap_err()
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_relative() {
+        assert_eq!(parse_time("24h", NOW), Ok(NOW - 86_400_000));
+        assert_eq!(parse_time("1h 30m", NOW), Ok(NOW - 5_400_000));
+        assert_eq!(parse_time("2025-11-28T14:26:40Z", NOW), Ok(NOW));
+        assert_eq!(parse_time("2025-11-28T14:26:40.5Z", NOW), Ok(NOW + 500));
+        assert_eq!(parse_time("2025-11-28T15:26:40+01:00", NOW), Ok(NOW));
+        assert_eq!(parse_time("2025-11-28T13:26:40-01:00", NOW), Ok(NOW));
+        assert!(parse_time("2025-11-28T14:26:40", NOW).is_err(), "no zone");
+        assert!(parse_time("yesterday", NOW).is_err());
+        assert!(parse_time("2025-13-01T00:00:00Z", NOW).is_err());
+    }
+
+    #[test]
+    fn params_are_checked_and_named() {
+        let f = TaskFilter::from_params(
+            &params(&[
+                ("status", "failed, succeeded,failed"),
+                ("submitted_after", "24h"),
+                ("id_prefix", "order-"),
+                ("function", "resize"),
+                ("limit", "1000"),
+            ]),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(f.statuses, vec![TaskStatus::Failed, TaskStatus::Succeeded]);
+        assert_eq!(f.submitted.after, Some(NOW - 86_400_000));
+        assert_eq!(f.limit, 1000);
+        for (pairs, param) in [
+            (vec![("status", "done")], "status"),
+            (vec![("status", ",")], "status"),
+            (vec![("limit", "0")], "limit"),
+            (vec![("limit", "1001")], "limit"),
+            (vec![("limit", "ten")], "limit"),
+            (vec![("submitted_after", "last tuesday")], "submitted_after"),
+            (vec![("started_before", "2025-11-28")], "started_before"),
+            (vec![("id_prefix", "")], "id_prefix"),
+            (vec![("cursor", "zz")], "cursor"),
+            (vec![("cursor", "7b7d")], "cursor"),
+            (vec![("colour", "red")], "colour"),
+            (vec![("limit", "5"), ("limit", "6")], "limit"),
+            (
+                vec![("finished_after", "1h"), ("finished_before", "2h")],
+                "finished_before",
+            ),
+        ] {
+            assert_eq!(err(&pairs).parameter, param, "{pairs:?}");
+        }
+        let long = "x".repeat(MAX_PREFIX + 1);
+        assert_eq!(err(&[("id_prefix", &long)]).parameter, "id_prefix");
+        assert!(
+            TaskFilter::from_params(&params(&[("id_prefix", &"x".repeat(MAX_PREFIX))]), NOW)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let c = Cursor {
+            submitted_at: -5,
+            id: "a\"b,é".into(),
+            tenant: "acme".into(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+    }
+
+    #[test]
+    fn prefix_bounds_cover_exactly_the_prefix() {
+        assert_eq!(prefix_upper_bound("order-").as_deref(), Some("order."));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        let upper = prefix_upper_bound("ab").unwrap();
+        for s in ["ab", "ab\u{10FFFF}\u{10FFFF}", "abzzz"] {
+            assert!(s >= "ab" && s < upper.as_str(), "{s}");
+        }
+        for s in ["aa\u{10FFFF}", "ac", "b"] {
+            assert!(!(s >= "ab" && s < upper.as_str()), "{s}");
+        }
+    }
+
+    #[test]
+    fn sql_combines_every_filter() {
+        let f = TaskFilter {
+            scope: Some("acme".into()),
+            statuses: vec![TaskStatus::Failed],
+            function: Some("resize".into()),
+            id_prefix: Some("order-".into()),
+            submitted: TimeRange {
+                after: Some(10),
+                before: Some(20),
+            },
+            finished: TimeRange {
+                after: Some(15),
+                before: None,
+            },
+            cursor: Some(Cursor {
+                submitted_at: 19,
+                id: "order-9".into(),
+                tenant: "acme".into(),
+            }),
+            limit: 50,
+            ..TaskFilter::default()
+        };
+        let sql = list_sql(&f);
+        assert_eq!(
+            sql.text,
+            format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = ? AND status = ? \
+                 AND function = ? AND id >= ? AND id < ? AND submitted_at >= ? \
+                 AND submitted_at < ? AND finished_at >= ? AND (submitted_at, id) < (?, ?) \
+                 ORDER BY submitted_at DESC, id DESC LIMIT ?"
+            )
+        );
+        assert_eq!(
+            sql.params,
+            vec![
+                Value::Text("acme".into()),
+                Value::Text("failed".into()),
+                Value::Text("resize".into()),
+                Value::Text("order-".into()),
+                Value::Text("order.".into()),
+                Value::Integer(10),
+                Value::Integer(20),
+                Value::Integer(15),
+                Value::Integer(19),
+                Value::Text("order-9".into()),
+                Value::Integer(51),
+            ]
+        );
+    }
+
+    #[test]
+    fn several_statuses_are_merged_branches() {
+        let f = TaskFilter {
+            scope: Some("acme".into()),
+            statuses: vec![TaskStatus::Failed, TaskStatus::Queued],
+            limit: 5,
+            ..TaskFilter::default()
+        };
+        let sql = list_sql(&f);
+        let branch = |s: &str| {
+            let _ = s;
+            format!(
+                "SELECT * FROM (SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = ? AND status = ? \
+                 ORDER BY submitted_at DESC, id DESC LIMIT ?)"
+            )
+        };
+        assert_eq!(
+            sql.text,
+            format!(
+                "SELECT {TASK_COLUMNS} FROM ({} UNION ALL {}) ORDER BY submitted_at DESC, id DESC LIMIT ?",
+                branch("failed"),
+                branch("queued")
+            )
+        );
+        let t = |s: &str| Value::Text(s.into());
+        assert_eq!(
+            sql.params,
+            vec![
+                t("acme"),
+                t("failed"),
+                Value::Integer(6),
+                t("acme"),
+                t("queued"),
+                Value::Integer(6),
+                Value::Integer(6),
+            ]
+        );
+    }
+
+    #[test]
+    fn sql_without_a_tenant_orders_by_tenant_too() {
+        let f = TaskFilter {
+            cursor: Some(Cursor {
+                submitted_at: 1,
+                id: "x".into(),
+                tenant: "b".into(),
+            }),
+            ..TaskFilter::default()
+        };
+        let sql = list_sql(&f);
+        assert!(sql.text.contains("(submitted_at, id, tenant) < (?, ?, ?)"));
+        assert!(
+            sql.text
+                .ends_with("ORDER BY submitted_at DESC, id DESC, tenant DESC LIMIT ?")
+        );
+        assert_eq!(sql.params.last(), Some(&Value::Integer(101)));
+        let plain = list_sql(&TaskFilter::default());
+        assert_eq!(
+            plain.text,
+            format!(
+                "SELECT {TASK_COLUMNS} FROM tasks ORDER BY submitted_at DESC, id DESC, tenant DESC LIMIT ?"
+            )
+        );
+    }
+
+    #[test]
+    fn minute_window_ends_after_the_current_minute() {
+        let (start, end) = minute_window(NOW, 60);
+        assert_eq!(end % 60_000, 0);
+        assert!(end > NOW && end - NOW <= 60_000);
+        assert_eq!(end - start, 3_600_000);
+    }
+}
