@@ -193,6 +193,11 @@ pub struct SchedulerConfig {
     /// (and re-delivered to the next owner). Default `30s`.
     #[serde(default = "default_grace", deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
+    /// Captured output published to `<prefix>.logs` per attempt and stream (command
+    /// stdout and stderr, HTTP status and body), in bytes; the rest is marked truncated.
+    /// Default 65536.
+    #[serde(default = "default_max_log_bytes")]
+    pub max_log_bytes: NonZeroUsize,
     /// Largest task payload accepted, in bytes, unless a function sets its own.
     /// Default 262144 (256 KiB).
     #[serde(default = "default_max_payload")]
@@ -201,6 +206,9 @@ pub struct SchedulerConfig {
 
 fn nz(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+}
+fn default_max_log_bytes() -> NonZeroUsize {
+    nz(64 * 1024)
 }
 fn default_max_running() -> NonZeroUsize {
     nz(256)
@@ -236,6 +244,7 @@ impl Default for SchedulerConfig {
             id: None,
             group_id: None,
             max_running: default_max_running(),
+            max_log_bytes: default_max_log_bytes(),
             max_buffered_per_partition: default_max_buffered_per_partition(),
             max_buffered_bytes_per_partition: default_max_buffered_bytes_per_partition(),
             max_buffered: default_max_buffered(),

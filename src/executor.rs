@@ -216,7 +216,18 @@ impl Executor {
 
     /// Runs one attempt, cancelled at `timeout`.
     pub async fn execute(&self, inv: Invocation, timeout: Duration) -> Result<Vec<u8>, ExecError> {
-        match self {
+        self.execute_captured(inv, timeout).await.0
+    }
+
+    /// Runs one attempt, cancelled at `timeout`, and returns what it printed: a command's
+    /// stdout and stderr, an HTTP function's status line and body (each bounded).
+    pub async fn execute_captured(
+        &self,
+        inv: Invocation,
+        timeout: Duration,
+    ) -> (Result<Vec<u8>, ExecError>, Vec<Captured>) {
+        let mut logs = Vec::new();
+        let result = match self {
             Executor::Http {
                 client,
                 url,
@@ -227,7 +238,14 @@ impl Executor {
                 // Boxed: the request future is large, and every attempt carries this one.
                 tokio::time::timeout(
                     timeout,
-                    Box::pin(http_call(client, url, extra, *non_retryable_4xx, &inv)),
+                    Box::pin(http_call(
+                        client,
+                        url,
+                        extra,
+                        *non_retryable_4xx,
+                        &inv,
+                        &mut logs,
+                    )),
                 )
                 .await
                 .unwrap_or(Err(ExecError::Timeout(timeout)))
@@ -248,6 +266,7 @@ impl Executor {
                     non_retryable_exit_codes,
                     &inv,
                     timeout,
+                    &mut logs,
                 ))
                 .await
             }
@@ -260,8 +279,20 @@ impl Executor {
                     ))),
                 }
             }
-        }
+        };
+        (result, logs)
     }
+}
+
+/// Output captured from one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// Which output.
+    pub stream: crate::codec::LogStream,
+    /// The bytes kept.
+    pub data: Vec<u8>,
+    /// More was printed than kept.
+    pub truncated: bool,
 }
 
 fn bounded_text(bytes: &[u8]) -> String {
@@ -279,6 +310,7 @@ async fn http_call(
     extra: &reqwest::header::HeaderMap,
     non_retryable_4xx: bool,
     inv: &Invocation,
+    logs: &mut Vec<Captured>,
 ) -> Result<Vec<u8>, ExecError> {
     // Configured headers first; the task's content type and Tidewater's own headers
     // replace any of the same name (insert, not append).
@@ -333,6 +365,13 @@ async fn http_call(
             }
         }
     }
+    let mut shown = format!("HTTP {}\n", status.as_u16()).into_bytes();
+    shown.extend_from_slice(&body);
+    logs.push(Captured {
+        stream: crate::codec::LogStream::HttpResponse,
+        data: shown,
+        truncated: body.len() >= MAX_HTTP_BODY,
+    });
     if status.is_success() {
         return Ok(body);
     }
@@ -364,6 +403,16 @@ async fn read_bounded(mut r: impl AsyncRead + Unpin, limit: usize) -> (Vec<u8>, 
     (kept, truncated)
 }
 
+/// Kills the child's process group when dropped: an attempt cancelled from outside (stop
+/// request, shutdown) leaves no process behind.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
 fn kill_group(pid: Option<u32>) {
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
         // The child leads its own process group: this reaches its children too.
@@ -383,6 +432,7 @@ async fn run_command(
     non_retryable_exit_codes: &[i32],
     inv: &Invocation,
     timeout: Duration,
+    logs: &mut Vec<Captured>,
 ) -> Result<Vec<u8>, ExecError> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
@@ -404,6 +454,7 @@ async fn run_command(
         retryable: false,
     })?;
     let pid = child.id();
+    let _guard = GroupGuard(pid);
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -428,8 +479,20 @@ async fn run_command(
                 None => (Vec::new(), false),
             }
         };
-        let ((), (out, _), (err, _)) = tokio::join!(feed, out, err);
+        let ((), (out, out_cut), (err, err_cut)) = tokio::join!(feed, out, err);
         let status = child.wait().await;
+        for (stream, data, truncated) in [
+            (crate::codec::LogStream::Stdout, &out, out_cut),
+            (crate::codec::LogStream::Stderr, &err, err_cut),
+        ] {
+            if !data.is_empty() {
+                logs.push(Captured {
+                    stream,
+                    data: data.clone(),
+                    truncated,
+                });
+            }
+        }
         (status, out, err)
     };
     match tokio::time::timeout(timeout, run).await {

@@ -343,3 +343,44 @@ fn stopping_and_killing_the_scheduler_mid_run_loses_no_task() {
         "{duplicates} duplicate outcomes is more than in-flight work explains"
     );
 }
+
+#[test]
+fn each_attempts_output_is_published_to_the_log_topic() {
+    let env = TestEnv::new(
+        "logs",
+        r#"
+        [scheduler]
+        max_log_bytes = 64
+
+        [tenants.acme.functions.chatty]
+        executor = { type = "command", program = "sh", args = ["-c", "echo \"out of $TW_TASK_ID\"; echo \"err of $TW_TASK_ID\" >&2; head -c 500 /dev/zero | tr '\\0' x >&2"] }
+        on_success = "{prefix}.done"
+        "#,
+    );
+    env.init_topics();
+    env.submit("acme", vec![task("talk-1", "chatty", "")]);
+    let _s = env.start_scheduler(0);
+    assert_eq!(env.outcomes(&env.topic("done"), 1, WAIT).len(), 1);
+
+    let logs: Vec<tidewater::codec::TaskLog> = env
+        .read(&tidewater::names::topics::logs(&env.prefix), 2, WAIT)
+        .into_iter()
+        .map(|(_, v)| tidewater::codec::decode_task_log(&v).unwrap())
+        .collect();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let out = logs
+        .iter()
+        .find(|l| l.stream == tidewater::codec::LogStream::Stdout)
+        .unwrap();
+    assert_eq!(out.task_id, "talk-1");
+    assert_eq!(out.attempt, 1);
+    assert_eq!(out.data, b"out of talk-1\n");
+    assert!(!out.truncated);
+    let err = logs
+        .iter()
+        .find(|l| l.stream == tidewater::codec::LogStream::Stderr)
+        .unwrap();
+    assert!(err.data.starts_with(b"err of talk-1\n"));
+    assert_eq!(err.data.len(), 64, "bounded by max_log_bytes");
+    assert!(err.truncated);
+}

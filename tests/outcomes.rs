@@ -261,3 +261,86 @@ fn delayed_tasks_run_no_earlier_than_asked_and_old_ones_expire() {
     assert_eq!(expired[0].status, tidewater::codec::OutcomeStatus::Expired);
     assert!(expired[0].attempts.is_empty(), "an expired task never runs");
 }
+
+/// Produces a stop request the way `tidewater tasks stop` (through the API) does.
+fn request_stop(env: &TestEnv, tenant: &str, task_id: &str) {
+    let req = tidewater::codec::StopRequest {
+        task_id: task_id.into(),
+        tenant: tenant.into(),
+        requested_at: now_ms(),
+        requested_by: "test".into(),
+    };
+    let value = tidewater::codec::encode_stop_request(&req).unwrap();
+    let topic = tidewater::names::topics::control(&env.prefix);
+    env.produce_raw(
+        &topic,
+        &[(
+            Some(task_id),
+            value,
+            vec![("content-type", "application/avro")],
+        )],
+    );
+}
+
+#[test]
+fn stop_requests_cancel_a_running_task_and_skip_a_delayed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("sleep.pid");
+    let env = TestEnv::new(
+        "stop",
+        &format!(
+            r#"
+            [tenants.acme.functions.slow]
+            executor = {{ type = "command", program = "sh", args = ["-c", "sleep 60 & echo $! > {}; wait"] }}
+            timeout = "120s"
+            max_attempts = 1
+            on_failure = "{{prefix}}.stopped"
+            "#,
+            pidfile.display()
+        ),
+    );
+    env.init_topics();
+    let mut later = task("later-1", "slow", "");
+    later.not_before = Some(now_ms() + 8_000);
+    env.submit("acme", vec![task("run-1", "slow", ""), later]);
+    let s = env.start_scheduler(0);
+
+    // Wait until run-1 is running, then stop both.
+    let deadline = Instant::now() + WAIT;
+    while !pidfile.exists() {
+        assert!(Instant::now() < deadline, "never started\n{}", s.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let asked = now_ms();
+    request_stop(&env, "acme", "run-1");
+    request_stop(&env, "acme", "later-1");
+
+    let stopped = env.outcomes(&env.topic("stopped"), 2, WAIT);
+    let by: BTreeMap<_, _> = stopped.iter().map(|o| (o.task_id.as_str(), o)).collect();
+    let run = by["run-1"];
+    assert_eq!(run.status, tidewater::codec::OutcomeStatus::Stopped);
+    assert_eq!(run.attempts.len(), 1, "it was running");
+    assert!(
+        run.finished_at - asked < 5_000,
+        "the stop took {} ms",
+        run.finished_at - asked
+    );
+    let later = by["later-1"];
+    assert_eq!(later.status, tidewater::codec::OutcomeStatus::Stopped);
+    assert!(
+        later.attempts.is_empty(),
+        "a delayed task stopped before its time never runs"
+    );
+    // The running program and its children are gone.
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "the stopped task's process survived"
+    );
+}

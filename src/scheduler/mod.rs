@@ -9,6 +9,7 @@
 //! [`offsets::OffsetTracker`] decides what may be committed.
 
 pub mod consumer;
+pub mod control;
 pub mod dispatch;
 pub mod offsets;
 pub mod publisher;
@@ -131,6 +132,8 @@ enum AttemptResult {
     Failed(ExecError),
     /// Older than the function's `max_event_age`: not run.
     Expired(Duration),
+    /// Stopped on request while running (the attempt was cancelled).
+    Stopped,
     /// Abandoned at hard stop.
     Abandoned,
 }
@@ -285,6 +288,15 @@ impl Scheduler {
                 .spawn(move || p.run())
                 .map_err(|e| SchedulerError::Internal(e.to_string()))?
         };
+        let (stop_tx, mut stop_rx) = mpsc::unbounded_channel();
+        let stop_reading = Arc::new(AtomicBool::new(false));
+        let control_reader = {
+            let (c, st) = (config.clone(), stop_reading.clone());
+            std::thread::Builder::new()
+                .name("tw-control".into())
+                .spawn(move || control::read_loop(c, stop_tx, st))
+                .map_err(|e| SchedulerError::Internal(e.to_string()))?
+        };
         let hard_stop = CancellationToken::new();
         let ctx = Arc::new(Ctx {
             status_topic: topics::status(&config.topics.prefix),
@@ -301,6 +313,8 @@ impl Scheduler {
             consumer: consumer.clone(),
             dispatcher,
             attempts: JoinSet::new(),
+            stops: control::StopSet::new(100_000),
+            running_tokens: HashMap::new(),
             outstanding: 0,
             exactly_once,
             retries: BTreeMap::new(),
@@ -320,6 +334,7 @@ impl Scheduler {
                 _ = shutdown.cancelled() => break,
                 Some(done) = lp.attempts.join_next(), if !lp.attempts.is_empty() => lp.on_attempt(done),
                 Some(back) = back_rx.recv() => lp.on_published(back),
+                Some(req) = stop_rx.recv() => lp.on_stop(req),
                 _ = commit_tick.tick() => {
                     lp.commit(CommitMode::Async);
                     lp.export_gauges();
@@ -393,8 +408,13 @@ impl Scheduler {
             lp.commit_all();
         }
         stop_polling.store(true, Ordering::Relaxed);
+        stop_reading.store(true, Ordering::Relaxed);
         drop(rx);
-        let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = poller.join();
+            let _ = control_reader.join();
+        })
+        .await;
         if let Some(e) = fatal {
             return Err(SchedulerError::Fatal(e));
         }
@@ -476,8 +496,20 @@ enum Published {
     Moved(Entry<Box<Job>>),
 }
 
+/// (tenant, task id) of a task.
+fn task_key(entry: &Entry<Box<Job>>) -> (String, String) {
+    (
+        entry.item.f.tenant.clone(),
+        entry.item.outcome.task_id.clone(),
+    )
+}
+
 /// The dispatcher loop's state.
 struct Loop {
+    /// Recent stop requests.
+    stops: control::StopSet,
+    /// Cancellation of each running attempt, by (tenant, task id).
+    running_tokens: HashMap<(String, String), CancellationToken>,
     ctx: Arc<Ctx>,
     shared: Arc<Shared>,
     consumer: Arc<BaseConsumer<GroupContext>>,
@@ -601,12 +633,19 @@ impl Loop {
                 )
             };
             let Some(entry) = next else { break };
+            if self.is_stopped(&entry) {
+                self.dispatcher.attempt_finished(entry.function);
+                self.stop_task(entry);
+                continue;
+            }
             shared.tracker().mark_running(&entry.tp, entry.item.epoch);
+            let cancel = CancellationToken::new();
+            self.running_tokens.insert(task_key(&entry), cancel.clone());
             let ctx = self.ctx.clone();
             self.attempts.spawn(async move {
                 let mut entry = entry;
                 let started = Instant::now();
-                let result = attempt(&ctx, &mut entry.item).await;
+                let result = attempt(&ctx, &mut entry.item, cancel).await;
                 (entry, result, started)
             });
         }
@@ -628,6 +667,7 @@ impl Loop {
             }
         };
         self.dispatcher.attempt_finished(entry.function);
+        self.running_tokens.remove(&task_key(&entry));
         self.shared
             .tracker()
             .unmark_running(&entry.tp, entry.item.epoch);
@@ -644,6 +684,11 @@ impl Loop {
         match result {
             // Cut off at hard stop: stays accounted, so the summary counts it.
             AttemptResult::Abandoned => {}
+            AttemptResult::Stopped => {
+                job.outcome.status = OutcomeStatus::Stopped;
+                job.outcome.error = Some("stopped on request while running".into());
+                self.publish(entry, Some(f.on_failure.clone()));
+            }
             AttemptResult::Expired(waited) => {
                 job.outcome.status = OutcomeStatus::Expired;
                 job.outcome.error = Some(format!(
@@ -723,6 +768,32 @@ impl Loop {
             epoch: entry.item.epoch,
         };
         self.send_unit(records, done, Published::Task(entry));
+    }
+
+    fn is_stopped(&self, entry: &Entry<Box<Job>>) -> bool {
+        let (tenant, id) = task_key(entry);
+        self.stops.contains(&tenant, &id)
+    }
+
+    /// Ends a task that was asked to stop before it ran (again): outcome `stopped`.
+    fn stop_task(&mut self, mut entry: Entry<Box<Job>>) {
+        let job = &mut entry.item;
+        job.outcome.status = OutcomeStatus::Stopped;
+        job.outcome.error = Some("stopped on request before it ran".into());
+        let destination = job.f.on_failure.clone();
+        self.publish(entry, Some(destination));
+    }
+
+    /// A stop request: remembered for queued and delayed tasks; a running one is cancelled.
+    fn on_stop(&mut self, req: codec::StopRequest) {
+        self.stops.insert(&req.tenant, &req.task_id);
+        if let Some(token) = self
+            .running_tokens
+            .get(&(req.tenant.clone(), req.task_id.clone()))
+        {
+            info!(task_id = %req.task_id, tenant = %req.tenant, by = %req.requested_by, "stopping a running task");
+            token.cancel();
+        }
     }
 
     /// Moves a task to the delay topic for its wait; its current record is then done.
@@ -1188,7 +1259,7 @@ fn tier_for(tiers: &[(Duration, String)], wait: Duration) -> Option<&str> {
 }
 
 /// Runs one attempt of a job and records it in the job's outcome.
-async fn attempt(ctx: &Ctx, job: &mut Job) -> AttemptResult {
+async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken) -> AttemptResult {
     let f = &job.f;
     let (lt, lf) = f.labels.clone();
     let attempt_no = job.outcome.attempts.len() as u32 + 1;
@@ -1222,11 +1293,22 @@ async fn attempt(ctx: &Ctx, job: &mut Job) -> AttemptResult {
         headers: job.headers.clone(),
     };
     let clock = Instant::now();
-    let result = tokio::select! {
-        r = f.executor.execute(inv, f.cfg.timeout) => r,
+    let (result, captured) = tokio::select! {
+        r = f.executor.execute_captured(inv, f.cfg.timeout) => r,
         _ = ctx.hard_stop.cancelled() => {
             running.decrement(1.0);
             return AttemptResult::Abandoned;
+        }
+        // Dropping the execution aborts an HTTP call and kills a command's process.
+        _ = cancel.cancelled() => {
+            running.decrement(1.0);
+            job.outcome.attempts.push(Attempt {
+                attempt: attempt_i32,
+                started_at,
+                finished_at: now_ms(),
+                error: Some("stopped on request".into()),
+            });
+            return AttemptResult::Stopped;
         }
     };
     running.decrement(1.0);
@@ -1241,6 +1323,7 @@ async fn attempt(ctx: &Ctx, job: &mut Job) -> AttemptResult {
         finished_at: now_ms(),
         error: result.as_ref().err().map(ToString::to_string),
     });
+    send_logs(ctx, job, attempt_i32, captured);
     match result {
         Ok(r) => AttemptResult::Succeeded(r),
         Err(e) => AttemptResult::Failed(e),
@@ -1266,6 +1349,50 @@ fn status_event(
         error,
         source: o.source.clone(),
         scheduler_id: ctx.scheduler_id.clone(),
+    }
+}
+
+/// Publishes an attempt's captured output to `<prefix>.logs` (bounded by
+/// `scheduler.max_log_bytes` per stream), in the next batch.
+fn send_logs(ctx: &Ctx, job: &Job, attempt: i32, captured: Vec<crate::executor::Captured>) {
+    let limit = ctx.config.scheduler.max_log_bytes.get();
+    let topic = topics::logs(&ctx.config.topics.prefix);
+    let records: Vec<OutRecord> = captured
+        .into_iter()
+        .filter_map(|c| {
+            let truncated = c.truncated || c.data.len() > limit;
+            let mut data = c.data;
+            data.truncate(limit);
+            let log = codec::TaskLog {
+                task_id: job.outcome.task_id.clone(),
+                tenant: job.f.tenant.clone(),
+                function: job.f.name.clone(),
+                attempt,
+                at: now_ms(),
+                stream: c.stream,
+                data,
+                truncated,
+            };
+            let value = codec::encode_task_log(&log).ok()?;
+            Some(OutRecord {
+                topic: topic.clone(),
+                key: log.task_id.clone(),
+                value,
+                headers: vec![
+                    (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.to_string()),
+                    (h::EVENT, h::EVENT_LOG.to_string()),
+                    (h::TASK_ID, log.task_id.clone()),
+                    (h::TENANT, log.tenant.clone()),
+                ],
+            })
+        })
+        .collect();
+    if !records.is_empty() {
+        let _ = ctx.outbox.send(Unit {
+            records,
+            done: None,
+            back: None,
+        });
     }
 }
 

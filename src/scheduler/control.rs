@@ -1,0 +1,158 @@
+//! Stop requests: every scheduler reads all of `<prefix>.control` (no consumer group) and
+//! remembers recent stop requests, so a running task is cancelled and a queued or delayed
+//! one is skipped when its turn comes.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::codec::{self, StopRequest};
+use crate::config::Config;
+use crate::kafka;
+
+/// How far back stop requests are read at start: a task delayed longer than this after
+/// its stop request would still run.
+pub const LOOKBACK: Duration = Duration::from_secs(24 * 3600);
+
+/// Recent stop requests, bounded: the oldest are forgotten first.
+#[derive(Debug, Default)]
+pub struct StopSet {
+    ids: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+    cap: usize,
+}
+
+impl StopSet {
+    /// Remembers at most `cap` requests.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            ..Default::default()
+        }
+    }
+
+    /// Adds a request for (tenant, task id).
+    pub fn insert(&mut self, tenant: &str, task_id: &str) {
+        let key = (tenant.to_string(), task_id.to_string());
+        if self.ids.insert(key.clone()) {
+            self.order.push_back(key);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Whether the task was asked to stop.
+    pub fn contains(&self, tenant: &str, task_id: &str) -> bool {
+        self.ids
+            .contains(&(tenant.to_string(), task_id.to_string()))
+    }
+}
+
+/// Reads the control topic until `stop`, forwarding stop requests.
+pub fn read_loop(
+    config: Arc<Config>,
+    tx: mpsc::UnboundedSender<StopRequest>,
+    stop: Arc<AtomicBool>,
+) {
+    let topic = crate::names::topics::control(&config.topics.prefix);
+    let mut cc = kafka::client_config(&config);
+    // Never joins or commits: the group id only satisfies the client.
+    cc.set(
+        "group.id",
+        format!("{}.control-readers", config.topics.prefix),
+    );
+    cc.set("enable.auto.commit", "false");
+    kafka::set_default(&mut cc, "isolation.level", "read_committed");
+    let consumer: BaseConsumer = match cc.create() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot read stop requests");
+            return;
+        }
+    };
+    let partitions = match consumer.fetch_metadata(Some(&topic), kafka::ADMIN_TIMEOUT) {
+        Ok(md) => md
+            .topics()
+            .first()
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+            .unwrap_or_default(),
+        Err(e) => {
+            warn!(error = %e, topic = %topic, "cannot read stop requests");
+            return;
+        }
+    };
+    if partitions.is_empty() {
+        warn!(topic = %topic, "no control topic: stop requests are not heard (run `tidewater topics init`)");
+        return;
+    }
+    let since = crate::scheduler::now_ms() - i64::try_from(LOOKBACK.as_millis()).unwrap_or(0);
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        let _ = tpl.add_partition_offset(&topic, *p, Offset::Offset(since));
+    }
+    let start = consumer
+        .offsets_for_times(tpl, kafka::ADMIN_TIMEOUT)
+        .unwrap_or_else(|_| {
+            let mut all = TopicPartitionList::new();
+            for p in &partitions {
+                let _ = all.add_partition_offset(&topic, *p, Offset::Beginning);
+            }
+            all
+        });
+    let mut assign = TopicPartitionList::new();
+    for e in start.elements() {
+        // No record after the time: start at the end.
+        let offset = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::End,
+        };
+        let _ = assign.add_partition_offset(e.topic(), e.partition(), offset);
+    }
+    if let Err(e) = consumer.assign(&assign) {
+        warn!(error = %e, "cannot read stop requests");
+        return;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(msg)) => match codec::decode_stop_request(msg.payload().unwrap_or_default()) {
+                Ok(req) => {
+                    debug!(task_id = %req.task_id, tenant = %req.tenant, by = %req.requested_by, "stop request");
+                    if tx.send(req).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, offset = msg.offset(), "undecodable stop request skipped")
+                }
+            },
+            Some(Err(e)) => debug!(error = %e, "control consumer error"),
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stop_set_is_bounded_and_scoped_by_tenant() {
+        let mut s = StopSet::new(2);
+        s.insert("a", "1");
+        s.insert("a", "2");
+        assert!(s.contains("a", "1") && !s.contains("b", "1"));
+        s.insert("a", "3");
+        assert!(!s.contains("a", "1"), "the oldest is forgotten");
+        assert!(s.contains("a", "2") && s.contains("a", "3"));
+    }
+}
