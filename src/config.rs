@@ -193,6 +193,12 @@ pub struct SchedulerConfig {
     /// (and re-delivered to the next owner). Default `30s`.
     #[serde(default = "default_grace", deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
+    /// Task ids (per tenant) of tasks that reached a terminal outcome in this process,
+    /// remembered so that the same id delivered again (re-submitted, or re-delivered) is
+    /// not run again: it is skipped without a second outcome. 0 turns this off.
+    /// Default 100000.
+    #[serde(default = "default_dedupe_window")]
+    pub dedupe_window: usize,
     /// Captured output published to `<prefix>.logs` per attempt and stream (command
     /// stdout and stderr, HTTP status and body), in bytes; the rest is marked truncated.
     /// Default 65536.
@@ -206,6 +212,9 @@ pub struct SchedulerConfig {
 
 fn nz(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+}
+fn default_dedupe_window() -> usize {
+    100_000
 }
 fn default_max_log_bytes() -> NonZeroUsize {
     nz(64 * 1024)
@@ -245,6 +254,7 @@ impl Default for SchedulerConfig {
             group_id: None,
             max_running: default_max_running(),
             max_log_bytes: default_max_log_bytes(),
+            dedupe_window: default_dedupe_window(),
             max_buffered_per_partition: default_max_buffered_per_partition(),
             max_buffered_bytes_per_partition: default_max_buffered_bytes_per_partition(),
             max_buffered: default_max_buffered(),

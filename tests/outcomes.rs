@@ -344,3 +344,40 @@ fn stop_requests_cancel_a_running_task_and_skip_a_delayed_one() {
         "the stopped task's process survived"
     );
 }
+
+#[test]
+fn a_task_id_that_already_finished_is_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs.log");
+    let env = TestEnv::with_partitions(
+        "dedupe",
+        &format!(
+            r#"
+            [tenants.acme.functions.once]
+            executor = {{ type = "command", program = "sh", args = ["-c", "echo \"$TW_TASK_ID\" >> {}"] }}
+            on_success = "{{prefix}}.done"
+            "#,
+            runs.display()
+        ),
+        1,
+    );
+    env.init_topics();
+    env.submit("acme", vec![task("pay-1", "once", "a")]);
+    let _s = env.start_scheduler(0);
+    assert_eq!(env.outcomes(&env.topic("done"), 1, WAIT).len(), 1);
+    // The same id submitted again, then a new one to know when the queue got past it.
+    env.submit(
+        "acme",
+        vec![task("pay-1", "once", "a"), task("pay-2", "once", "b")],
+    );
+    let done = env.outcomes(&env.topic("done"), 2, WAIT);
+    assert_eq!(done.len(), 2);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        env.outcomes(&env.topic("done"), usize::MAX, Duration::from_secs(2))
+            .len(),
+        2
+    );
+    let executions = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(executions, "pay-1\npay-2\n", "pay-1 ran once");
+}

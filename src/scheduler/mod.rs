@@ -314,6 +314,7 @@ impl Scheduler {
             dispatcher,
             attempts: JoinSet::new(),
             stops: control::StopSet::new(100_000),
+            finished: (sc.dedupe_window > 0).then(|| control::StopSet::new(sc.dedupe_window)),
             running_tokens: HashMap::new(),
             outstanding: 0,
             exactly_once,
@@ -508,6 +509,8 @@ fn task_key(entry: &Entry<Box<Job>>) -> (String, String) {
 struct Loop {
     /// Recent stop requests.
     stops: control::StopSet,
+    /// Tasks that recently reached a terminal outcome here (`scheduler.dedupe_window`).
+    finished: Option<control::StopSet>,
     /// Cancellation of each running attempt, by (tenant, task id).
     running_tokens: HashMap<(String, String), CancellationToken>,
     ctx: Arc<Ctx>,
@@ -633,6 +636,24 @@ impl Loop {
                 )
             };
             let Some(entry) = next else { break };
+            let (tenant, id) = task_key(&entry);
+            if self
+                .finished
+                .as_ref()
+                .is_some_and(|f| f.contains(&tenant, &id))
+            {
+                // Already has its terminal outcome: an idempotent no-op, not a second run.
+                debug!(task_id = %id, tenant = %tenant, "task already finished here; not run again");
+                counter!(m::SKIPPED).increment(1);
+                self.dispatcher.attempt_finished(entry.function);
+                let done = DoneRef {
+                    tp: entry.tp.clone(),
+                    offset: entry.item.record.offset,
+                    epoch: entry.item.epoch,
+                };
+                self.send_unit(Vec::new(), done, Published::Moved(entry));
+                continue;
+            }
             if self.is_stopped(&entry) {
                 self.dispatcher.attempt_finished(entry.function);
                 self.stop_task(entry);
@@ -756,6 +777,9 @@ impl Loop {
         job.outcome.payload = job.payload.as_ref().clone();
         let (lt, lf) = job.f.labels.clone();
         let label = job.outcome.status.as_str();
+        if let Some(finished) = self.finished.as_mut() {
+            finished.insert(&job.f.tenant, &job.outcome.task_id);
+        }
         if let Some(reason) = job.outcome.reason {
             counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => reason.as_str()).increment(1);
         }
