@@ -124,8 +124,9 @@ pub struct Publisher<T> {
     pub fatal: Arc<AtomicBool>,
 }
 
-/// Largest batch.
-const MAX_BATCH: usize = 2000;
+/// Largest batch, in units (a task makes about two: its running status, then its
+/// outcome): large enough that the per-batch round trip is not the bottleneck.
+const MAX_BATCH: usize = 20_000;
 /// Timeout of transaction calls.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
