@@ -26,8 +26,13 @@ tw() { "$bin" --config "$config" "$@"; }
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 scheduler_pid=""
+serve_pid=""
 kafka_started=0
 cleanup() {
+  if [[ -n "$serve_pid" ]] && kill -0 "$serve_pid" 2>/dev/null; then
+    kill -TERM "$serve_pid" 2>/dev/null || true
+    wait "$serve_pid" 2>/dev/null || true
+  fi
   if [[ -n "$scheduler_pid" ]] && kill -0 "$scheduler_pid" 2>/dev/null; then
     kill -TERM "$scheduler_pid" 2>/dev/null || true
     wait "$scheduler_pid" 2>/dev/null || true
@@ -64,6 +69,16 @@ for _ in $(seq 1 100); do
 done
 metrics_url="$(sed -n 's/.*metrics at \(http[^ ]*\).*/\1/p' "$log" | head -n1)"
 
+step "Starting the task query API (tidewater serve; log: $state/serve.log)"
+"$bin" --config "$config" serve --listen 127.0.0.1:0 --metrics-listen off >"$state/serve.out" 2>"$state/serve.log" &
+serve_pid=$!
+for _ in $(seq 1 100); do
+  grep -q "serving the task API at" "$state/serve.out" 2>/dev/null && break
+  sleep 0.1
+done
+api_url="$(sed -n 's/.*serving the task API at \(http[^ ]*\).*/\1/p' "$state/serve.out" | head -n1)"
+echo "API at $api_url"
+
 step "Submitting the demo workload"
 run_id="$(date +%s)"
 tw submit -t shop -f shout    --id "shout-$run_id"    -p "hello tidewater {n}" -n 20
@@ -90,6 +105,15 @@ step "Failures on demo.shop.failed and on the dead-letter topic demo.dlq.shop"
 { tw events demo.shop.failed --idle 2s --brief; tw events demo.dlq.shop --idle 2s --brief; } \
   | grep -- "-$run_id"
 
+step "Asking the query API (tenant token): failed tasks of this run"
+for _ in $(seq 1 50); do
+  curl -fsS "$api_url/readyz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+sleep 1
+tw tasks list --api "$api_url" --token demo-shop-token --status failed --prefix "picky-$run_id" || true
+tw tasks get --api "$api_url" --token demo-shop-token "broken-$run_id" | head -n 20 || true
+
 step "Counters from $metrics_url"
 curl -fsS "$metrics_url" | grep -E '^tidewater_tasks_(completed|failed)_total' | sort
 
@@ -97,6 +121,8 @@ cat <<INFO
 
 Where to look:
   metrics          $metrics_url
+  task API         $api_url   (tokens in $config; docs/openapi.yaml)
+  failed tasks     target/debug/tidewater -c $config tasks list --api $api_url --token demo-shop-token --status failed
   scheduler log    $log
   broker log       $(scripts/kafka.sh logs)
   outcomes         target/debug/tidewater -c $config events demo.shop.done
