@@ -149,9 +149,10 @@ fn a_failing_task_is_retried_through_a_delay_topic_without_blocking_its_partitio
     assert!(a[2].error.is_none());
     let gap1 = a[1].started_at - a[0].finished_at;
     let gap2 = a[2].started_at - a[1].finished_at;
-    // backoff 1s, then 2s, each with jitter between half and all of it.
-    assert!((450..=1600).contains(&gap1), "first gap {gap1} ms");
-    assert!((950..=2600).contains(&gap2), "second gap {gap2} ms");
+    // backoff 1s, then 2s, each with jitter between half and all of it (the upper bounds
+    // leave room for a busy machine).
+    assert!((450..=3000).contains(&gap1), "first gap {gap1} ms");
+    assert!((950..=5000).contains(&gap2), "second gap {gap2} ms");
     assert!(gap2 >= gap1, "gaps grow: {gap1} then {gap2}");
     // The tasks behind it in the same partition did not wait for its retries.
     let quick_last = done
@@ -244,12 +245,13 @@ fn delayed_tasks_run_no_earlier_than_asked_and_old_ones_expire() {
     let done = env.outcomes(&env.topic("done"), 3, WAIT);
     let by: std::collections::BTreeMap<_, _> =
         done.iter().map(|o| (o.task_id.as_str(), o)).collect();
-    // Tolerance: not before the time asked, and at most 1.5 s after it.
+    // Tolerance: not before the time asked, and at most 3 s after it.
     for (id, at) in [("in-3s", now + 3_000), ("in-12s", now + 12_000)] {
         let started = by[id].attempts[0].started_at;
+        eprintln!("{id} started {} ms after its time", started - at);
         assert!(started >= at, "{id} started {} ms early", at - started);
         assert!(
-            started <= at + 1_500,
+            started <= at + 3_000,
             "{id} started {} ms late",
             started - at
         );
