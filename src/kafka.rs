@@ -272,16 +272,23 @@ pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>
 }
 
 /// Fails with the list of topics the configuration needs that do not exist.
+/// Topics created a moment ago may take a moment to appear in the metadata: missing ones
+/// are looked for again for up to 10 s.
 pub fn check_topics(config: &Config) -> Result<(), KafkaOpError> {
-    let existing = existing_topics(config)?;
-    let missing: Vec<String> = topic_specs(config)
-        .into_iter()
-        .map(|s| s.name)
-        .filter(|n| !existing.contains_key(n))
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(KafkaOpError::MissingTopics(missing))
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let existing = existing_topics(config)?;
+        let missing: Vec<String> = topic_specs(config)
+            .into_iter()
+            .map(|s| s.name)
+            .filter(|n| !existing.contains_key(n))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaOpError::MissingTopics(missing));
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }

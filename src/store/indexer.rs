@@ -264,7 +264,18 @@ impl Indexer {
         let kinds = self.topics();
         let consumer = self.consumer()?;
         debug!("indexer: consumer created");
-        let mut partitions = self.partitions(&consumer, &kinds)?;
+        // Topics created a moment ago may not be in the metadata yet: give them a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut partitions = loop {
+            match self.partitions(&consumer, &kinds) {
+                Err(IndexerError::Kafka(KafkaOpError::MissingTopics(_)))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                other => break other?,
+            }
+        };
 
         // Readiness: every partition read up to the high watermark it has now.
         let mut behind: HashMap<Tp, i64> = HashMap::new();
