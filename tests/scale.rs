@@ -284,3 +284,70 @@ executor = { type = "inprocess", handler = "noop" }
     );
     survivor.terminate(Duration::from_secs(30));
 }
+
+#[test]
+fn tasks_submitted_across_an_expansion_have_exactly_one_outcome() {
+    let env = TestEnv::with_partitions(
+        "expandonce",
+        r#"
+[scheduler]
+shutdown_grace = "5s"
+rebalance_grace = "5s"
+[scale]
+lag_interval = "500ms"
+threshold = 40
+window = "1s"
+cooldown = "2s"
+max_partitions = 3
+[tenants.acme.functions.work]
+executor = { type = "command", program = "sleep", args = ["0.02"] }
+concurrency = 4
+on_success = "{prefix}.done"
+"#,
+        1,
+    );
+    env.init_topics();
+    let queue = env.queue("acme");
+    let batch = |b: usize| -> Vec<_> {
+        (0..100)
+            .map(|i| task(&format!("t-{b}-{i}"), "work", ""))
+            .collect()
+    };
+    for b in 0..6 {
+        env.submit("acme", batch(b));
+    }
+    // Two processes pinned: the second has nothing to do until partitions are added,
+    // then the group moves partitions between them while tasks keep arriving.
+    let _sup = env.start_run(0, &["--replicas", "2"]);
+    let mut b = 6;
+    let started = Instant::now();
+    while partitions(&env, &queue) < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no expansion to 3 partitions"
+        );
+        env.submit("acme", batch(b));
+        b += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Keep submitting while the schedulers pick the new partitions up.
+    for _ in 0..8 {
+        env.submit("acme", batch(b));
+        b += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let want = b * 100;
+    let outcomes = env.outcomes(&env.topic("done"), want, Duration::from_secs(120));
+    assert_eq!(outcomes.len(), want, "tasks without an outcome");
+    // Anything beyond one outcome per task would be there by now.
+    let outcomes = env.outcomes(&env.topic("done"), want + 1, Duration::from_secs(3));
+    let ids: BTreeSet<&str> = outcomes.iter().map(|o| o.task_id.as_str()).collect();
+    assert_eq!(ids.len(), want, "tasks without an outcome");
+    assert_eq!(outcomes.len(), want, "tasks with two outcomes");
+    let log = decisions(&env, Duration::from_secs(2));
+    assert_fenced(&log);
+    assert!(
+        log.iter()
+            .any(|d| matches!(d, Decision::Expand { from: 2, to: 3, .. }))
+    );
+}
