@@ -351,3 +351,46 @@ on_success = "{prefix}.done"
             .any(|d| matches!(d, Decision::Expand { from: 2, to: 3, .. }))
     );
 }
+
+#[test]
+fn crashed_replicas_are_restarted_and_a_killed_supervisor_leaves_no_orphans() {
+    let env = TestEnv::with_partitions(
+        "supervise",
+        r#"
+[scheduler]
+shutdown_grace = "2s"
+[tenants.acme.functions.work]
+executor = { type = "inprocess", handler = "noop" }
+"#,
+        2,
+    );
+    env.init_topics();
+    let mut sup = env.start_run(0, &["--replicas", "2"]);
+    let pid = sup.pid();
+    let mut first = Vec::new();
+    wait_until("two scheduler processes", Duration::from_secs(20), || {
+        first = children_of(pid);
+        first.len() == 2
+    });
+    // A replica that dies is replaced (after the restart backoff).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut now = Vec::new();
+    wait_until("a replacement process", Duration::from_secs(20), || {
+        now = children_of(pid);
+        now.len() == 2 && !now.contains(&first[0])
+    });
+    // kill -9 of the supervisor: its children stop on their own (parent-death signal).
+    sup.kill9();
+    let gone = |c: i32| {
+        std::fs::read_to_string(format!("/proc/{c}/stat")).map_or(true, |s| s.contains(") Z "))
+    };
+    wait_until(
+        "the orphaned schedulers to exit",
+        Duration::from_secs(30),
+        || now.iter().all(|c| gone(*c)),
+    );
+}
