@@ -300,7 +300,7 @@ window = "1s"
 cooldown = "2s"
 max_partitions = 3
 [tenants.acme.functions.work]
-executor = { type = "command", program = "sleep", args = ["0.02"] }
+executor = { type = "command", program = "sleep", args = ["0.1"] }
 concurrency = 4
 on_success = "{prefix}.done"
 "#,
@@ -309,17 +309,19 @@ on_success = "{prefix}.done"
     env.init_topics();
     let queue = env.queue("acme");
     let batch = |b: usize| -> Vec<_> {
-        (0..100)
+        (0..50)
             .map(|i| task(&format!("t-{b}-{i}"), "work", ""))
             .collect()
     };
-    for b in 0..6 {
+    // Slow enough work (at most 40 tasks/s per process) that the backlog outlives both
+    // expansions whatever else runs on the machine.
+    for b in 0..8 {
         env.submit("acme", batch(b));
     }
     // Two processes pinned: the second has nothing to do until partitions are added,
     // then the group moves partitions between them while tasks keep arriving.
     let _sup = env.start_run(0, &["--replicas", "2"]);
-    let mut b = 6;
+    let mut b = 8;
     let started = Instant::now();
     while partitions(&env, &queue) < 3 {
         assert!(
@@ -331,12 +333,12 @@ on_success = "{prefix}.done"
         std::thread::sleep(Duration::from_millis(300));
     }
     // Keep submitting while the schedulers pick the new partitions up.
-    for _ in 0..8 {
+    for _ in 0..6 {
         env.submit("acme", batch(b));
         b += 1;
         std::thread::sleep(Duration::from_millis(500));
     }
-    let want = b * 100;
+    let want = b * 50;
     let outcomes = env.outcomes(&env.topic("done"), want, Duration::from_secs(120));
     assert_eq!(outcomes.len(), want, "tasks without an outcome");
     // Anything beyond one outcome per task would be there by now.
