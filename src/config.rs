@@ -70,6 +70,10 @@ pub struct Config {
     /// The indexer of `tidewater serve`.
     #[serde(default)]
     pub indexer: crate::api::IndexerConfig,
+    /// Lag measurement, partition expansion and replica scaling (`tidewater run
+    /// --replicas`).
+    #[serde(default)]
+    pub scale: crate::scale::ScaleConfig,
 }
 
 /// Kafka connection.
@@ -481,7 +485,7 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
     de_duration(d).map(Some)
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!(
@@ -644,6 +648,7 @@ impl Config {
         }
         self.api.validate(&self.tenants)?;
         self.indexer.validate()?;
+        self.scale.validate(&self.queue_topics())?;
         for (tname, tenant) in &self.tenants {
             check_name(tname).map_err(|r| invalid(format!("tenants.{tname}"), r))?;
             if let Some(dlq) = &tenant.dead_letter {
@@ -940,6 +945,23 @@ mod tests {
             let e = err(&text);
             assert!(e.contains(needle), "error for `{to}` lacks `{needle}`: {e}");
         }
+    }
+
+    #[test]
+    fn scale_section_is_checked() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.scale.lag_interval, Duration::from_secs(5));
+        assert!(c.scale.may_expand("tw.q.acme"));
+        let text = format!("{GOOD}\n[scale]\nmin_replicas = 9\nmax_replicas = 2\n");
+        assert!(err(&text).contains("scale.min_replicas"));
+        let text = format!("{GOOD}\n[scale.queues.\"tw.q.nope\"]\nordered = true\n");
+        assert!(err(&text).contains("scale.queues.\"tw.q.nope\""));
+        let text =
+            format!("{GOOD}\n[scale.queues.\"tw.q.acme\"]\nordered = true\nmax_partitions = 6\n");
+        let c = Config::from_toml(&text).unwrap();
+        assert!(!c.scale.may_expand("tw.q.acme"));
+        assert_eq!(c.scale.max_partitions_of("tw.q.acme"), 6);
+        assert_eq!(c.scale.max_partitions_of("tw.q.acme.report"), 12);
     }
 
     #[test]

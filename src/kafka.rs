@@ -194,6 +194,12 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
         partitions,
         config: vec![],
     });
+    // The controllers' election and decision log: one partition, so one leader.
+    specs.push(TopicSpec {
+        name: topics::controller(&config.topics.prefix),
+        partitions: 1,
+        config: vec![],
+    });
     specs.extend(
         config
             .destination_topics()
@@ -271,17 +277,19 @@ pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>
         .collect())
 }
 
-/// Fails with the list of topics the configuration needs that do not exist.
+/// Fails with the list of topics the scheduler needs that do not exist (all but the
+/// controller topic, which only `tidewater run --replicas` uses and checks itself).
 /// Topics created a moment ago may take a moment to appear in the metadata: missing ones
 /// are looked for again for up to 10 s.
 pub fn check_topics(config: &Config) -> Result<(), KafkaOpError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let controller = topics::controller(&config.topics.prefix);
     loop {
         let existing = existing_topics(config)?;
         let missing: Vec<String> = topic_specs(config)
             .into_iter()
             .map(|s| s.name)
-            .filter(|n| !existing.contains_key(n))
+            .filter(|n| *n != controller && !existing.contains_key(n))
             .collect();
         if missing.is_empty() {
             return Ok(());

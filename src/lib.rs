@@ -12,6 +12,7 @@ pub mod config;
 pub mod executor;
 pub mod kafka;
 pub mod names;
+pub mod scale;
 pub mod scheduler;
 pub mod store;
 pub mod submit;

@@ -17,6 +17,7 @@ use tidewater::config::Config;
 use tidewater::executor::Handlers;
 use tidewater::kafka::{self, TopicState};
 use tidewater::names::headers as h;
+use tidewater::scale;
 use tidewater::scheduler::Scheduler;
 use tidewater::submit::Submitter;
 use tidewater::telemetry;
@@ -75,6 +76,30 @@ struct RunArgs {
     /// Override `telemetry.metrics_listen` (`host:port`, or `off`).
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Supervise scheduler processes on this host instead of scheduling in-process:
+    /// `auto` follows the controller's desired count (see docs/scaling.md), a number pins
+    /// it (0 runs the controller alone). This process runs the controller role.
+    #[arg(long, value_parser = parse_replicas)]
+    replicas: Option<Replicas>,
+    /// With --replicas auto: most scheduler processes to run (overrides
+    /// `scale.max_replicas`).
+    #[arg(long, requires = "replicas")]
+    max_replicas: Option<u32>,
+}
+
+#[derive(Clone, Copy)]
+enum Replicas {
+    Auto,
+    Pinned(u32),
+}
+
+fn parse_replicas(s: &str) -> Result<Replicas, String> {
+    if s == "auto" {
+        return Ok(Replicas::Auto);
+    }
+    s.parse()
+        .map(Replicas::Pinned)
+        .map_err(|_| format!("`{s}` is not `auto` or a number of replicas"))
 }
 
 #[derive(Subcommand)]
@@ -246,7 +271,19 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 config.telemetry.metrics_listen = l.clone();
                 config.validate()?;
             }
-            run(config).await
+            match args.replicas {
+                None => run(config).await,
+                Some(replicas) => {
+                    if let Some(max) = args.max_replicas {
+                        if max == 0 {
+                            bail!("--max-replicas must be at least 1");
+                        }
+                        config.scale.max_replicas = max;
+                        config.scale.min_replicas = config.scale.min_replicas.min(max);
+                    }
+                    supervise(config, &cli, replicas).await
+                }
+            }
         }
         Command::Topics(TopicsCommand::Init { dry_run }) => {
             let config = load(&cli)?;
@@ -269,8 +306,73 @@ async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
+/// `tidewater run --replicas`: the controller in this process, schedulers as children.
+async fn supervise(config: Config, cli: &Cli, replicas: Replicas) -> Result<()> {
+    telemetry::init_logging(config.telemetry.log_format);
+    let shutdown = CancellationToken::new();
+    if let Some(addr) = config.telemetry.metrics_addr()? {
+        let bound = telemetry::serve_metrics(addr, shutdown.clone()).await?;
+        tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
+    }
+    handle_signals(shutdown.clone());
+    let mut args: Vec<std::ffi::OsString> = vec!["--config".into(), cli.config.clone().into()];
+    if let Some(b) = &cli.bootstrap_servers {
+        args.extend(["--bootstrap-servers".into(), b.into()]);
+    }
+    // Children are plain in-process schedulers; their metrics on a free port each.
+    args.extend([
+        "run".into(),
+        "--metrics-listen".into(),
+        "127.0.0.1:0".into(),
+    ]);
+    let spec = scale::supervisor::ChildSpec {
+        program: std::env::current_exe()
+            .context("cannot find this program to start schedulers")?
+            .into(),
+        args,
+    };
+    let stop_timeout = config.scheduler.shutdown_grace + Duration::from_secs(15);
+    let max = config.scale.max_replicas;
+    let controller = scale::controller::start(Arc::new(config), shutdown.clone())?;
+    let target = match replicas {
+        Replicas::Pinned(n) => scale::supervisor::Target::Pinned(n),
+        Replicas::Auto => scale::supervisor::Target::Auto {
+            desired: controller.desired.clone(),
+            max,
+        },
+    };
+    let supervised =
+        scale::supervisor::supervise(spec, target, stop_timeout, shutdown.clone()).await;
+    shutdown.cancel();
+    let stopped = tokio::task::spawn_blocking(move || controller.join()).await?;
+    supervised?;
+    stopped?;
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C cancels `shutdown` (drain); a second one exits at once.
+fn handle_signals(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("signal received: draining (send another to exit at once)");
+        shutdown.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+}
+
 async fn run(config: Config) -> Result<()> {
     telemetry::init_logging(config.telemetry.log_format);
+    // Started by a supervisor: stop with it, even if it is killed.
+    scale::supervisor::adopt_parent_death_signal();
     let shutdown = CancellationToken::new();
     if let Some(addr) = config.telemetry.metrics_addr()? {
         let bound = telemetry::serve_metrics(addr, shutdown.clone()).await?;

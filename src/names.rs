@@ -40,6 +40,22 @@ pub mod topics {
         format!("{prefix}.control")
     }
 
+    /// The controller's decision log and election topic: `<prefix>.controller`, one
+    /// partition; the member of [`controller_group`] that owns it leads.
+    pub fn controller(prefix: &str) -> String {
+        format!("{prefix}.controller")
+    }
+
+    /// The consumer group of the controllers: `<prefix>.controllers`.
+    pub fn controller_group(prefix: &str) -> String {
+        format!("{prefix}.controllers")
+    }
+
+    /// The transactional id of the controller leader's producer (fences a deposed leader).
+    pub fn controller_transactional_id(prefix: &str) -> String {
+        format!("{prefix}.controller-leader")
+    }
+
     /// The default failure destination of a tenant: `<prefix>.dlq.<tenant>`.
     pub fn dead_letter(prefix: &str, tenant: &str) -> String {
         format!("{prefix}.dlq.{tenant}")
@@ -122,6 +138,9 @@ pub mod env {
     pub const FUNCTION: &str = "TW_FUNCTION";
     /// The W3C trace context, when the task carries one.
     pub const TRACEPARENT: &str = "TRACEPARENT";
+    /// Set by the local supervisor on the scheduler processes it starts: its own pid.
+    /// Such a process asks the kernel to stop it when the supervisor dies.
+    pub const SUPERVISOR_PID: &str = "TW_SUPERVISOR_PID";
 }
 
 /// Prometheus metric names and labels.
@@ -164,6 +183,25 @@ pub mod metrics {
     pub const TRANSACTIONS: &str = "tidewater_transactions_total";
     /// Counter: re-delivered records skipped because their outcome was already committed.
     pub const SKIPPED: &str = "tidewater_tasks_skipped_total";
+    /// Gauge: lag of the scheduler group per queue partition (high watermark minus
+    /// committed offset), by topic and partition.
+    pub const QUEUE_LAG: &str = "tidewater_queue_lag";
+    /// Gauge: lag of the scheduler group per queue topic (sum over its partitions).
+    pub const QUEUE_LAG_TOTAL: &str = "tidewater_queue_lag_total";
+    /// Gauge: partitions of each queue topic, as last seen by the controller.
+    pub const QUEUE_PARTITIONS: &str = "tidewater_queue_partitions";
+    /// Gauge: scheduler replicas the controller recommends.
+    pub const DESIRED_REPLICAS: &str = "tidewater_desired_replicas";
+    /// Gauge: scheduler processes the local supervisor runs now.
+    pub const REPLICAS: &str = "tidewater_replicas";
+    /// Counter: partition expansions decided by the controller leader, by topic and result.
+    pub const PARTITION_EXPANSIONS: &str = "tidewater_partition_expansions_total";
+    /// Gauge: 1 while this process is the controller leader, else 0.
+    pub const CONTROLLER_LEADER: &str = "tidewater_controller_leader";
+    /// Gauge: the fencing term of the current leadership of this process (0 when not leading).
+    pub const CONTROLLER_TERM: &str = "tidewater_controller_term";
+    /// Counter: scheduler processes the supervisor restarted after a crash.
+    pub const REPLICA_RESTARTS: &str = "tidewater_replica_restarts_total";
 
     /// Label: tenant name.
     pub const L_TENANT: &str = "tenant";
@@ -177,6 +215,10 @@ pub mod metrics {
     pub const L_RESULT: &str = "result";
     /// Label: rebalance kind.
     pub const L_KIND: &str = "kind";
+    /// Label: topic name (queue topics only: a bounded set from the configuration).
+    pub const L_TOPIC: &str = "topic";
+    /// Label: partition number.
+    pub const L_PARTITION: &str = "partition";
 
     /// Label value used for a function or tenant name that is not configured, so input
     /// cannot create unbounded label sets.
@@ -249,6 +291,33 @@ pub mod metrics {
         describe_counter!(
             TRANSACTIONS,
             "Publisher batches (one Kafka transaction each in exactly-once mode), by result."
+        );
+        describe_gauge!(
+            QUEUE_LAG,
+            "Scheduler group lag per queue partition: tasks not yet committed (transaction markers excluded)."
+        );
+        describe_gauge!(QUEUE_LAG_TOTAL, "Scheduler group lag per queue topic.");
+        describe_gauge!(QUEUE_PARTITIONS, "Partitions of each queue topic.");
+        describe_gauge!(
+            DESIRED_REPLICAS,
+            "Scheduler replicas recommended by the controller from the total lag."
+        );
+        describe_gauge!(REPLICAS, "Scheduler processes run by the local supervisor.");
+        describe_counter!(
+            PARTITION_EXPANSIONS,
+            "Partition expansions decided by the controller leader (result=ok|error)."
+        );
+        describe_gauge!(
+            CONTROLLER_LEADER,
+            "1 while this process leads the controllers, else 0."
+        );
+        describe_gauge!(
+            CONTROLLER_TERM,
+            "Fencing term of this process's leadership (0 when not leading)."
+        );
+        describe_counter!(
+            REPLICA_RESTARTS,
+            "Scheduler processes restarted by the supervisor after they exited unexpectedly."
         );
         describe_counter!(
             SKIPPED,

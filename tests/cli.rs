@@ -93,13 +93,13 @@ fn topics_init_is_safe_to_rerun_and_submit_reports_progress() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Queues, status, logs, control and destinations.
-    assert!(text.contains("11 created, 0 already there"), "{text}");
+    assert!(text.contains("12 created, 0 already there"), "{text}");
     assert!(
         text.contains(&format!("created  {}.q.acme.f", env.prefix)),
         "{text}"
     );
     let out = env.cli(&["topics", "init"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 created, 11 already there"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 created, 12 already there"));
 
     let out = env.cli(&[
         "submit", "-t", "acme", "-f", "f", "-p", "n={n}", "--count", "2500",

@@ -19,9 +19,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -146,13 +145,7 @@ impl ApiState {
         indexer: Arc<IndexerStatus>,
     ) -> Result<Self, ServeError> {
         let tokens = config.api.resolve_tokens()?;
-        let mut cc = kafka::client_config(&config);
-        cc.set("group.id", config.group_id());
-        cc.set("enable.auto.commit", "false");
-        let group_reader: BaseConsumer = cc.create().map_err(|source| KafkaOpError::Client {
-            what: "group offset reader",
-            source,
-        })?;
+        let group_reader = crate::scale::lag::group_reader(&config)?;
         Ok(Self {
             submitter: Submitter::new(config.clone(), codec::Encoding::Avro)?,
             producer: kafka::producer(&config)?,
@@ -629,10 +622,13 @@ async fn queues(
     .await?;
     let group = s.group_reader.clone();
     let names: Vec<String> = topics.iter().map(|(t, _)| t.clone()).collect();
-    let marks = tokio::task::spawn_blocking(move || group_offsets(&group, &names))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let marks = tokio::task::spawn_blocking(move || {
+        let consumer = group.lock().unwrap_or_else(|p| p.into_inner());
+        crate::scale::lag::group_offsets(&consumer, &names, Duration::from_secs(10))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     let mut activity = activity;
     let (start, _) = crate::store::query::minute_window(now, minutes);
     let queues = topics
@@ -640,17 +636,17 @@ async fn queues(
         .map(|(topic, q)| {
             let partitions: Vec<PartitionBacklog> = marks
                 .iter()
-                .filter(|(t, ..)| *t == topic)
-                .map(|(_, p, low, high, committed)| {
-                    let from = committed.unwrap_or(*low).max(*low);
-                    PartitionBacklog {
-                        partition: *p,
-                        high_watermark: *high,
-                        low_watermark: *low,
-                        committed: *committed,
-                        backlog: (high - from).max(0),
-                        running: running.get(&(topic.clone(), *p)).copied().unwrap_or(0),
-                    }
+                .filter(|m| m.topic == topic)
+                .map(|m| PartitionBacklog {
+                    partition: m.partition,
+                    high_watermark: m.high,
+                    low_watermark: m.low,
+                    committed: m.committed,
+                    backlog: m.backlog(),
+                    running: running
+                        .get(&(topic.clone(), m.partition))
+                        .copied()
+                        .unwrap_or(0),
                 })
                 .collect();
             let per_minute = activity.remove(&topic).unwrap_or_else(|| {
@@ -678,50 +674,6 @@ async fn queues(
         queues,
     })
     .into_response())
-}
-
-type Marks = Vec<(String, i32, i64, i64, Option<i64>)>;
-
-/// Per partition of `topics`: low and high watermark and the scheduler group's committed
-/// offset.
-fn group_offsets(group: &Mutex<BaseConsumer>, topics: &[String]) -> Result<Marks, String> {
-    let consumer = group.lock().unwrap_or_else(|p| p.into_inner());
-    let timeout = Duration::from_secs(10);
-    let mut tpl = TopicPartitionList::new();
-    let mut out = Vec::new();
-    for topic in topics {
-        let md = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| format!("cannot read the partitions of {topic}: {e}"))?;
-        for t in md.topics() {
-            for p in t.partitions() {
-                let (low, high) =
-                    consumer
-                        .fetch_watermarks(topic, p.id(), timeout)
-                        .map_err(|e| {
-                            format!("cannot read the watermarks of {topic}[{}]: {e}", p.id())
-                        })?;
-                tpl.add_partition(topic, p.id());
-                out.push((topic.clone(), p.id(), low, high, None));
-            }
-        }
-    }
-    if tpl.count() > 0 {
-        let committed = consumer
-            .committed_offsets(tpl, timeout)
-            .map_err(|e| format!("cannot read the scheduler group's offsets: {e}"))?;
-        for e in committed.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                if let Some(slot) = out
-                    .iter_mut()
-                    .find(|(t, p, ..)| t == e.topic() && *p == e.partition())
-                {
-                    slot.4 = Some(o);
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Runs `tidewater serve` on `listener`: the indexer on a thread of its own and the API,

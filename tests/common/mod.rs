@@ -105,12 +105,19 @@ impl TestEnv {
 
     /// Starts `tidewater run`; its log goes to `<dir>/scheduler-<n>.log`.
     pub fn start_scheduler(&self, n: usize) -> SchedulerProcess {
+        self.start_run(n, &[])
+    }
+
+    /// Starts `tidewater run <extra…>` (e.g. `--replicas auto`); its log (and that of
+    /// any scheduler it supervises) goes to `<dir>/scheduler-<n>.log`.
+    pub fn start_run(&self, n: usize, extra: &[&str]) -> SchedulerProcess {
         let log = self.dir.path().join(format!("scheduler-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
             .arg("--config")
             .arg(&self.config_path)
             .arg("run")
+            .args(extra)
             .env("RUST_LOG", "info,tidewater=debug")
             .stdout(Stdio::null())
             .stderr(file)

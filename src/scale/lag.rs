@@ -1,0 +1,208 @@
+//! Lag of the scheduler group: per queue partition, the group's committed offset against
+//! the high watermark. Shared by the controller (metrics, decisions) and by `/v1/queues`.
+//!
+//! Transaction markers: schedulers write transactionally (compensation tasks and delayed
+//! tasks re-entering a queue are produced inside the scheduler's transactions), and every
+//! commit or abort marker takes an offset of its own. When a partition is fully consumed
+//! after a transaction, the high watermark sits one past the last record, so the plain
+//! difference reports 1 for an idle partition. Tidewater treats a difference of 1 as 0:
+//! [`effective_lag`]. The cost is that a partition with exactly one waiting task reads
+//! as empty, which no scaling decision depends on (thresholds are far above 1).
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Config;
+use crate::kafka::{self, KafkaOpError};
+
+/// One queue partition's marks: low and high watermark, and the group's committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMarks {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Low watermark (first offset still stored).
+    pub low: i64,
+    /// High watermark (offset of the next record).
+    pub high: i64,
+    /// The scheduler group's committed offset; `None` before its first commit.
+    pub committed: Option<i64>,
+}
+
+impl PartitionMarks {
+    /// Records between the group's position and the high watermark, markers included
+    /// (the raw backlog; what `/v1/queues` reports).
+    pub fn backlog(&self) -> i64 {
+        let from = self.committed.unwrap_or(self.low).max(self.low);
+        (self.high - from).max(0)
+    }
+
+    /// The lag used for metrics and scaling: [`PartitionMarks::backlog`] with a trailing
+    /// transaction marker discounted (see the module documentation).
+    pub fn lag(&self) -> u64 {
+        effective_lag(self.backlog())
+    }
+}
+
+/// A raw backlog of 1 is what a trailing commit marker leaves: count it as 0.
+pub fn effective_lag(backlog: i64) -> u64 {
+    if backlog <= 1 {
+        0
+    } else {
+        u64::try_from(backlog).unwrap_or(0)
+    }
+}
+
+/// A consumer with the scheduler group id that never subscribes: it only reads that
+/// group's committed offsets and the watermarks.
+pub fn group_reader(config: &Config) -> Result<BaseConsumer, KafkaOpError> {
+    let mut cc = kafka::client_config(config);
+    cc.set("group.id", config.group_id());
+    cc.set("enable.auto.commit", "false");
+    cc.create().map_err(|source| KafkaOpError::Client {
+        what: "group offset reader",
+        source,
+    })
+}
+
+/// Per partition of `topics`: low and high watermark and the scheduler group's committed
+/// offset. Blocking; errors are messages naming what failed.
+pub fn group_offsets(
+    consumer: &BaseConsumer,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<PartitionMarks>, String> {
+    let mut tpl = TopicPartitionList::new();
+    let mut out = Vec::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| format!("cannot read the partitions of {topic}: {e}"))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (low, high) =
+                    consumer
+                        .fetch_watermarks(topic, p.id(), timeout)
+                        .map_err(|e| {
+                            format!("cannot read the watermarks of {topic}[{}]: {e}", p.id())
+                        })?;
+                tpl.add_partition(topic, p.id());
+                out.push(PartitionMarks {
+                    topic: topic.clone(),
+                    partition: p.id(),
+                    low,
+                    high,
+                    committed: None,
+                });
+            }
+        }
+    }
+    if tpl.count() > 0 {
+        let committed = consumer
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| format!("cannot read the scheduler group's offsets: {e}"))?;
+        for e in committed.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                if let Some(slot) = out
+                    .iter_mut()
+                    .find(|m| m.topic == e.topic() && m.partition == e.partition())
+                {
+                    slot.committed = Some(o);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Lag of one queue topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicLag {
+    /// Topic.
+    pub topic: String,
+    /// Lag per partition, by partition number.
+    pub partitions: Vec<(i32, u64)>,
+}
+
+impl TopicLag {
+    /// Sum over the partitions.
+    pub fn total(&self) -> u64 {
+        self.partitions.iter().map(|(_, l)| l).sum()
+    }
+
+    /// Mean lag per partition (0 for a topic without partitions).
+    pub fn per_partition(&self) -> u64 {
+        match u64::try_from(self.partitions.len()) {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => self.total() / n,
+        }
+    }
+}
+
+/// Groups marks by topic, in the order of `topics`.
+pub fn by_topic(topics: &[String], marks: &[PartitionMarks]) -> Vec<TopicLag> {
+    topics
+        .iter()
+        .map(|t| TopicLag {
+            topic: t.clone(),
+            partitions: marks
+                .iter()
+                .filter(|m| m.topic == *t)
+                .map(|m| (m.partition, m.lag()))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Exports `tidewater_queue_lag{topic,partition}` and `tidewater_queue_lag_total{topic}`.
+pub fn export(lags: &[TopicLag]) {
+    use crate::names::metrics as m;
+    for t in lags {
+        for (p, lag) in &t.partitions {
+            ::metrics::gauge!(m::QUEUE_LAG, m::L_TOPIC => t.topic.clone(), m::L_PARTITION => p.to_string())
+                .set(*lag as f64);
+        }
+        ::metrics::gauge!(m::QUEUE_LAG_TOTAL, m::L_TOPIC => t.topic.clone()).set(t.total() as f64);
+        ::metrics::gauge!(m::QUEUE_PARTITIONS, m::L_TOPIC => t.topic.clone())
+            .set(t.partitions.len() as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marks(p: i32, low: i64, high: i64, committed: Option<i64>) -> PartitionMarks {
+        PartitionMarks {
+            topic: "q".into(),
+            partition: p,
+            low,
+            high,
+            committed,
+        }
+    }
+
+    #[test]
+    fn a_trailing_marker_is_not_lag() {
+        assert_eq!(marks(0, 0, 11, Some(10)).lag(), 0);
+        assert_eq!(marks(0, 0, 10, Some(10)).lag(), 0);
+        assert_eq!(marks(0, 0, 15, Some(10)).lag(), 5);
+        // Never committed: everything stored counts, from the low watermark.
+        assert_eq!(marks(0, 3, 10, None).lag(), 7);
+        // Committed below the low watermark (retention deleted records).
+        assert_eq!(marks(0, 8, 10, Some(2)).backlog(), 2);
+    }
+
+    #[test]
+    fn topics_sum_their_partitions() {
+        let all = [marks(0, 0, 100, Some(0)), marks(1, 0, 51, Some(50))];
+        let lags = by_topic(&["q".to_string(), "r".to_string()], &all);
+        assert_eq!(lags[0].total(), 100);
+        assert_eq!(lags[0].per_partition(), 50);
+        assert_eq!(lags[1].total(), 0);
+        assert_eq!(lags[1].per_partition(), 0);
+    }
+}
