@@ -142,22 +142,7 @@ pub async fn serve(mut config: Config, args: &ServeArgs) -> Result<()> {
         let bound = telemetry::serve_metrics(addr, shutdown.clone()).await?;
         tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
     }
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::info!("signal received: stopping (send another to exit at once)");
-        signals.cancel();
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::warn!("second signal: exiting at once");
-        std::process::exit(130);
-    });
+    crate::handle_signals(shutdown.clone());
     let addr = config.api.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

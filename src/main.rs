@@ -351,7 +351,7 @@ async fn supervise(config: Config, cli: &Cli, replicas: Replicas) -> Result<()> 
 }
 
 /// SIGTERM or Ctrl-C cancels `shutdown` (drain); a second one exits at once.
-fn handle_signals(shutdown: CancellationToken) {
+pub(crate) fn handle_signals(shutdown: CancellationToken) {
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int)) = (
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
@@ -378,22 +378,7 @@ async fn run(config: Config) -> Result<()> {
         let bound = telemetry::serve_metrics(addr, shutdown.clone()).await?;
         tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
     }
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::info!("signal received: draining (send another to exit at once)");
-        signals.cancel();
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::warn!("second signal: exiting without draining");
-        std::process::exit(130);
-    });
+    handle_signals(shutdown.clone());
     let summary = Scheduler::new(config, Handlers::builtin())
         .run(shutdown.clone())
         .await?;
