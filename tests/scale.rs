@@ -396,3 +396,59 @@ executor = { type = "inprocess", handler = "noop" }
         || now.iter().all(|c| gone(*c)),
     );
 }
+
+#[test]
+fn a_queue_declared_ordered_keeps_its_partitions_while_others_expand() {
+    let env = TestEnv::with_partitions(
+        "ordexp",
+        r#"
+[scheduler]
+shutdown_grace = "5s"
+[scale]
+lag_interval = "500ms"
+threshold = 20
+window = "1s"
+cooldown = "2s"
+max_partitions = 2
+[scale.queues."{prefix}.q.acme"]
+ordered = true
+[tenants.acme.functions.work]
+executor = { type = "command", program = "sleep", args = ["0.1"] }
+concurrency = 2
+[tenants.globex.functions.work]
+executor = { type = "command", program = "sleep", args = ["0.1"] }
+concurrency = 2
+"#,
+        1,
+    );
+    env.init_topics();
+    let backlog = |tenant: &str| -> Vec<_> {
+        (0..300)
+            .map(|i| task(&format!("{tenant}-{i}"), "work", ""))
+            .collect()
+    };
+    env.submit("acme", backlog("acme"));
+    env.submit("globex", backlog("globex"));
+    let _sup = env.start_run(0, &["--replicas", "1"]);
+
+    // The same backlog on both: the undeclared queue grows, the ordered one does not
+    // (a key may move to a new partition, so its order would not hold).
+    let globex = env.queue("globex");
+    wait_until(
+        "the globex queue to expand",
+        Duration::from_secs(60),
+        || partitions(&env, &globex) == 2,
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        partitions(&env, &env.queue("acme")),
+        1,
+        "an ordered queue was expanded"
+    );
+    let log = decisions(&env, Duration::from_secs(2));
+    assert!(
+        !log.iter()
+            .any(|d| matches!(d, Decision::Expand { topic, .. } if *topic == env.queue("acme"))),
+        "a decision expanded the ordered queue: {log:?}"
+    );
+}
