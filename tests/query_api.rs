@@ -101,7 +101,13 @@ impl Serve {
         let c = ApiClient::new(&self.url, None).unwrap();
         let deadline = Instant::now() + WAIT;
         loop {
-            let (status, _) = block(c.raw(Method::GET, c.url(&["readyz"], &[]), None)).unwrap();
+            let (status, _) = match block(c.raw(Method::GET, c.url(&["readyz"], &[]), None)) {
+                Ok(r) => r,
+                Err(e) => panic!(
+                    "serve is not answering ({e}):\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ),
+            };
             if status == StatusCode::OK {
                 return;
             }

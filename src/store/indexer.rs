@@ -280,12 +280,23 @@ impl Indexer {
         // Readiness: every partition read up to the high watermark it has now.
         let mut behind: HashMap<Tp, i64> = HashMap::new();
         for tp in &partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&tp.0, tp.1, kafka::ADMIN_TIMEOUT)
-                .map_err(|source| IndexerError::Consumer {
-                    what: "read high watermarks",
-                    source,
-                })?;
+            // A partition created a moment ago may have no leader yet: ask again a while.
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            let (low, high) = loop {
+                match consumer.fetch_watermarks(&tp.0, tp.1, kafka::ADMIN_TIMEOUT) {
+                    Ok(w) => break w,
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        debug!(topic = %tp.0, partition = tp.1, error = %e, "watermarks not available yet; retrying");
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    Err(source) => {
+                        return Err(IndexerError::Consumer {
+                            what: "read high watermarks",
+                            source,
+                        });
+                    }
+                }
+            };
             if high > next.get(tp).copied().unwrap_or(low).max(low) {
                 behind.insert(tp.clone(), high);
             }
