@@ -27,6 +27,11 @@ else
   if scripts/kafka.sh status >/dev/null 2>&1; then
     echo "test.sh: using the running local broker at $TW_BOOTSTRAP_SERVERS" >&2
   else
+    # On CI, start from empty broker storage: topics left by earlier runs only slow the
+    # broker's start (each test makes its own topics).
+    if [[ "${CI:-}" == "true" ]]; then
+      scripts/kafka.sh reset >/dev/null 2>&1 || true
+    fi
     scripts/kafka.sh start >/dev/null
     started=1
   fi
