@@ -6,36 +6,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, task};
+use common::{TestEnv, http_get, metric, task};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tidewater::codec::{Outcome, OutcomeStatus};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// GET a URL on 127.0.0.1 with a bare HTTP/1.0 request; returns the body.
-fn http_get(url: &str) -> String {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (addr, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-/// Sum of a metric's samples (all label sets) in a Prometheus text page.
-fn metric(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 fn assert_one_at_a_time(outcomes: &[&Outcome], what: &str) {
     let mut spans: Vec<(i64, i64)> = outcomes
@@ -244,15 +222,7 @@ fn after_kill_9_only_work_above_the_commit_point_runs_again() {
         .collect();
 
     let second = env.start_scheduler(1);
-    let deadline = Instant::now() + WAIT;
-    let mut ids = BTreeSet::new();
-    while ids.len() < n && Instant::now() < deadline {
-        ids = env
-            .outcomes(&env.topic("done"), usize::MAX, Duration::from_secs(2))
-            .into_iter()
-            .map(|o| o.task_id)
-            .collect();
-    }
+    let ids = env.outcome_ids(&env.topic("done"), n, WAIT);
     assert_eq!(
         ids.len(),
         n,
@@ -397,15 +367,7 @@ fn two_schedulers_share_the_work_and_survive_losing_one() {
     assert_eq!(by.len(), 2, "both schedulers should take part: {by:?}");
     one.kill9();
 
-    let deadline = Instant::now() + WAIT;
-    let mut ids = BTreeSet::new();
-    while ids.len() < n && Instant::now() < deadline {
-        ids = env
-            .outcomes(&env.topic("done"), usize::MAX, Duration::from_secs(2))
-            .into_iter()
-            .map(|o| o.task_id)
-            .collect();
-    }
+    let ids = env.outcome_ids(&env.topic("done"), n, WAIT);
     assert_eq!(
         ids.len(),
         n,

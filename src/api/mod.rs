@@ -182,6 +182,22 @@ impl ApiState {
     }
 
     /// Finds a task the principal may see; `tenant` is the optional `tenant` parameter.
+    /// The caller and the task `id` names, for routes whose only parameter is `tenant`.
+    async fn caller_and_task(
+        &self,
+        headers: &HeaderMap,
+        id: &str,
+        q: Params,
+    ) -> Result<(Principal, crate::store::model::TaskView), ApiError> {
+        let who = self.auth(headers)?;
+        let params = params(q)?;
+        let map = only(&params, &["tenant"])?;
+        let task = self
+            .lookup(&who, map.get("tenant").map(|t| t.to_string()), id)
+            .await?;
+        Ok((who, task))
+    }
+
     async fn lookup(
         &self,
         who: &Principal,
@@ -344,12 +360,7 @@ async fn get_task(
     Path(id): Path<String>,
     q: Params,
 ) -> Result<Response, ApiError> {
-    let who = s.auth(&headers)?;
-    let params = params(q)?;
-    let map = only(&params, &["tenant"])?;
-    let task = s
-        .lookup(&who, map.get("tenant").map(|t| t.to_string()), &id)
-        .await?;
+    let (_, task) = s.caller_and_task(&headers, &id, q).await?;
     let reader = s.reader.clone();
     let detail = blocking(move || reader.detail(task)).await?;
     Ok(Json(detail).into_response())
@@ -545,12 +556,7 @@ async fn stop_task(
     Path(id): Path<String>,
     q: Params,
 ) -> Result<Response, ApiError> {
-    let who = s.auth(&headers)?;
-    let params = params(q)?;
-    let map = only(&params, &["tenant"])?;
-    let task = s
-        .lookup(&who, map.get("tenant").map(|t| t.to_string()), &id)
-        .await?;
+    let (who, task) = s.caller_and_task(&headers, &id, q).await?;
     if is_terminal(task.status) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -3,7 +3,7 @@
 //! `tidewater` binary. Each test uses its own topic prefix and consumer group.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -245,6 +245,21 @@ impl TestEnv {
             .collect()
     }
 
+    /// Distinct task ids with an outcome on `topic`, read again until there are `n` of
+    /// them or `timeout` passes.
+    pub fn outcome_ids(&self, topic: &str, n: usize, timeout: Duration) -> BTreeSet<String> {
+        let deadline = Instant::now() + timeout;
+        let mut ids = BTreeSet::new();
+        while ids.len() < n && Instant::now() < deadline {
+            ids = self
+                .outcomes(topic, usize::MAX, Duration::from_secs(2))
+                .into_iter()
+                .map(|o| o.task_id)
+                .collect();
+        }
+        ids
+    }
+
     /// Status events, decoded.
     pub fn statuses(&self, want: usize, timeout: Duration) -> Vec<StatusEvent> {
         self.read(&self.status_topic(), want, timeout)
@@ -252,6 +267,28 @@ impl TestEnv {
             .map(|(_, v)| codec::decode_status(&v).unwrap())
             .collect()
     }
+}
+
+/// GET a URL on 127.0.0.1 with a bare HTTP/1.0 request; returns the body.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Sum of a metric's samples (all label sets) in a Prometheus text page.
+pub fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A task with an id, function and text payload.
