@@ -139,7 +139,7 @@ fn main() {
         if measuring { 200_000 } else { 2_000 },
     );
     let dir = tempfile::tempdir().unwrap();
-    let now = tidewater::scheduler::now_ms();
+    let now = tidewater::clock::now_ms();
 
     // (a) ingest through the store's write path.
     let path = dir.path().join("bench.db");

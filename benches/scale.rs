@@ -177,7 +177,7 @@ fn reaction_seconds(rt: &tokio::runtime::Runtime, n: usize) -> f64 {
     let sup = supervisor(&w, "auto");
     // Let the first process join its group before the backlog arrives.
     std::thread::sleep(JOIN);
-    let submitted = tidewater::scheduler::now_ms();
+    let submitted = tidewater::clock::now_ms();
     submit(rt, &w, n);
     read(&format!("{}.out", w.prefix), n, Duration::from_secs(600));
     stop(sup);

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod executor;
@@ -17,3 +18,4 @@ pub mod scheduler;
 pub mod store;
 pub mod submit;
 pub mod telemetry;
+pub mod types;

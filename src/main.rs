@@ -453,7 +453,7 @@ async fn submit(config: Config, args: &SubmitArgs) -> Result<()> {
         args.headers.iter().cloned().collect();
     let not_before = match (args.delay, args.at) {
         (Some(d), _) => {
-            Some(tidewater::scheduler::now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            Some(tidewater::clock::now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         }
         (None, Some(t)) => Some(
             t.duration_since(std::time::UNIX_EPOCH)
@@ -472,7 +472,7 @@ async fn submit(config: Config, args: &SubmitArgs) -> Result<()> {
         function: args.function.clone(),
         payload: payload.replace("{n}", &n.to_string()).into_bytes(),
         headers: headers.clone(),
-        submitted_at: Some(tidewater::scheduler::now_ms()),
+        submitted_at: Some(tidewater::clock::now_ms()),
         not_before,
     };
     if args.count == 1 {

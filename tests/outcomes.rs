@@ -111,7 +111,7 @@ fn killing_the_scheduler_repeatedly_never_duplicates_an_outcome() {
 }
 
 fn now_ms() -> i64 {
-    tidewater::scheduler::now_ms()
+    tidewater::clock::now_ms()
 }
 
 #[test]

@@ -19,7 +19,7 @@ use tidewater::codec::{
     self, FailureReason, LogStream, Source, StatusEvent, Task, TaskLog, TaskStatus,
 };
 use tidewater::names::{headers as h, topics};
-use tidewater::scheduler::now_ms;
+use tidewater::clock::now_ms;
 use tidewater::store::model::{TaskDetail, TaskView, rfc3339};
 
 const ADMIN: &str = "tok-admin";

@@ -31,7 +31,7 @@ use crate::codec::{self, JsonTask, StopRequest};
 use crate::config::{Config, ConfigError};
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, topics};
-use crate::scheduler::now_ms;
+use crate::clock::now_ms;
 use crate::store::indexer::{Indexer, IndexerError, IndexerStatus};
 use crate::store::model::{PartitionBacklog, QueueView, QueuesOverview, TaskLogs};
 use crate::store::query::{TaskFilter, is_terminal, status_str};

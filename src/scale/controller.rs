@@ -38,7 +38,7 @@ use super::{ScaleConfig, ScaleError};
 use crate::config::Config;
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{metrics as m, topics};
-use crate::scheduler::now_ms;
+use crate::clock::now_ms;
 
 /// One record of the controller topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,7 +304,7 @@ impl Controller {
             .scheduler
             .id
             .clone()
-            .unwrap_or_else(crate::scheduler::default_scheduler_id);
+            .unwrap_or_else(crate::clock::default_instance_id);
         Ok(Self {
             group: lag::group_reader(&config)?,
             config,

@@ -95,7 +95,7 @@ pub fn read_loop(
         warn!(topic = %topic, "no control topic: stop requests are not heard (run `tidewater topics init`)");
         return;
     }
-    let since = crate::scheduler::now_ms() - i64::try_from(LOOKBACK.as_millis()).unwrap_or(0);
+    let since = crate::clock::now_ms() - i64::try_from(LOOKBACK.as_millis()).unwrap_or(0);
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         let _ = tpl.add_partition_offset(&topic, *p, Offset::Offset(since));

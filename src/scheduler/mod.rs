@@ -17,7 +17,7 @@ pub mod publisher;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::clock::{default_instance_id, now_ms};
 use crate::codec::{self, Attempt, FailureReason, Outcome, OutcomeStatus, StatusEvent, TaskStatus};
 use crate::config::{Config, Destination, FunctionConfig};
 use crate::executor::{ExecError, Executor, ExecutorBuildError, Handlers, Invocation};
@@ -138,23 +139,6 @@ enum AttemptResult {
     Abandoned,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The default scheduler id: `<hostname>-<pid>`.
-pub fn default_scheduler_id() -> String {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "tidewater".into());
-    format!("{host}-{}", std::process::id())
-}
-
 impl Scheduler {
     /// A scheduler for a validated configuration, with handlers for `inprocess` functions.
     pub fn new(config: Config, handlers: Handlers) -> Self {
@@ -230,7 +214,7 @@ impl Scheduler {
                 .await
                 .map_err(|e| SchedulerError::Internal(e.to_string()))??;
         }
-        let scheduler_id = sc.id.clone().unwrap_or_else(default_scheduler_id);
+        let scheduler_id = sc.id.clone().unwrap_or_else(default_instance_id);
         let exactly_once = sc.delivery == crate::config::Delivery::ExactlyOnce;
         let producer = {
             let (c, id) = (config.clone(), scheduler_id.clone());

@@ -25,7 +25,7 @@ use crate::codec;
 use crate::config::Config;
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, metrics as m, topics};
-use crate::scheduler::now_ms;
+use crate::clock::now_ms;
 
 /// Why the indexer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +173,7 @@ impl Indexer {
             .indexer
             .id
             .clone()
-            .unwrap_or_else(crate::scheduler::default_scheduler_id);
+            .unwrap_or_else(crate::clock::default_instance_id);
         cc.set(
             "group.id",
             format!("{}.indexer.{id}", self.config.topics.prefix),

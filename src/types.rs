@@ -1,0 +1,63 @@
+//! Small value types shared by the scheduler, the indexer and the controller.
+
+use std::fmt;
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic's name.
+    pub topic: String,
+    /// The partition's index.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// The partition `partition` of `topic`.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// A task's identity: ids are chosen by submitters, so they are unique per tenant only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskKey {
+    /// The tenant that owns the task.
+    pub tenant: String,
+    /// The task's id.
+    pub id: String,
+}
+
+impl TaskKey {
+    /// The key of task `id` of `tenant`.
+    pub fn new(tenant: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            id: id.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_partition_displays_as_topic_slash_partition() {
+        assert_eq!(TopicPartition::new("tw.q.acme", 3).to_string(), "tw.q.acme/3");
+    }
+
+    #[test]
+    fn task_keys_of_different_tenants_differ() {
+        assert_ne!(TaskKey::new("a", "1"), TaskKey::new("b", "1"));
+        assert_eq!(TaskKey::new("a", "1"), TaskKey::new("a", "1"));
+    }
+}
