@@ -6,8 +6,7 @@
 //! revoke, the callback stops new work of the revoked partitions, gives their running
 //! attempts a bounded grace period, commits what is done, and only then lets them go.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use metrics::counter;
@@ -19,6 +18,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::offsets::{OffsetTracker, TopicPartition};
+use super::worker::Signal;
 use crate::codec::Source;
 use crate::names::{headers as h, metrics as m};
 
@@ -87,7 +87,7 @@ impl Record {
 
     /// Its partition.
     pub fn tp(&self) -> TopicPartition {
-        (self.topic.clone(), self.partition)
+        TopicPartition::new(self.topic.clone(), self.partition)
     }
 
     /// The ordering key, when the record is marked ordered and has a UTF-8 key.
@@ -125,10 +125,12 @@ pub enum FromConsumer {
     Fatal(KafkaError),
 }
 
-/// State shared by the consumer thread, its callbacks and the dispatcher.
+/// State shared by the consumer thread, its callbacks, the engine and the publisher.
 pub struct Shared {
-    /// Offsets and assignments.
-    pub tracker: Mutex<OffsetTracker>,
+    tracker: Mutex<OffsetTracker>,
+    /// Signalled whenever a partition may have stopped being busy (an attempt ended, an
+    /// outcome became durable), so a revoke waits without polling.
+    less_busy: Condvar,
     /// Grace for running attempts of revoked partitions.
     pub rebalance_grace: Duration,
     /// Offsets are committed in the publisher's transactions, never by the consumer.
@@ -136,9 +138,55 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// State for a consumer of the scheduler group.
+    pub fn new(rebalance_grace: Duration, exactly_once: bool) -> Self {
+        Self {
+            tracker: Mutex::new(OffsetTracker::new()),
+            less_busy: Condvar::new(),
+            rebalance_grace,
+            exactly_once,
+        }
+    }
+
     /// Locks the tracker (a panic elsewhere leaves it consistent: each method is a step).
     pub fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
         self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An attempt of `tp` (assignment `epoch`) is no longer running.
+    pub fn attempt_ended(&self, tp: &TopicPartition, epoch: u64) {
+        self.tracker().unmark_running(tp, epoch);
+        self.less_busy.notify_all();
+    }
+
+    /// An outcome of `tp` (assignment `epoch`) is durable.
+    pub fn published(&self, tp: &TopicPartition, epoch: u64) {
+        self.tracker().published(tp, epoch);
+        self.less_busy.notify_all();
+    }
+
+    /// Nothing counts as busy any more (work cut off at hard stop).
+    pub fn clear_busy(&self) {
+        self.tracker().clear_busy();
+        self.less_busy.notify_all();
+    }
+
+    /// Waits up to `grace` until no attempt or publication of `tps` is in flight;
+    /// returns how many still are.
+    fn wait_until_idle(&self, tps: &[TopicPartition], grace: Duration) -> usize {
+        let deadline = Instant::now() + grace;
+        let mut tracker = self.tracker();
+        loop {
+            let busy = tracker.busy_in(tps);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if busy == 0 || left.is_zero() {
+                return busy;
+            }
+            tracker = match self.less_busy.wait_timeout(tracker, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 }
 
@@ -161,21 +209,19 @@ impl ConsumerContext for GroupContext {
         let tps: Vec<TopicPartition> = tpl
             .elements()
             .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
+            .map(|e| TopicPartition::new(e.topic(), e.partition()))
             .collect();
         self.shared.tracker().begin_revoke(&tps);
-        let started = Instant::now();
         // Running attempts, and outcomes on their way to Kafka (whose transaction also
         // commits the offsets in exactly-once mode).
-        let mut busy = self.shared.tracker().busy_in(&tps);
+        let busy = self.shared.tracker().busy_in(&tps);
         if busy > 0 {
             info!(partitions = tps.len(), busy, grace = ?self.shared.rebalance_grace,
                 "partitions revoked: letting running tasks finish");
         }
-        while busy > 0 && started.elapsed() < self.shared.rebalance_grace {
-            std::thread::sleep(Duration::from_millis(20));
-            busy = self.shared.tracker().busy_in(&tps);
-        }
+        let busy = self
+            .shared
+            .wait_until_idle(&tps, self.shared.rebalance_grace);
         if busy > 0 {
             warn!(
                 busy,
@@ -187,7 +233,8 @@ impl ConsumerContext for GroupContext {
             let mut tracker = self.shared.tracker();
             for tp in &tps {
                 if let Some(point) = tracker.commit_point(tp) {
-                    let _ = commit.add_partition_offset(&tp.0, tp.1, Offset::Offset(point));
+                    let _ =
+                        commit.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(point));
                 }
                 tracker.revoke(tp);
             }
@@ -222,7 +269,7 @@ impl ConsumerContext for GroupContext {
             };
             let mut tracker = self.shared.tracker();
             for e in tpl.elements() {
-                tracker.assign((e.topic().to_string(), e.partition()));
+                tracker.assign(TopicPartition::new(e.topic(), e.partition()));
             }
             if let Some(c) = committed {
                 for e in c.elements() {
@@ -234,7 +281,7 @@ impl ConsumerContext for GroupContext {
                             ranges = ranges.len(),
                             "skipping outcomes committed by the previous owner"
                         );
-                        tracker.set_skip(&(e.topic().to_string(), e.partition()), ranges);
+                        tracker.set_skip(&TopicPartition::new(e.topic(), e.partition()), ranges);
                     }
                 }
             }
@@ -270,15 +317,15 @@ pub fn is_fatal(e: &KafkaError) -> bool {
     )
 }
 
-/// Polls until `stop` is set or the dispatcher goes away; then closes the consumer
-/// (which revokes its partitions through the callback above).
+/// Polls until told to stop or the engine goes away; then closes the consumer (which
+/// revokes its partitions through the callback above).
 pub fn poll_loop(
     consumer: Arc<BaseConsumer<GroupContext>>,
     shared: Arc<Shared>,
     tx: mpsc::Sender<FromConsumer>,
-    stop: Arc<AtomicBool>,
+    signal: Signal,
 ) {
-    while !stop.load(Ordering::Relaxed) {
+    while !signal.is_stopping() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) if !forward(&msg, &shared, &tx) => break,
             Some(Ok(_)) => {}
@@ -299,7 +346,7 @@ pub fn poll_loop(
 }
 
 fn forward(msg: &BorrowedMessage<'_>, shared: &Shared, tx: &mpsc::Sender<FromConsumer>) -> bool {
-    let tp = (msg.topic().to_string(), msg.partition());
+    let tp = TopicPartition::new(msg.topic(), msg.partition());
     let epoch = {
         let mut tracker = shared.tracker();
         // Untracked (revoked under our feet): the next owner reads it.

@@ -2,9 +2,8 @@
 //! remembers recent stop requests, so a running task is cancelled and a queued or delayed
 //! one is skipped when its turn comes.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -16,16 +15,20 @@ use tracing::{debug, warn};
 use crate::codec::{self, StopRequest};
 use crate::config::Config;
 use crate::kafka;
+use crate::types::TaskKey;
+
+use super::worker::Signal;
 
 /// How far back stop requests are read at start: a task delayed longer than this after
 /// its stop request would still run.
 pub const LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 
-/// Recent stop requests, bounded: the oldest are forgotten first.
+/// Recent task ids of each tenant (stop requests, or tasks finished here), bounded: the
+/// oldest are forgotten first. Looking one up allocates nothing.
 #[derive(Debug, Default)]
 pub struct StopSet {
-    ids: HashSet<(String, String)>,
-    order: VecDeque<(String, String)>,
+    ids: HashMap<String, HashSet<String>>,
+    order: VecDeque<TaskKey>,
     cap: usize,
 }
 
@@ -38,32 +41,42 @@ impl StopSet {
         }
     }
 
-    /// Adds a request for (tenant, task id).
+    /// Adds task `task_id` of `tenant`.
     pub fn insert(&mut self, tenant: &str, task_id: &str) {
-        let key = (tenant.to_string(), task_id.to_string());
-        if self.ids.insert(key.clone()) {
-            self.order.push_back(key);
-            while self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.ids.remove(&old);
-                }
+        if self.contains(tenant, task_id) {
+            return;
+        }
+        self.ids
+            .entry(tenant.to_string())
+            .or_default()
+            .insert(task_id.to_string());
+        self.order.push_back(TaskKey::new(tenant, task_id));
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.forget(&old);
             }
         }
     }
 
-    /// Whether the task was asked to stop.
+    fn forget(&mut self, key: &TaskKey) {
+        if let Some(ids) = self.ids.get_mut(&key.tenant) {
+            ids.remove(&key.id);
+            if ids.is_empty() {
+                self.ids.remove(&key.tenant);
+            }
+        }
+    }
+
+    /// Whether task `task_id` of `tenant` is in the set.
     pub fn contains(&self, tenant: &str, task_id: &str) -> bool {
         self.ids
-            .contains(&(tenant.to_string(), task_id.to_string()))
+            .get(tenant)
+            .is_some_and(|ids| ids.contains(task_id))
     }
 }
 
-/// Reads the control topic until `stop`, forwarding stop requests.
-pub fn read_loop(
-    config: Arc<Config>,
-    tx: mpsc::UnboundedSender<StopRequest>,
-    stop: Arc<AtomicBool>,
-) {
+/// Reads the control topic until told to stop, forwarding stop requests.
+pub fn read_loop(config: Arc<Config>, tx: mpsc::UnboundedSender<StopRequest>, signal: Signal) {
     let topic = crate::names::topics::control(&config.topics.prefix);
     let mut cc = kafka::client_config(&config);
     // Never joins or commits: the group id only satisfies the client.
@@ -122,7 +135,7 @@ pub fn read_loop(
         warn!(error = %e, "cannot read stop requests");
         return;
     }
-    while !stop.load(Ordering::Relaxed) {
+    while !signal.is_stopping() {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(msg)) => match codec::decode_stop_request(msg.payload().unwrap_or_default()) {
                 Ok(req) => {
@@ -154,5 +167,9 @@ mod tests {
         s.insert("a", "3");
         assert!(!s.contains("a", "1"), "the oldest is forgotten");
         assert!(s.contains("a", "2") && s.contains("a", "3"));
+        s.insert("a", "3");
+        s.insert("b", "9");
+        assert!(s.contains("a", "3") && s.contains("b", "9"));
+        assert!(!s.contains("a", "2"), "the oldest goes first");
     }
 }

@@ -411,7 +411,7 @@ mod tests {
         Entry {
             item: offset,
             function,
-            tp: ("q".into(), 0),
+            tp: TopicPartition::new("q", 0),
             bytes: 10,
             key: key.map(str::to_string),
         }
@@ -545,7 +545,7 @@ mod tests {
             d.push(entry(f, o, None));
         }
         assert_eq!(
-            d.buffered(&("q".into(), 0)),
+            d.buffered(&TopicPartition::new("q", 0)),
             Buffered {
                 count: 5,
                 bytes: 50
@@ -561,7 +561,7 @@ mod tests {
                 bytes: 40
             }
         );
-        let dropped = d.drop_partition(&("q".into(), 0));
+        let dropped = d.drop_partition(&TopicPartition::new("q", 0));
         assert_eq!(dropped, vec![1, 2, 3, 4]);
         assert_eq!(d.total(), Buffered::default());
     }

@@ -6,8 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-/// A partition of a topic.
-pub type TopicPartition = (String, i32);
+pub use crate::types::TopicPartition;
 
 /// Offsets of one partition.
 #[derive(Debug, Clone, Default)]
@@ -297,7 +296,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn tp() -> TopicPartition {
-        ("q".to_string(), 0)
+        TopicPartition::new("q", 0)
     }
 
     #[test]

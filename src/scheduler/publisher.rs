@@ -8,7 +8,7 @@
 //! one terminal outcome per task. With `at_least_once`, records are produced and flushed,
 //! and the scheduler commits offsets on its own cadence.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -22,30 +22,36 @@ use tracing::{debug, error, warn};
 
 use super::consumer::{GroupContext, Shared};
 use super::offsets::TopicPartition;
+use super::worker::Signal;
 use crate::names::metrics as m;
 
 /// One record to produce.
 #[derive(Debug, Clone)]
 pub struct OutRecord {
-    /// Topic.
     pub topic: String,
-    /// Key (the task id).
+    /// The task id, so a task's records share a partition (and compaction keeps its last).
     pub key: String,
-    /// Value.
     pub value: Vec<u8>,
-    /// Headers.
     pub headers: Vec<(&'static str, String)>,
 }
 
 /// The offset a unit completes.
 #[derive(Debug, Clone)]
 pub struct DoneRef {
-    /// Partition.
     pub tp: TopicPartition,
-    /// Offset.
     pub offset: i64,
-    /// Assignment epoch.
+    /// The partition's assignment epoch, so a unit of an earlier assignment completes
+    /// nothing in the current one.
     pub epoch: u64,
+}
+
+/// What the publisher tells the engine.
+#[derive(Debug)]
+pub enum FromPublisher<T> {
+    /// A unit is durable: its token comes back.
+    Durable(T),
+    /// The producer failed for good (fenced by a newer instance, or a fatal error).
+    Failed(KafkaError),
 }
 
 /// Records that must become durable together, and what to hand back once they are.
@@ -108,20 +114,14 @@ pub struct Publisher<T> {
     pub exactly_once: bool,
     /// Units in.
     pub rx: mpsc::Receiver<Unit<T>>,
-    /// Durable units' tokens out.
-    pub back: tokio::sync::mpsc::UnboundedSender<T>,
+    /// Durable units' tokens, and a failure, out.
+    pub back: tokio::sync::mpsc::UnboundedSender<FromPublisher<T>>,
     /// Offsets and assignments.
     pub shared: Arc<Shared>,
     /// For the group metadata sent with each transaction's offsets.
     pub consumer: Arc<BaseConsumer<GroupContext>>,
     /// Longest a unit waits for its batch.
     pub linger: Duration,
-    /// Set when the scheduler stops: finish what is queued, then exit.
-    pub stop: Arc<AtomicBool>,
-    /// Set at hard stop: exit at once.
-    pub abandon: Arc<AtomicBool>,
-    /// Set when the producer failed for good.
-    pub fatal: Arc<AtomicBool>,
 }
 
 /// Largest batch, in units (a task makes about two: its running status, then its
@@ -132,15 +132,15 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl<T: Send + 'static> Publisher<T> {
     /// Runs until stopped (and drained) or abandoned.
-    pub fn run(self) {
+    pub fn run(self, signal: Signal) {
         loop {
-            if self.abandon.load(Ordering::Relaxed) {
+            if signal.is_abandoned() {
                 return;
             }
             let first = match self.rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(u) => u,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.stop.load(Ordering::Relaxed) {
+                    if signal.is_stopping() {
                         return;
                     }
                     continue;
@@ -161,7 +161,7 @@ impl<T: Send + 'static> Publisher<T> {
             }
             let mut backoff = Duration::from_millis(100);
             loop {
-                if self.abandon.load(Ordering::Relaxed) {
+                if signal.is_abandoned() {
                     if self.exactly_once {
                         let _ = self.producer.abort_transaction(Duration::from_secs(5));
                     }
@@ -177,7 +177,7 @@ impl<T: Send + 'static> Publisher<T> {
                     Err(BatchError::Fatal(e)) => {
                         error!(error = %e, "the producer failed for good (fenced by a newer scheduler?); stopping");
                         counter!(m::TRANSACTIONS, m::L_RESULT => "fatal").increment(1);
-                        self.fatal.store(true, Ordering::Relaxed);
+                        let _ = self.back.send(FromPublisher::Failed(e));
                         return;
                     }
                     Err(BatchError::Retry(e)) => {
@@ -190,10 +190,10 @@ impl<T: Send + 'static> Publisher<T> {
             }
             for unit in batch {
                 if let Some(d) = &unit.done {
-                    self.shared.tracker().published(&d.tp, d.epoch);
+                    self.shared.published(&d.tp, d.epoch);
                 }
                 if let Some(back) = unit.back {
-                    let _ = self.back.send(back);
+                    let _ = self.back.send(FromPublisher::Durable(back));
                 }
             }
         }
@@ -251,8 +251,8 @@ impl<T: Send + 'static> Publisher<T> {
             let offsets = self.shared.tracker().transaction_offsets();
             if !offsets.is_empty() {
                 let mut tpl = TopicPartitionList::new();
-                for ((topic, partition), point, meta) in &offsets {
-                    let mut e = tpl.add_partition(topic, *partition);
+                for (tp, point, meta) in &offsets {
+                    let mut e = tpl.add_partition(&tp.topic, tp.partition);
                     e.set_offset(Offset::Offset(*point))?;
                     e.set_metadata(meta.as_str());
                 }

@@ -1,0 +1,757 @@
+//! The engine: one async loop that owns the [`Dispatcher`], turns records into queued
+//! tasks, starts attempts, decides what each attempt's result means (outcome, retry,
+//! delay), hands records to the publisher and applies backpressure.
+//!
+//! The loop has two phases. Running: records, stop requests, attempt results and
+//! publications all come in. Draining (after shutdown, or when the consumer failed):
+//! nothing new is fetched or started; running attempts get `scheduler.shutdown_grace`,
+//! then they are cut off and run again on the next owner.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::attempt::{AttemptResult, attempt, jitter, retry_delay};
+use super::consumer::{FromConsumer, GroupContext, Record, Shared};
+use super::control::StopSet;
+use super::dispatch::{Dispatcher, Entry};
+use super::intake::{Prepared, prepare};
+use super::offsets::TopicPartition;
+use super::publisher::{DoneRef, FromPublisher, OutRecord, Unit};
+use super::records::{
+    Target, delay_record, outcome_records, status_event, status_record, tier_for,
+};
+use super::worker::Worker;
+use super::{Ctx, Job, RunSummary, SchedulerError, TASK_OVERHEAD_BYTES};
+use crate::clock::now_ms;
+use crate::codec::{self, FailureReason, OutcomeStatus, TaskStatus};
+use crate::executor::ExecError;
+use crate::names::metrics as m;
+use crate::types::TaskKey;
+
+/// What a publication was for.
+pub(super) enum Published {
+    /// A task that ran.
+    Task(Entry<Box<Job>>),
+    /// Input that could not run.
+    Reject { tp: TopicPartition, bytes: usize },
+    /// A task moved to a delay topic (or skipped): its record here is done.
+    Moved(Entry<Box<Job>>),
+}
+
+/// What flows into the engine.
+pub(super) struct Inputs {
+    pub records: mpsc::Receiver<FromConsumer>,
+    pub published: mpsc::UnboundedReceiver<FromPublisher<Published>>,
+    pub stops: mpsc::UnboundedReceiver<codec::StopRequest>,
+}
+
+/// The threads the engine stops when it is done.
+pub(super) struct Workers {
+    pub consumer: Worker,
+    pub publisher: Worker,
+    pub control: Worker,
+}
+
+/// Items waiting until a time, in due order (ties in insertion order).
+pub(super) struct RetryQueue<T> {
+    due: BTreeMap<(Instant, u64), T>,
+    seq: u64,
+}
+
+impl<T> Default for RetryQueue<T> {
+    fn default() -> Self {
+        Self {
+            due: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+}
+
+impl<T> RetryQueue<T> {
+    /// Holds `item` until `at`.
+    pub fn push(&mut self, at: Instant, item: T) {
+        self.seq += 1;
+        self.due.insert((at, self.seq), item);
+    }
+
+    /// When the first item is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.due.keys().next().map(|(at, _)| *at)
+    }
+
+    /// The first item due at or before `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<T> {
+        let (&key, _) = self.due.first_key_value()?;
+        if key.0 > now {
+            return None;
+        }
+        self.due.remove(&key)
+    }
+
+    /// Takes out every item `pred` picks.
+    pub fn take_where(&mut self, pred: impl Fn(&T) -> bool) -> Vec<T> {
+        let keys: Vec<_> = self
+            .due
+            .iter()
+            .filter(|(_, item)| pred(item))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.iter().filter_map(|k| self.due.remove(k)).collect()
+    }
+}
+
+type AttemptDone = (Entry<Box<Job>>, AttemptResult);
+
+/// The engine's state.
+pub(super) struct Engine {
+    pub ctx: Arc<Ctx>,
+    pub shared: Arc<Shared>,
+    pub consumer: Arc<BaseConsumer<GroupContext>>,
+    pub dispatcher: Dispatcher<Box<Job>>,
+    attempts: JoinSet<AttemptDone>,
+    /// Recent stop requests.
+    stops: StopSet,
+    /// Tasks that recently reached a terminal outcome here (`scheduler.dedupe_window`).
+    finished: Option<StopSet>,
+    /// Cancellation of each running attempt.
+    running_tokens: HashMap<TaskKey, CancellationToken>,
+    /// Units handed to the publisher and not yet durable.
+    outstanding: usize,
+    exactly_once: bool,
+    /// Tasks waiting out a retry backoff here (keyed tasks, and tasks back from a delay
+    /// topic before their time).
+    retries: RetryQueue<Entry<Box<Job>>>,
+    paused: HashSet<TopicPartition>,
+    summary: RunSummary,
+    draining: bool,
+}
+
+fn task_key(entry: &Entry<Box<Job>>) -> TaskKey {
+    TaskKey::new(&entry.item.f.tenant, &entry.item.outcome.task_id)
+}
+
+fn done_ref(entry: &Entry<Box<Job>>) -> DoneRef {
+    DoneRef {
+        tp: entry.tp.clone(),
+        offset: entry.item.record.offset,
+        epoch: entry.item.epoch,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+}
+
+impl Engine {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        shared: Arc<Shared>,
+        consumer: Arc<BaseConsumer<GroupContext>>,
+        dispatcher: Dispatcher<Box<Job>>,
+    ) -> Self {
+        let sc = &ctx.config.scheduler;
+        let finished = (sc.dedupe_window > 0).then(|| StopSet::new(sc.dedupe_window));
+        Self {
+            exactly_once: shared.exactly_once,
+            ctx,
+            shared,
+            consumer,
+            dispatcher,
+            attempts: JoinSet::new(),
+            stops: StopSet::new(100_000),
+            finished,
+            running_tokens: HashMap::new(),
+            outstanding: 0,
+            retries: RetryQueue::default(),
+            paused: HashSet::new(),
+            summary: RunSummary::default(),
+            draining: false,
+        }
+    }
+
+    /// Runs until `shutdown` (then drains) or a failure, stops the workers and returns
+    /// what the run did.
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        mut inputs: Inputs,
+        workers: Workers,
+    ) -> Result<RunSummary, SchedulerError> {
+        let sc = self.ctx.config.scheduler.clone();
+        let mut commit_tick = tokio::time::interval(sc.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fatal = None;
+        let mut deadline = None;
+        loop {
+            if self.draining && self.attempts.is_empty() && self.outstanding == 0 {
+                break;
+            }
+            let wakeup = if self.draining {
+                deadline
+            } else {
+                self.next_wakeup()
+            };
+            let running = !self.draining;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if running => deadline = Some(self.drain(sc.shutdown_grace)),
+                Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => self.on_attempt(done),
+                Some(msg) = inputs.published.recv() => match msg {
+                    FromPublisher::Durable(p) => self.on_published(p),
+                    FromPublisher::Failed(e) => {
+                        fatal = Some(e);
+                        break;
+                    }
+                },
+                Some(req) = inputs.stops.recv(), if running => self.on_stop(req),
+                _ = commit_tick.tick() => {
+                    self.commit(CommitMode::Async);
+                    if running {
+                        self.export_gauges();
+                    }
+                }
+                _ = sleep_until(wakeup), if wakeup.is_some() => {
+                    if self.draining && deadline.is_some_and(|d| d <= Instant::now()) {
+                        self.hard_stop(&workers.publisher).await;
+                        break;
+                    }
+                }
+                msg = inputs.records.recv(), if running => match msg {
+                    Some(FromConsumer::Record(record, epoch)) => self.on_record(*record, epoch),
+                    Some(FromConsumer::Revoked(tps)) => self.on_revoked(&tps),
+                    Some(FromConsumer::Fatal(e)) => {
+                        error!(error = %e, "fatal consumer error");
+                        fatal = Some(e);
+                        deadline = Some(self.drain(sc.shutdown_grace));
+                    }
+                    None => {
+                        fatal = Some(KafkaError::Canceled);
+                        deadline = Some(self.drain(sc.shutdown_grace));
+                    }
+                },
+            }
+            if !self.draining {
+                self.dispatch();
+                self.backpressure();
+            }
+        }
+        self.finish(inputs, workers, fatal).await
+    }
+
+    /// Enters the draining phase; returns when the grace period ends.
+    fn drain(&mut self, grace: Duration) -> Instant {
+        self.draining = true;
+        let queued = self
+            .dispatcher
+            .total()
+            .count
+            .saturating_sub(self.attempts.len());
+        info!(running = self.attempts.len(), queued, grace = ?grace,
+            "stopping: no new tasks are fetched or started; waiting for running tasks");
+        Instant::now() + grace
+    }
+
+    /// The grace period is over: running attempts and unpublished outcomes are cut off.
+    async fn hard_stop(&mut self, publisher: &Worker) {
+        warn!(
+            running = self.attempts.len(),
+            publishing = self.outstanding,
+            "grace period over; unfinished tasks will run again"
+        );
+        self.ctx.hard_stop.cancel();
+        publisher.abandon();
+        self.attempts.abort_all();
+        while self.attempts.join_next().await.is_some() {}
+        // Cut off: the revoke on leaving the group must not wait for them.
+        self.shared.clear_busy();
+    }
+
+    /// Stops the workers in order: the publisher finishes its batch, what is done is
+    /// committed, then the consumer leaves the group.
+    async fn finish(
+        mut self,
+        inputs: Inputs,
+        workers: Workers,
+        fatal: Option<KafkaError>,
+    ) -> Result<RunSummary, SchedulerError> {
+        // Whatever is still held (queued, waiting to retry, cut off) runs again later.
+        self.summary.abandoned = self.dispatcher.total().count;
+        workers.publisher.stop();
+        workers.publisher.join().await;
+        // Final commit of everything done, before leaving the group (at-least-once; the
+        // transactions have committed it in exactly-once mode).
+        if !self.exactly_once {
+            self.commit_all();
+        }
+        workers.consumer.stop();
+        workers.control.stop();
+        // The consumer thread may wait on a full channel: closing it lets it go.
+        drop(inputs);
+        workers.consumer.join().await;
+        workers.control.join().await;
+        if let Some(e) = fatal {
+            return Err(SchedulerError::Fatal(e));
+        }
+        info!(
+            completed = self.summary.completed,
+            abandoned = self.summary.abandoned,
+            "scheduler stopped"
+        );
+        Ok(self.summary)
+    }
+
+    fn next_wakeup(&mut self) -> Option<Instant> {
+        let retry = self.retries.next_due();
+        let rate = self.dispatcher.next_wakeup(Instant::now());
+        match (retry, rate) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_record(&mut self, record: Record, epoch: u64) {
+        match prepare(&self.ctx, record, epoch) {
+            Prepared::Run(job, due) => self.accept(job, due),
+            Prepared::Skip(record, epoch) => {
+                let tp = record.tp();
+                self.dispatcher.hold(&tp, 0);
+                let done = DoneRef {
+                    tp: tp.clone(),
+                    offset: record.offset,
+                    epoch,
+                };
+                self.send_unit(Vec::new(), done, Published::Reject { tp, bytes: 0 });
+            }
+            Prepared::Reject {
+                record,
+                epoch,
+                outcome,
+                destination,
+            } => {
+                // Bad input never runs: its failure outcome goes straight out.
+                let tp = record.tp();
+                let bytes = record.value.len() + TASK_OVERHEAD_BYTES;
+                self.dispatcher.hold(&tp, bytes);
+                let records = outcome_records(&self.ctx, &outcome, Some(&destination));
+                let done = DoneRef {
+                    tp: tp.clone(),
+                    offset: record.offset,
+                    epoch,
+                };
+                self.send_unit(records, done, Published::Reject { tp, bytes });
+            }
+        }
+    }
+
+    /// Queues a task to run now, or holds or delays it until `due` (ms).
+    fn accept(&mut self, job: Box<Job>, due: Option<i64>) {
+        let entry = Entry {
+            function: job.f.id,
+            tp: job.record.tp(),
+            bytes: job.payload.len()
+                + job.record.key.as_ref().map_or(0, Vec::len)
+                + TASK_OVERHEAD_BYTES,
+            key: job.record.ordering_key(),
+            item: job,
+        };
+        let now = now_ms();
+        let Some(due) = due.filter(|due| *due > now) else {
+            self.dispatcher.push(entry);
+            return;
+        };
+        let wait = Duration::from_millis(u64::try_from(due - now).unwrap_or(0));
+        self.dispatcher.account(&entry);
+        if self.ctx.is_delay_topic(&entry.tp.topic) {
+            // Back from its delay topic: it waits out the rest here, in the buffer (whose
+            // limit pauses the delay partition).
+            self.retries.push(Instant::now() + wait, entry);
+        } else {
+            self.defer(entry, due);
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let now = Instant::now();
+        // Retries that are due go back to the front of their function's queue.
+        while let Some(entry) = self.retries.pop_due(now) {
+            self.dispatcher.requeue(entry);
+        }
+        let shared = self.shared.clone();
+        let mut dropped = Vec::new();
+        loop {
+            let next = {
+                let tracker = shared.tracker();
+                self.dispatcher.next(
+                    now,
+                    |e| tracker.may_start(&e.tp, e.item.epoch),
+                    &mut dropped,
+                )
+            };
+            let Some(entry) = next else { break };
+            let key = task_key(&entry);
+            if self
+                .finished
+                .as_ref()
+                .is_some_and(|f| f.contains(&key.tenant, &key.id))
+            {
+                // Already has its terminal outcome: an idempotent no-op, not a second run.
+                debug!(task_id = %key.id, tenant = %key.tenant, "task already finished here; not run again");
+                counter!(m::SKIPPED).increment(1);
+                self.dispatcher.attempt_finished(entry.function);
+                let done = done_ref(&entry);
+                self.send_unit(Vec::new(), done, Published::Moved(entry));
+                continue;
+            }
+            if self.stops.contains(&key.tenant, &key.id) {
+                self.dispatcher.attempt_finished(entry.function);
+                self.stop_task(entry);
+                continue;
+            }
+            shared.tracker().mark_running(&entry.tp, entry.item.epoch);
+            let cancel = CancellationToken::new();
+            self.running_tokens.insert(key, cancel.clone());
+            let ctx = self.ctx.clone();
+            self.attempts.spawn(async move {
+                let mut entry = entry;
+                let result = attempt(&ctx, &mut entry.item, cancel).await;
+                (entry, result)
+            });
+        }
+        if !dropped.is_empty() {
+            debug!(
+                dropped = dropped.len(),
+                "queued tasks of revoked partitions dropped"
+            );
+        }
+    }
+
+    fn on_attempt(&mut self, done: Result<AttemptDone, tokio::task::JoinError>) {
+        let (mut entry, result) = match done {
+            Ok(d) => d,
+            Err(e) => {
+                // Its slot and buffer are lost until restart; the offset stays uncommitted.
+                error!(error = %e, "attempt worker panicked; its task will run again after a restart");
+                return;
+            }
+        };
+        self.dispatcher.attempt_finished(entry.function);
+        self.running_tokens.remove(&task_key(&entry));
+        self.shared.attempt_ended(&entry.tp, entry.item.epoch);
+        if !self
+            .shared
+            .tracker()
+            .is_current(&entry.tp, entry.item.epoch)
+        {
+            // Revoked while running: the new owner runs it and publishes its outcome.
+            self.dispatcher.task_finished(&entry);
+            return;
+        }
+        let f = entry.item.f.clone();
+        let job = &mut entry.item;
+        match result {
+            // Cut off at hard stop: stays accounted, so the summary counts it.
+            AttemptResult::Abandoned => {}
+            AttemptResult::Stopped => {
+                job.outcome.status = OutcomeStatus::Stopped;
+                job.outcome.error = Some("stopped on request while running".into());
+                self.publish(entry, Some(f.on_failure.clone()));
+            }
+            AttemptResult::Expired(waited) => {
+                job.outcome.status = OutcomeStatus::Expired;
+                job.outcome.error = Some(format!(
+                    "not run: waited {} since submission, over max_event_age {}",
+                    humantime::format_duration(Duration::from_secs(waited.as_secs())),
+                    humantime::format_duration(f.cfg.max_event_age.unwrap_or_default())
+                ));
+                self.publish(entry, Some(f.on_failure.clone()));
+            }
+            AttemptResult::Succeeded(result) => {
+                job.outcome.status = OutcomeStatus::Succeeded;
+                job.outcome.result = Some(result);
+                self.publish(entry, f.on_success.clone());
+            }
+            AttemptResult::Failed(e) => self.on_failure(entry, e),
+        }
+    }
+
+    /// A failed attempt: the final failure, or a retry after a backoff.
+    fn on_failure(&mut self, mut entry: Entry<Box<Job>>, e: ExecError) {
+        let f = entry.item.f.clone();
+        let job = &mut entry.item;
+        let attempt_no = job.outcome.attempts.len() as u32;
+        let message = e.to_string();
+        let reason = match &e {
+            ExecError::Timeout(_) => FailureReason::Timeout,
+            ExecError::Failed {
+                retryable: false, ..
+            } => FailureReason::NonRetryable,
+            ExecError::Failed { .. } => FailureReason::Executor,
+        };
+        if !e.retryable() || attempt_no >= f.cfg.max_attempts.get() {
+            job.outcome.status = OutcomeStatus::Failed;
+            job.outcome.reason = Some(reason);
+            job.outcome.error = Some(message);
+            self.publish(entry, Some(f.on_failure.clone()));
+            return;
+        }
+        if self.draining {
+            // Left accounted: counted as abandoned; runs again on the next owner.
+            return;
+        }
+        let delay = retry_delay(f.cfg.backoff, f.cfg.backoff_max, attempt_no + 1, jitter());
+        debug!(task_id = %job.outcome.task_id, attempt = attempt_no, error = %message, retry_in = ?delay, "attempt failed; retrying");
+        let (lt, lf) = f.labels.clone();
+        counter!(m::RETRIES, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
+        let attempt_i32 = i32::try_from(attempt_no).unwrap_or(i32::MAX);
+        let ev = status_event(
+            &self.ctx,
+            &job.outcome,
+            TaskStatus::Retrying,
+            attempt_i32,
+            Some(message),
+        );
+        self.ctx
+            .send_nowait(status_record(&self.ctx, &ev).into_iter().collect());
+        if entry.key.is_some() {
+            // Keyed: later tasks of the key wait behind it, so it waits here.
+            self.retries.push(Instant::now() + delay, entry);
+        } else {
+            let due = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            self.defer(entry, due);
+        }
+    }
+
+    fn publish(&mut self, mut entry: Entry<Box<Job>>, destination: Option<Target>) {
+        let job = &mut entry.item;
+        job.outcome.finished_at = now_ms();
+        job.outcome.payload = job.payload.as_ref().clone();
+        let (lt, lf) = job.f.labels.clone();
+        let label = job.outcome.status.as_str();
+        if let Some(finished) = self.finished.as_mut() {
+            finished.insert(&job.f.tenant, &job.outcome.task_id);
+        }
+        if let Some(reason) = job.outcome.reason {
+            counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => reason.as_str()).increment(1);
+        }
+        counter!(m::TASKS_COMPLETED, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_OUTCOME => label)
+            .increment(1);
+        let records = outcome_records(&self.ctx, &entry.item.outcome, destination.as_ref());
+        let done = done_ref(&entry);
+        self.send_unit(records, done, Published::Task(entry));
+    }
+
+    /// Ends a task that was asked to stop before it ran (again): outcome `stopped`.
+    fn stop_task(&mut self, mut entry: Entry<Box<Job>>) {
+        let job = &mut entry.item;
+        job.outcome.status = OutcomeStatus::Stopped;
+        job.outcome.error = Some("stopped on request before it ran".into());
+        let destination = job.f.on_failure.clone();
+        self.publish(entry, Some(destination));
+    }
+
+    /// A stop request: remembered for queued and delayed tasks; a running one is cancelled.
+    fn on_stop(&mut self, req: codec::StopRequest) {
+        self.stops.insert(&req.tenant, &req.task_id);
+        let key = TaskKey::new(req.tenant, req.task_id);
+        if let Some(token) = self.running_tokens.get(&key) {
+            info!(task_id = %key.id, tenant = %key.tenant, by = %req.requested_by, "stopping a running task");
+            token.cancel();
+        }
+    }
+
+    /// Moves a task to the delay topic for its wait; its current record is then done.
+    fn defer(&mut self, entry: Entry<Box<Job>>, due: i64) {
+        let job = &entry.item;
+        let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
+        let Some(topic) = tier_for(&self.ctx.delay_tiers, wait).map(str::to_string) else {
+            return;
+        };
+        let delayed = codec::DelayedTask {
+            task_id: job.outcome.task_id.clone(),
+            tenant: job.f.tenant.clone(),
+            function: job.f.name.clone(),
+            payload: job.payload.as_ref().clone(),
+            headers: job.headers.as_ref().clone(),
+            submitted_at: job.outcome.submitted_at,
+            due_at: due,
+            attempts: job.outcome.attempts.clone(),
+            origin: job.outcome.source.clone(),
+            traceparent: job.record.traceparent.clone(),
+        };
+        match delay_record(topic, &delayed) {
+            Ok(record) => {
+                debug!(task_id = %delayed.task_id, topic = %record.topic, wait = ?wait, "task moved to a delay topic");
+                let done = done_ref(&entry);
+                self.send_unit(vec![record], done, Published::Moved(entry));
+            }
+            Err(e) => {
+                error!(task_id = %delayed.task_id, error = %e, "cannot encode delayed task; it stays here");
+                self.retries.push(Instant::now() + wait, entry);
+            }
+        }
+    }
+
+    fn send_unit(&mut self, records: Vec<OutRecord>, done: DoneRef, back: Published) {
+        self.shared.tracker().publishing(&done.tp, done.epoch);
+        self.outstanding += 1;
+        let unit = Unit {
+            records,
+            done: Some(done),
+            back: Some(back),
+        };
+        if self.ctx.outbox.send(unit).is_err() {
+            error!("the publisher is gone; outcomes cannot be published");
+        }
+    }
+
+    /// A unit is durable (its offset marked done by the publisher).
+    fn on_published(&mut self, published: Published) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        match &published {
+            Published::Task(entry) => {
+                self.summary.completed += 1;
+                self.dispatcher.task_finished(entry);
+            }
+            Published::Moved(entry) => self.dispatcher.task_finished(entry),
+            Published::Reject { tp, bytes } => {
+                self.summary.completed += 1;
+                self.dispatcher.release(tp, *bytes);
+            }
+        }
+    }
+
+    fn on_revoked(&mut self, tps: &[TopicPartition]) {
+        for tp in tps {
+            let dropped = self.dispatcher.drop_partition(tp);
+            for e in self.retries.take_where(|e| &e.tp == tp) {
+                self.dispatcher.task_finished(&e);
+            }
+            self.paused.remove(tp);
+            if !dropped.is_empty() {
+                debug!(topic = %tp.topic, partition = tp.partition, dropped = dropped.len(), "queued tasks of a revoked partition dropped");
+            }
+        }
+    }
+
+    /// Pauses partitions whose buffer (or the process's) is full; resumes them when it
+    /// has drained to three quarters.
+    fn backpressure(&mut self) {
+        let sc = &self.ctx.config.scheduler;
+        let total = self.dispatcher.total();
+        let process_full =
+            total.count >= sc.max_buffered.get() || total.bytes >= sc.max_buffered_bytes.get();
+        let process_low = total.count * 4 <= sc.max_buffered.get() * 3
+            && total.bytes * 4 <= sc.max_buffered_bytes.get() * 3;
+        let assigned = self.shared.tracker().partitions();
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        for tp in assigned {
+            let b = self.dispatcher.buffered(&tp);
+            let full = process_full
+                || b.count >= sc.max_buffered_per_partition.get()
+                || b.bytes >= sc.max_buffered_bytes_per_partition.get();
+            let low = process_low
+                && b.count * 4 <= sc.max_buffered_per_partition.get() * 3
+                && b.bytes * 4 <= sc.max_buffered_bytes_per_partition.get() * 3;
+            if full && !self.paused.contains(&tp) {
+                let _ = pause.add_partition(&tp.topic, tp.partition);
+                debug!(topic = %tp.topic, partition = tp.partition, buffered = b.count, bytes = b.bytes, "buffer full: pausing fetch");
+                self.paused.insert(tp);
+            } else if low && self.paused.contains(&tp) {
+                let _ = resume.add_partition(&tp.topic, tp.partition);
+                debug!(topic = %tp.topic, partition = tp.partition, buffered = b.count, "buffer drained: resuming fetch");
+                self.paused.remove(&tp);
+            }
+        }
+        if pause.count() > 0 {
+            if let Err(e) = self.consumer.pause(&pause) {
+                debug!(error = %e, "pause failed (partition revoked meanwhile?)");
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = self.consumer.resume(&resume) {
+                debug!(error = %e, "resume failed (partition revoked meanwhile?)");
+            }
+        }
+    }
+
+    fn export_gauges(&self) {
+        let total = self.dispatcher.total();
+        gauge!(m::BUFFERED_TASKS).set(total.count as f64);
+        gauge!(m::BUFFERED_BYTES).set(total.bytes as f64);
+        gauge!(m::PARTITIONS_PAUSED).set(self.paused.len() as f64);
+        for f in self.ctx.functions.iter() {
+            let (t, fname) = f.labels.clone();
+            gauge!(m::TASKS_QUEUED, m::L_TENANT => t, m::L_FUNCTION => fname)
+                .set(self.dispatcher.queued(f.id) as f64);
+        }
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        if self.exactly_once {
+            return;
+        }
+        let points = self.shared.tracker().commits();
+        if points.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&tpl_of(&points), mode) {
+            debug!(error = %e, "offset commit not sent; retried at the next interval");
+            self.shared
+                .tracker()
+                .forget_committed(points.iter().map(|(tp, _)| tp));
+        }
+    }
+
+    fn commit_all(&self) {
+        let points = self.shared.tracker().all_commit_points();
+        if points.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&tpl_of(&points), CommitMode::Sync) {
+            warn!(error = %e, "final offset commit failed; finished tasks may run again");
+        }
+    }
+}
+
+fn tpl_of(points: &[(TopicPartition, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, offset) in points {
+        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
+    }
+    tpl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_queue_hands_out_what_is_due_in_order() {
+        let t0 = Instant::now();
+        let mut q = RetryQueue::default();
+        q.push(t0 + Duration::from_secs(2), "late");
+        q.push(t0 + Duration::from_secs(1), "first");
+        q.push(t0 + Duration::from_secs(1), "second");
+        assert_eq!(q.next_due(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(q.pop_due(t0), None, "nothing is due yet");
+        let now = t0 + Duration::from_secs(1);
+        assert_eq!(q.pop_due(now), Some("first"));
+        assert_eq!(q.pop_due(now), Some("second"), "ties keep insertion order");
+        assert_eq!(q.pop_due(now), None);
+        assert_eq!(q.take_where(|s| *s == "late"), vec!["late"]);
+        assert_eq!(q.next_due(), None);
+    }
+}

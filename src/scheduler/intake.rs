@@ -1,0 +1,285 @@
+//! Intake: what a fetched record is. A task for one of our functions (to run now or at
+//! its time), a record with nothing to do, or input that can never run and becomes a
+//! `failed` outcome with the reason. Decisions only: no Kafka call, no clock but the
+//! record's own times and `now_ms` for the rejection's finish time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use metrics::counter;
+use tracing::{error, warn};
+
+use super::consumer::Record;
+use super::records::Target;
+use super::{Ctx, FunctionRt, Job};
+use crate::clock::now_ms;
+use crate::codec::{self, FailureReason, Outcome, OutcomeStatus};
+use crate::names::{metrics as m, topics};
+
+/// What a fetched record turns into.
+pub(super) enum Prepared {
+    /// A task to run, now or (with a time, ms) no earlier than then.
+    Run(Box<Job>, Option<i64>),
+    /// A record with nothing to do (logged): its offset is simply done.
+    Skip(Record, u64),
+    /// Input that can never run: a failed outcome for the destination.
+    Reject {
+        record: Record,
+        epoch: u64,
+        outcome: Box<Outcome>,
+        destination: Target,
+    },
+}
+
+/// Why a task cannot run, and where its failure goes.
+struct Refusal {
+    reason: FailureReason,
+    error: String,
+    destination: Target,
+}
+
+/// Metric labels for a tenant and function, bounded to configured names.
+pub(super) fn labels(ctx: &Ctx, tenant: &str, function: &str) -> (String, String) {
+    let t = if ctx.config.tenants.contains_key(tenant) {
+        tenant.to_string()
+    } else {
+        m::UNKNOWN.to_string()
+    };
+    let f = if ctx.functions.get(tenant, function).is_some() {
+        function.to_string()
+    } else {
+        m::UNKNOWN.to_string()
+    };
+    (t, f)
+}
+
+/// Decodes and checks a record: a job for its function, or a rejection with the reason.
+pub(super) fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
+    if ctx.is_delay_topic(&record.topic) {
+        return prepare_delayed(ctx, record, epoch);
+    }
+    let queue = topics::parse_queue(&ctx.config.topics.prefix, &record.topic);
+    let tenant = queue
+        .as_ref()
+        .map(|q| q.tenant.clone())
+        .unwrap_or_else(|| record.topic.clone());
+    let record_time = record.timestamp_ms.unwrap_or_else(now_ms);
+    let task = match codec::decode_task(&record.value, record.content_type.as_deref()) {
+        Ok(task) => task,
+        Err(e) => {
+            let (lt, lf) = labels(ctx, &tenant, "");
+            counter!(m::TASKS_SUBMITTED, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
+            let mut outcome = new_outcome(ctx, &record, &tenant, record.fallback_id(), "");
+            outcome.payload = record.value.clone();
+            outcome.submitted_at = record_time;
+            let refusal = Refusal {
+                reason: FailureReason::Malformed,
+                error: format!(
+                    "cannot decode task at {}[{}]@{}: {e}",
+                    record.topic, record.partition, record.offset
+                ),
+                destination: dead_letter(ctx, &tenant),
+            };
+            return reject(ctx, record, epoch, outcome, refusal);
+        }
+    };
+    let task_id = if task.id.is_empty() {
+        record.fallback_id()
+    } else {
+        task.id.clone()
+    };
+    let (lt, lf) = labels(ctx, &tenant, &task.function);
+    counter!(m::TASKS_SUBMITTED, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
+
+    let only = queue.as_ref().and_then(|q| q.function.as_deref());
+    let f = ctx.functions.get(&tenant, &task.function).cloned();
+    let mut outcome = new_outcome(ctx, &record, &tenant, task_id, &task.function);
+    outcome.task_headers = task.headers.clone();
+    outcome.submitted_at = task.submitted_at.unwrap_or(record_time);
+    match refusal(ctx, &record, &tenant, only, &task, f.as_deref()) {
+        None => match f {
+            Some(f) => Prepared::Run(
+                Box::new(Job {
+                    record,
+                    epoch,
+                    f,
+                    outcome,
+                    payload: Arc::new(task.payload),
+                    headers: Arc::new(task.headers),
+                }),
+                task.not_before,
+            ),
+            // `refusal` answers for a missing function; kept total without a panic.
+            None => {
+                outcome.payload = task.payload;
+                let refusal = unknown_function(ctx, &tenant, &outcome.function);
+                reject(ctx, record, epoch, outcome, refusal)
+            }
+        },
+        Some(refusal) => {
+            outcome.payload = task.payload;
+            reject(ctx, record, epoch, outcome, refusal)
+        }
+    }
+}
+
+/// Why a decoded task cannot run on this queue, if it cannot.
+fn refusal(
+    ctx: &Ctx,
+    record: &Record,
+    tenant: &str,
+    only: Option<&str>,
+    task: &codec::Task,
+    f: Option<&FunctionRt>,
+) -> Option<Refusal> {
+    if let Some(named) = task.tenant.as_deref().filter(|t| *t != tenant) {
+        return Some(Refusal {
+            reason: FailureReason::TenantMismatch,
+            error: format!(
+                "task names tenant `{named}` but was submitted to the queue of tenant `{tenant}`"
+            ),
+            destination: dead_letter(ctx, tenant),
+        });
+    }
+    if let Some(only) = only.filter(|only| *only != task.function) {
+        return Some(Refusal {
+            reason: FailureReason::UnknownFunction,
+            error: format!(
+                "queue {} serves only function `{only}`, not `{}`",
+                record.topic, task.function
+            ),
+            destination: dead_letter(ctx, tenant),
+        });
+    }
+    let Some(f) = f else {
+        return Some(unknown_function(ctx, tenant, &task.function));
+    };
+    (task.payload.len() > f.max_payload).then(|| Refusal {
+        reason: FailureReason::PayloadTooLarge,
+        error: format!(
+            "payload of {} bytes is over the limit of {} bytes",
+            task.payload.len(),
+            f.max_payload
+        ),
+        destination: f.on_failure.clone(),
+    })
+}
+
+fn unknown_function(ctx: &Ctx, tenant: &str, function: &str) -> Refusal {
+    Refusal {
+        reason: FailureReason::UnknownFunction,
+        error: format!("tenant `{tenant}` has no function `{function}`"),
+        destination: dead_letter(ctx, tenant),
+    }
+}
+
+fn dead_letter(ctx: &Ctx, tenant: &str) -> Target {
+    Target::parse(&ctx.config.dead_letter(tenant))
+}
+
+/// The outcome a task starts with: failed until an attempt says otherwise.
+fn new_outcome(
+    ctx: &Ctx,
+    record: &Record,
+    tenant: &str,
+    task_id: String,
+    function: &str,
+) -> Outcome {
+    Outcome {
+        task_id,
+        tenant: tenant.to_string(),
+        function: function.to_string(),
+        status: OutcomeStatus::Failed,
+        reason: None,
+        error: None,
+        result: None,
+        payload: Vec::new(),
+        task_headers: BTreeMap::new(),
+        attempts: Vec::new(),
+        submitted_at: 0,
+        finished_at: 0,
+        source: record.source(),
+        traceparent: record.traceparent.clone(),
+        scheduler_id: ctx.scheduler_id.clone(),
+    }
+}
+
+/// Input that can never run: logged, counted, and a failed outcome with the reason.
+fn reject(
+    ctx: &Ctx,
+    record: Record,
+    epoch: u64,
+    mut outcome: Outcome,
+    refusal: Refusal,
+) -> Prepared {
+    let Refusal {
+        reason,
+        error,
+        destination,
+    } = refusal;
+    let (lt, lf) = labels(ctx, &outcome.tenant, &outcome.function);
+    warn!(task_id = %outcome.task_id, tenant = %outcome.tenant, reason = reason.as_str(), error = %error, "task rejected");
+    counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => reason.as_str()).increment(1);
+    counter!(m::TASKS_COMPLETED, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_OUTCOME => "failed")
+        .increment(1);
+    outcome.reason = Some(reason);
+    outcome.error = Some(error);
+    outcome.finished_at = now_ms();
+    Prepared::Reject {
+        record,
+        epoch,
+        outcome: Box::new(outcome),
+        destination,
+    }
+}
+
+/// A task back from a delay topic.
+pub(super) fn prepare_delayed(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
+    let d = match codec::decode_delayed(&record.value) {
+        Ok(d) => d,
+        Err(e) => {
+            // Only Tidewater writes delay topics: this is not a user's task to dead-letter.
+            error!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %e,
+                "undecodable record in a delay topic skipped");
+            return Prepared::Skip(record, epoch);
+        }
+    };
+    let mut outcome = new_outcome(ctx, &record, &d.tenant, d.task_id.clone(), &d.function);
+    outcome.task_headers = d.headers.clone();
+    outcome.attempts = d.attempts;
+    outcome.submitted_at = d.submitted_at;
+    outcome.source = d.origin;
+    outcome.traceparent = d.traceparent.clone();
+    let Some(f) = ctx.functions.get(&d.tenant, &d.function).cloned() else {
+        outcome.payload = d.payload;
+        outcome.reason = Some(FailureReason::UnknownFunction);
+        outcome.error = Some(format!(
+            "tenant `{}` has no function `{}` any more",
+            d.tenant, d.function
+        ));
+        outcome.finished_at = now_ms();
+        return Prepared::Reject {
+            record,
+            epoch,
+            outcome: Box::new(outcome),
+            destination: dead_letter(ctx, &d.tenant),
+        };
+    };
+    let mut record = record;
+    record.traceparent = d.traceparent;
+    Prepared::Run(
+        Box::new(Job {
+            record,
+            epoch,
+            f,
+            outcome,
+            payload: Arc::new(d.payload),
+            headers: Arc::new(d.headers),
+        }),
+        Some(d.due_at),
+    )
+}
+
+#[cfg(test)]
+#[path = "intake_tests.rs"]
+mod tests;

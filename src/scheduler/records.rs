@@ -1,0 +1,290 @@
+//! The records a task produces: status events, outcome events, compensation tasks,
+//! captured logs and delayed copies. Building only: the engine hands them to the
+//! publisher.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tracing::error;
+
+use super::Ctx;
+use super::publisher::OutRecord;
+use crate::clock::now_ms;
+use crate::codec::{self, Outcome, OutcomeStatus, StatusEvent, TaskStatus};
+use crate::config::Destination;
+use crate::executor::Captured;
+use crate::names::{headers as h, topics};
+
+/// Where an outcome goes, parsed once from the function's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The outcome event is written to this topic.
+    Topic(String),
+    /// The outcome event becomes the payload of a new task of this function (same
+    /// tenant): compensation.
+    Function(String),
+}
+
+impl Target {
+    /// Parses a destination as configured (`<topic>` or `function:<name>`).
+    pub(crate) fn parse(s: &str) -> Self {
+        match Destination::parse(s) {
+            Destination::Topic(t) => Target::Topic(t.to_string()),
+            Destination::Function(f) => Target::Function(f.to_string()),
+        }
+    }
+}
+
+/// Headers of every record Tidewater writes about a task: content type, event kind, task
+/// id and tenant, then the function and trace context where there are.
+fn headers(
+    event: &'static str,
+    task_id: &str,
+    tenant: &str,
+    function: Option<&str>,
+    traceparent: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.to_string()),
+        (h::EVENT, event.to_string()),
+        (h::TASK_ID, task_id.to_string()),
+        (h::TENANT, tenant.to_string()),
+    ];
+    if let Some(f) = function {
+        out.push((h::FUNCTION, f.to_string()));
+    }
+    if let Some(tp) = traceparent {
+        out.push((h::TRACEPARENT, tp.to_string()));
+    }
+    out
+}
+
+/// A status event for a task at `status`, stamped now.
+pub(super) fn status_event(
+    ctx: &Ctx,
+    o: &Outcome,
+    status: TaskStatus,
+    attempt: i32,
+    error: Option<String>,
+) -> StatusEvent {
+    StatusEvent {
+        task_id: o.task_id.clone(),
+        tenant: o.tenant.clone(),
+        function: o.function.clone(),
+        status,
+        attempt,
+        at: now_ms(),
+        submitted_at: o.submitted_at,
+        reason: o.reason,
+        error,
+        source: o.source.clone(),
+        scheduler_id: ctx.scheduler_id.clone(),
+    }
+}
+
+/// The `<prefix>.status` record of a status event.
+pub(super) fn status_record(ctx: &Ctx, ev: &StatusEvent) -> Option<OutRecord> {
+    let value = match codec::encode_status(ev) {
+        Ok(v) => v,
+        Err(e) => {
+            error!(task_id = %ev.task_id, error = %e, "cannot encode status event");
+            return None;
+        }
+    };
+    Some(OutRecord {
+        topic: ctx.status_topic.clone(),
+        key: ev.task_id.clone(),
+        value,
+        headers: headers(
+            h::EVENT_STATUS,
+            &ev.task_id,
+            &ev.tenant,
+            Some(&ev.function),
+            None,
+        ),
+    })
+}
+
+/// The records of a terminal outcome: the outcome event (to `destination`, when there is
+/// one) and its status event.
+pub(super) fn outcome_records(
+    ctx: &Ctx,
+    o: &Outcome,
+    destination: Option<&Target>,
+) -> Vec<OutRecord> {
+    let status = match o.status {
+        OutcomeStatus::Succeeded => TaskStatus::Succeeded,
+        OutcomeStatus::Failed => TaskStatus::Failed,
+        OutcomeStatus::Stopped => TaskStatus::Stopped,
+        OutcomeStatus::Expired => TaskStatus::Expired,
+    };
+    let attempt = o.attempts.last().map_or(0, |a| a.attempt);
+    let ev = status_event(ctx, o, status, attempt, o.error.clone());
+    let mut records = Vec::with_capacity(2);
+    match destination {
+        Some(Target::Function(function)) => records.extend(compensation_record(ctx, o, function)),
+        Some(Target::Topic(topic)) => match codec::encode_outcome(o) {
+            Ok(value) => records.push(OutRecord {
+                topic: topic.clone(),
+                key: o.task_id.clone(),
+                value,
+                headers: headers(
+                    h::EVENT_OUTCOME,
+                    &o.task_id,
+                    &o.tenant,
+                    Some(&o.function),
+                    o.traceparent.as_deref(),
+                ),
+            }),
+            Err(e) => error!(task_id = %o.task_id, error = %e, "cannot encode outcome"),
+        },
+        None => {}
+    }
+    records.extend(status_record(ctx, &ev));
+    records
+}
+
+/// A `function:<name>` destination: the outcome event, as JSON, becomes the payload of a
+/// new task of that function (same tenant), with id `<task id>.<function>`.
+fn compensation_record(ctx: &Ctx, o: &Outcome, function: &str) -> Option<OutRecord> {
+    let task = codec::Task {
+        id: format!("{}.{function}", o.task_id),
+        tenant: Some(o.tenant.clone()),
+        function: function.to_string(),
+        payload: codec::outcome_json(o).to_string().into_bytes(),
+        headers: BTreeMap::from([
+            (h::COMPENSATES.to_string(), o.task_id.clone()),
+            (
+                h::CONTENT_TYPE.to_string(),
+                h::CONTENT_TYPE_JSON.to_string(),
+            ),
+        ]),
+        submitted_at: Some(now_ms()),
+        not_before: None,
+    };
+    let value = match codec::encode_task(&task) {
+        Ok(v) => v,
+        Err(e) => {
+            error!(task_id = %o.task_id, error = %e, "cannot encode compensation task");
+            return None;
+        }
+    };
+    // A task for a queue, like any submitter's: only its content type and trace context.
+    let mut headers = vec![(h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.to_string())];
+    if let Some(tp) = &o.traceparent {
+        headers.push((h::TRACEPARENT, tp.clone()));
+    }
+    Some(OutRecord {
+        topic: ctx.config.queue_topic(&o.tenant, function),
+        key: task.id,
+        value,
+        headers,
+    })
+}
+
+/// `<prefix>.logs` records of an attempt's captured output, each stream cut to
+/// `scheduler.max_log_bytes`.
+pub(super) fn log_records(
+    ctx: &Ctx,
+    o: &Outcome,
+    attempt: i32,
+    captured: Vec<Captured>,
+) -> Vec<OutRecord> {
+    let limit = ctx.config.scheduler.max_log_bytes.get();
+    let topic = topics::logs(&ctx.config.topics.prefix);
+    captured
+        .into_iter()
+        .filter_map(|c| {
+            let truncated = c.truncated || c.data.len() > limit;
+            let mut data = c.data;
+            data.truncate(limit);
+            let log = codec::TaskLog {
+                task_id: o.task_id.clone(),
+                tenant: o.tenant.clone(),
+                function: o.function.clone(),
+                attempt,
+                at: now_ms(),
+                stream: c.stream,
+                data,
+                truncated,
+            };
+            let value = codec::encode_task_log(&log).ok()?;
+            Some(OutRecord {
+                topic: topic.clone(),
+                key: log.task_id.clone(),
+                value,
+                headers: headers(h::EVENT_LOG, &log.task_id, &log.tenant, None, None),
+            })
+        })
+        .collect()
+}
+
+/// The record that parks a task on the delay topic `topic` until `delayed.due_at`.
+pub(super) fn delay_record(
+    topic: String,
+    delayed: &codec::DelayedTask,
+) -> Result<OutRecord, codec::CodecError> {
+    Ok(OutRecord {
+        topic,
+        key: delayed.task_id.clone(),
+        value: codec::encode_delayed(delayed)?,
+        headers: headers(
+            h::EVENT_DELAYED,
+            &delayed.task_id,
+            &delayed.tenant,
+            Some(&delayed.function),
+            delayed.traceparent.as_deref(),
+        ),
+    })
+}
+
+/// The delay topic for a wait: the longest tier not above it (the shortest for less).
+pub(super) fn tier_for(tiers: &[(Duration, String)], wait: Duration) -> Option<&str> {
+    tiers
+        .iter()
+        .rev()
+        .find(|(d, _)| *d <= wait)
+        .or_else(|| tiers.first())
+        .map(|(_, t)| t.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_parse_once_into_topics_or_functions() {
+        assert_eq!(
+            Target::parse("tw.dlq.acme"),
+            Target::Topic("tw.dlq.acme".into())
+        );
+        assert_eq!(
+            Target::parse("function:undo"),
+            Target::Function("undo".into())
+        );
+    }
+
+    #[test]
+    fn a_wait_goes_to_the_longest_tier_not_above_it() {
+        let tiers = vec![
+            (Duration::from_secs(1), "d1s".to_string()),
+            (Duration::from_secs(10), "d10s".to_string()),
+            (Duration::from_secs(60), "d1m".to_string()),
+        ];
+        assert_eq!(tier_for(&tiers, Duration::from_millis(10)), Some("d1s"));
+        assert_eq!(tier_for(&tiers, Duration::from_secs(10)), Some("d10s"));
+        assert_eq!(tier_for(&tiers, Duration::from_secs(59)), Some("d10s"));
+        assert_eq!(tier_for(&tiers, Duration::from_secs(3600)), Some("d1m"));
+        assert_eq!(tier_for(&[], Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn headers_carry_function_and_trace_only_when_known() {
+        let with = headers(h::EVENT_OUTCOME, "t1", "acme", Some("f"), Some("00-ab"));
+        assert!(with.contains(&(h::FUNCTION, "f".into())));
+        assert!(with.contains(&(h::TRACEPARENT, "00-ab".into())));
+        let without = headers(h::EVENT_LOG, "t1", "acme", None, None);
+        assert_eq!(without.len(), 4);
+        assert!(without.contains(&(h::TASK_ID, "t1".into())));
+    }
+}

@@ -1,0 +1,256 @@
+//! Building a scheduler: its functions (executors, limits, destinations parsed once),
+//! its Kafka clients and its worker threads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, Producer};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::consumer::{self, FromConsumer, GroupContext, Shared};
+use super::control;
+use super::dispatch::{Dispatcher, FnLimits};
+use super::engine::{Engine, Inputs, Published, Workers};
+use super::publisher::{DeliveryCounter, Publisher, Unit};
+use super::records::Target;
+use super::worker::Worker;
+use super::{Ctx, FunctionRt, Functions, Job, SchedulerError};
+use crate::clock::default_instance_id;
+use crate::config::{Config, Delivery};
+use crate::executor::{Executor, ExecutorBuildError, Handlers};
+use crate::kafka::{self, KafkaOpError};
+use crate::names::topics;
+
+/// Builds every configured function's executor and registers its limits.
+pub(super) fn build_functions(
+    config: &Config,
+    handlers: &Handlers,
+    dispatcher: &mut Dispatcher<Box<Job>>,
+) -> Result<Functions, SchedulerError> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .map_err(|e| SchedulerError::Executor {
+            tenant: String::new(),
+            function: String::new(),
+            source: ExecutorBuildError::Http(e.to_string()),
+        })?;
+    let mut out: HashMap<String, HashMap<String, Arc<FunctionRt>>> = HashMap::new();
+    for (tname, tenant) in &config.tenants {
+        for (fname, f) in &tenant.functions {
+            let executor = Executor::build(&f.executor, &client, handlers).map_err(|source| {
+                SchedulerError::Executor {
+                    tenant: tname.clone(),
+                    function: fname.clone(),
+                    source,
+                }
+            })?;
+            let burst = f.burst.map(|b| b.get()).unwrap_or_else(|| {
+                f.rate
+                    .map_or(1, |r| u32::try_from(r.ceil() as u64).unwrap_or(u32::MAX))
+            });
+            let id = dispatcher.add_function(FnLimits {
+                concurrency: f.concurrency.get(),
+                rate: f.rate,
+                burst,
+                weight: f.weight,
+            });
+            let rt = FunctionRt {
+                id,
+                name: fname.clone(),
+                tenant: tname.clone(),
+                executor,
+                on_success: f.on_success.as_deref().map(Target::parse),
+                on_failure: Target::parse(&config.failure_destination(tname, fname)),
+                max_payload: config.max_payload(f),
+                labels: (tname.clone(), fname.clone()),
+                cfg: f.clone(),
+            };
+            out.entry(tname.clone())
+                .or_default()
+                .insert(fname.clone(), Arc::new(rt));
+        }
+    }
+    Ok(Functions(out))
+}
+
+/// Everything a run needs, started: clients connected, threads running.
+pub(super) async fn start(
+    config: Arc<Config>,
+    handlers: &Handlers,
+) -> Result<(Engine, Inputs, Workers), SchedulerError> {
+    let sc = &config.scheduler;
+    let mut dispatcher: Dispatcher<Box<Job>> = Dispatcher::new(sc.max_running.get());
+    let functions = build_functions(&config, handlers, &mut dispatcher)?;
+    blocking({
+        let c = config.clone();
+        move || kafka::check_topics(&c).map_err(SchedulerError::from)
+    })
+    .await?;
+    let scheduler_id = sc.id.clone().unwrap_or_else(default_instance_id);
+    let exactly_once = sc.delivery == Delivery::ExactlyOnce;
+    let producer = blocking({
+        let (c, id) = (config.clone(), scheduler_id.clone());
+        move || publisher_producer(&c, &id, exactly_once)
+    })
+    .await?;
+    let shared = Arc::new(Shared::new(sc.rebalance_grace, exactly_once));
+    let (records_tx, records) = mpsc::channel::<FromConsumer>(256);
+    let consumer = Arc::new(group_consumer(&config, &shared, records_tx.clone())?);
+    let mut queues = config.queue_topics();
+    queues.extend(config.delay_tiers().into_iter().map(|(_, t)| t));
+    let topic_refs: Vec<&str> = queues.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .map_err(|source| SchedulerError::Subscribe {
+            topics: queues.clone(),
+            source,
+        })?;
+    let consumer_worker = Worker::spawn("tw-consumer", {
+        let (c, s) = (consumer.clone(), shared.clone());
+        move |signal| consumer::poll_loop(c, s, records_tx, signal)
+    })
+    .map_err(internal)?;
+    info!(scheduler_id = %scheduler_id, group = %config.group_id(), topics = ?queues,
+        delivery = ?sc.delivery, "scheduler started");
+
+    let (outbox, outbox_rx) = std::sync::mpsc::channel::<Unit<Published>>();
+    let (back_tx, published) = mpsc::unbounded_channel();
+    let publisher = Publisher {
+        producer,
+        exactly_once,
+        rx: outbox_rx,
+        back: back_tx,
+        shared: shared.clone(),
+        consumer: consumer.clone(),
+        linger: sc.commit_interval.min(Duration::from_millis(100)),
+    };
+    let publisher_worker =
+        Worker::spawn("tw-publisher", move |signal| publisher.run(signal)).map_err(internal)?;
+    let (stop_tx, stops) = mpsc::unbounded_channel();
+    let control_worker = Worker::spawn("tw-control", {
+        let c = config.clone();
+        move |signal| control::read_loop(c, stop_tx, signal)
+    })
+    .map_err(internal)?;
+    let ctx = Arc::new(Ctx {
+        status_topic: topics::status(&config.topics.prefix),
+        delay_tiers: config.delay_tiers(),
+        config: config.clone(),
+        scheduler_id,
+        outbox,
+        functions,
+        hard_stop: CancellationToken::new(),
+    });
+    let engine = Engine::new(ctx, shared, consumer, dispatcher);
+    let inputs = Inputs {
+        records,
+        published,
+        stops,
+    };
+    let workers = Workers {
+        consumer: consumer_worker,
+        publisher: publisher_worker,
+        control: control_worker,
+    };
+    Ok((engine, inputs, workers))
+}
+
+fn internal(e: impl std::fmt::Display) -> SchedulerError {
+    SchedulerError::Internal(e.to_string())
+}
+
+/// Runs a blocking Kafka call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SchedulerError> + Send + 'static,
+) -> Result<T, SchedulerError> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+/// The consumer of the scheduler group.
+fn group_consumer(
+    config: &Config,
+    shared: &Arc<Shared>,
+    tx: mpsc::Sender<FromConsumer>,
+) -> Result<BaseConsumer<GroupContext>, SchedulerError> {
+    let mut cc = kafka::client_config(config);
+    cc.set("group.id", config.group_id());
+    cc.set("enable.auto.commit", "false");
+    kafka::set_default(&mut cc, "auto.offset.reset", "earliest");
+    kafka::set_default(&mut cc, "isolation.level", "read_committed");
+    // The KIP-848 group protocol: incremental rebalances driven by the broker, and the
+    // range assignor spreads each topic's partitions over the members (queues and delay
+    // topics alike), so an added scheduler takes a share of every queue. Session and
+    // heartbeat timing are the broker's (`group.consumer.*`).
+    kafka::set_default(&mut cc, "group.protocol", "consumer");
+    if cc.get("group.protocol") == Some("consumer") {
+        kafka::set_default(&mut cc, "group.remote.assignor", "range");
+    } else {
+        kafka::set_default(
+            &mut cc,
+            "partition.assignment.strategy",
+            "cooperative-sticky",
+        );
+        kafka::set_default(&mut cc, "session.timeout.ms", "10000");
+        kafka::set_default(&mut cc, "heartbeat.interval.ms", "1000");
+    }
+    kafka::set_default(&mut cc, "topic.metadata.refresh.interval.ms", "10000");
+    // Pre-fetched records in librdkafka are memory too: keep them small; Tidewater
+    // buffers what matters in its own bounded queues.
+    kafka::set_default(&mut cc, "queued.max.messages.kbytes", "8192");
+    kafka::set_default(&mut cc, "fetch.max.bytes", "8388608");
+    let ctx = GroupContext {
+        shared: shared.clone(),
+        tx,
+    };
+    cc.create_with_context(ctx)
+        .map_err(|source| KafkaOpError::Client {
+            what: "consumer",
+            source,
+        })
+        .map_err(SchedulerError::from)
+}
+
+/// The publisher's producer: transactional (and initialised) in exactly-once mode.
+fn publisher_producer(
+    config: &Config,
+    scheduler_id: &str,
+    exactly_once: bool,
+) -> Result<BaseProducer<DeliveryCounter>, SchedulerError> {
+    let mut cc = kafka::client_config(config);
+    kafka::set_default(&mut cc, "enable.idempotence", "true");
+    kafka::set_default(&mut cc, "acks", "all");
+    kafka::set_default(&mut cc, "linger.ms", "5");
+    kafka::set_default(&mut cc, "compression.type", "lz4");
+    if exactly_once {
+        kafka::set_default(&mut cc, "message.timeout.ms", "10000");
+    }
+    kafka::set_default(&mut cc, "message.timeout.ms", "60000");
+    if exactly_once {
+        // Unique per process; zombies are fenced through the consumer group generation
+        // sent with each transaction's offsets.
+        cc.set(
+            "transactional.id",
+            format!("{}.{scheduler_id}.{}", config.group_id(), ulid::Ulid::new()),
+        );
+        // After a crash, read_committed consumers wait for the open transaction to time
+        // out: keep that short (transactions here last well under a second).
+        kafka::set_default(&mut cc, "transaction.timeout.ms", "10000");
+    }
+    let producer: BaseProducer<DeliveryCounter> = cc
+        .create_with_context(DeliveryCounter::default())
+        .map_err(|source| KafkaOpError::Client {
+            what: "producer",
+            source,
+        })?;
+    if exactly_once {
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .map_err(SchedulerError::Fatal)?;
+    }
+    Ok(producer)
+}

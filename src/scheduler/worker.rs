@@ -1,0 +1,111 @@
+//! A worker thread and the handle that stops and joins it.
+//!
+//! The scheduler runs its Kafka clients on threads of their own (librdkafka's calls
+//! block). Each is started through [`Worker::spawn`] and told to stop through its handle:
+//! first [`Worker::stop`] (finish what is queued, then exit), and at hard stop
+//! [`Worker::abandon`] (exit at once). The thread reads its [`Signal`] between steps.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::thread::JoinHandle;
+
+use tracing::error;
+
+/// Levels of a [`Signal`]; it starts at 0, running.
+const STOPPING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// What a worker thread has been told; cheap to clone and check.
+#[derive(Debug, Clone, Default)]
+pub struct Signal(Arc<AtomicU8>);
+
+impl Signal {
+    /// Told to stop: finish what is queued, take nothing new, exit.
+    pub fn is_stopping(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= STOPPING
+    }
+
+    /// Told to exit at once, leaving unfinished work to the next owner.
+    pub fn is_abandoned(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= ABANDONED
+    }
+
+    fn raise(&self, level: u8) {
+        self.0.fetch_max(level, Ordering::Relaxed);
+    }
+}
+
+/// A running worker thread.
+#[derive(Debug)]
+pub struct Worker {
+    name: &'static str,
+    signal: Signal,
+    handle: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Starts `body` on a thread called `name`, handing it the signal to watch.
+    pub fn spawn(
+        name: &'static str,
+        body: impl FnOnce(Signal) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let signal = Signal::default();
+        let theirs = signal.clone();
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(theirs))?;
+        Ok(Self {
+            name,
+            signal,
+            handle,
+        })
+    }
+
+    /// Asks the thread to finish what is queued and exit.
+    pub fn stop(&self) {
+        self.signal.raise(STOPPING);
+    }
+
+    /// Asks the thread to exit at once.
+    pub fn abandon(&self) {
+        self.signal.raise(ABANDONED);
+    }
+
+    /// Waits for the thread to end, off the async runtime; a panic in it is logged.
+    pub async fn join(self) {
+        let name = self.name;
+        let joined = tokio::task::spawn_blocking(move || self.handle.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            error!(thread = name, "worker thread panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_worker_sees_stop_then_abandon_and_is_joined() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = Worker::spawn("tw-test", move |signal| {
+            while !signal.is_stopping() {
+                std::thread::yield_now();
+            }
+            let _ = tx.send(signal.is_abandoned());
+        })
+        .unwrap();
+        w.stop();
+        assert_eq!(rx.recv().ok(), Some(false), "stop is not abandon");
+        w.join().await;
+    }
+
+    #[test]
+    fn abandon_implies_stopping_and_never_goes_back() {
+        let s = Signal::default();
+        assert!(!s.is_stopping());
+        s.raise(ABANDONED);
+        s.raise(STOPPING);
+        assert!(s.is_stopping() && s.is_abandoned());
+    }
+}
