@@ -150,6 +150,23 @@ pub fn existing_topics(config: &Config) -> Result<BTreeMap<String, usize>, Kafka
         .collect())
 }
 
+/// Whether a failed request was refused for the client's credentials (a wrong password, a
+/// certificate the broker does not accept): waiting does not help.
+pub fn is_auth_error(e: &KafkaOpError) -> bool {
+    use RDKafkaErrorCode as C;
+    let source = match e {
+        KafkaOpError::Unreachable { source, .. }
+        | KafkaOpError::Admin(source)
+        | KafkaOpError::Client { source, .. }
+        | KafkaOpError::Produce { source, .. } => source,
+        _ => return false,
+    };
+    matches!(
+        source.rdkafka_error_code(),
+        Some(C::Authentication | C::SaslAuthenticationFailed | C::SSL)
+    )
+}
+
 /// One topic the configuration implies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod executor;
+pub mod health;
 pub mod kafka;
 pub mod names;
 pub mod scale;

@@ -183,6 +183,14 @@ pub mod metrics {
     pub const TRANSACTIONS: &str = "tidewater_transactions_total";
     /// Counter: re-delivered records skipped because their outcome was already committed.
     pub const SKIPPED: &str = "tidewater_tasks_skipped_total";
+    /// Gauge: 1 when a component of this process makes progress, 0 when it cannot (for
+    /// example, no durable batch while the cluster is away), by component.
+    pub const READY: &str = "tidewater_ready";
+    /// Counter: transactional producers rebuilt after a fatal error or fencing.
+    pub const PRODUCER_RESTARTS: &str = "tidewater_producer_restarts_total";
+    /// Counter: finished tasks whose outcome was not published because their partition
+    /// had gone to another scheduler (the new owner runs them).
+    pub const OUTCOMES_FENCED: &str = "tidewater_outcomes_fenced_total";
     /// Gauge: lag of the scheduler group per queue partition (high watermark minus
     /// committed offset), by topic and partition.
     pub const QUEUE_LAG: &str = "tidewater_queue_lag";
@@ -215,6 +223,8 @@ pub mod metrics {
     pub const L_RESULT: &str = "result";
     /// Label: rebalance kind.
     pub const L_KIND: &str = "kind";
+    /// Label: a part of the process (`publisher`, `consumer`, `indexer`).
+    pub const L_COMPONENT: &str = "component";
     /// Label: topic name (queue topics only: a bounded set from the configuration).
     pub const L_TOPIC: &str = "topic";
     /// Label: partition number.
@@ -256,6 +266,18 @@ pub mod metrics {
             QUEUE_WAIT_SECONDS,
             Unit::Seconds,
             "Time from a task's submission to the start of its first attempt."
+        );
+        describe_gauge!(
+            READY,
+            "1 when the component (publisher, consumer, indexer) makes progress, 0 when it cannot."
+        );
+        describe_counter!(
+            PRODUCER_RESTARTS,
+            "Transactional producers rebuilt after a fatal error or fencing."
+        );
+        describe_counter!(
+            OUTCOMES_FENCED,
+            "Outcomes not published because their partition went to another scheduler."
         );
         describe_counter!(
             OFFSET_COMMITS,

@@ -205,12 +205,29 @@ impl ConsumerContext for GroupContext {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
-        counter!(m::REBALANCES, m::L_KIND => "revoke").increment(1);
         let tps: Vec<TopicPartition> = tpl
             .elements()
             .iter()
             .map(|e| TopicPartition::new(e.topic(), e.partition()))
             .collect();
+        if consumer.assignment_lost() {
+            // The session timed out: the group has already given these partitions to
+            // another member. Nothing of them may be committed or published from here.
+            counter!(m::REBALANCES, m::L_KIND => "lost").increment(1);
+            warn!(
+                partitions = tps.len(),
+                "partitions lost (the session timed out); their unfinished tasks run on the new owner"
+            );
+            {
+                let mut tracker = self.shared.tracker();
+                for tp in &tps {
+                    tracker.revoke(tp);
+                }
+            }
+            let _ = self.tx.try_send(FromConsumer::Revoked(tps));
+            return;
+        }
+        counter!(m::REBALANCES, m::L_KIND => "revoke").increment(1);
         self.shared.tracker().begin_revoke(&tps);
         // Running attempts, and outcomes on their way to Kafka (whose transaction also
         // commits the offsets in exactly-once mode).

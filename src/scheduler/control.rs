@@ -58,6 +58,11 @@ impl StopSet {
         }
     }
 
+    /// Forgets task `task_id` of `tenant` (its place in the order goes with the oldest).
+    pub fn remove(&mut self, tenant: &str, task_id: &str) {
+        self.forget(&TaskKey::new(tenant, task_id));
+    }
+
     fn forget(&mut self, key: &TaskKey) {
         if let Some(ids) = self.ids.get_mut(&key.tenant) {
             ids.remove(&key.id);

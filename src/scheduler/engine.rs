@@ -210,6 +210,7 @@ impl Engine {
                 Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => self.on_attempt(done),
                 Some(msg) = inputs.published.recv() => match msg {
                     FromPublisher::Durable(p) => self.on_published(p),
+                    FromPublisher::Fenced(p) => self.on_fenced(p),
                     FromPublisher::Failed(e) => {
                         fatal = Some(e);
                         break;
@@ -629,6 +630,21 @@ impl Engine {
                 self.summary.completed += 1;
                 self.dispatcher.release(tp, *bytes);
             }
+        }
+    }
+
+    /// A unit was not published because its partition went to another scheduler: its
+    /// buffer is released, and the task may run here again if the partition comes back.
+    fn on_fenced(&mut self, published: Published) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        match published {
+            Published::Task(entry) | Published::Moved(entry) => {
+                if let Some(finished) = self.finished.as_mut() {
+                    finished.remove(&entry.item.f.tenant, &entry.item.outcome.task_id);
+                }
+                self.dispatcher.task_finished(&entry);
+            }
+            Published::Reject { tp, bytes } => self.dispatcher.release(&tp, bytes),
         }
     }
 

@@ -104,7 +104,8 @@ impl Scheduler {
     /// running attempts finish within `scheduler.shutdown_grace`, commits what is done
     /// and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, SchedulerError> {
-        let (engine, inputs, workers) = setup::start(self.config, &self.handlers).await?;
+        let (engine, inputs, workers) =
+            setup::start(self.config, &self.handlers, &shutdown).await?;
         engine.run(shutdown, inputs, workers).await
     }
 }

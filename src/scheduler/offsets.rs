@@ -270,11 +270,33 @@ impl OffsetTracker {
     /// For a transaction: every assigned partition's commit point, with the offsets done
     /// above it encoded as commit metadata (see [`encode_done_above`]).
     pub fn transaction_offsets(&self) -> Vec<(TopicPartition, i64, String)> {
+        self.transaction_offsets_with(std::iter::empty())
+    }
+
+    /// [`OffsetTracker::transaction_offsets`] as they would be with `done` finished too,
+    /// leaving the tracker as it is: a transaction that aborts must not have moved it.
+    pub fn transaction_offsets_with<'a>(
+        &self,
+        done: impl IntoIterator<Item = (&'a TopicPartition, i64)>,
+    ) -> Vec<(TopicPartition, i64, String)> {
+        let mut by_tp: HashMap<&TopicPartition, Vec<i64>> = HashMap::new();
+        for (tp, offset) in done {
+            by_tp.entry(tp).or_default().push(offset);
+        }
         self.parts
             .iter()
             .filter_map(|(tp, p)| {
-                let point = p.commit_point()?;
-                Some((tp.clone(), point, encode_done_above(p)))
+                let (point, meta) = match by_tp.get(tp) {
+                    None => (p.commit_point()?, encode_done_above(p)),
+                    Some(offsets) => {
+                        let mut after = p.clone();
+                        for o in offsets {
+                            after.pending.remove(o);
+                        }
+                        (after.commit_point()?, encode_done_above(&after))
+                    }
+                };
+                Some((tp.clone(), point, meta))
             })
             .collect()
     }
@@ -362,6 +384,30 @@ mod tests {
         assert!(next.should_skip(&tp(), 102) && next.should_skip(&tp(), 119));
         assert!(!next.should_skip(&tp(), 100) && !next.should_skip(&tp(), 104));
         assert!(decode_done_above("something else").is_empty());
+    }
+
+    #[test]
+    fn offsets_for_a_transaction_do_not_move_the_tracker_until_it_commits() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        for o in 0..5 {
+            t.start(&tp(), o).unwrap();
+        }
+        let q = tp();
+        let planned = t.transaction_offsets_with([(&q, 0), (&q, 2)]);
+        assert_eq!(planned, vec![(tp(), 1, "tw1:2".to_string())]);
+        assert_eq!(
+            t.commit_point(&tp()),
+            Some(0),
+            "an aborted transaction leaves no trace"
+        );
+        t.done(&tp(), 0, e);
+        t.done(&tp(), 2, e);
+        assert_eq!(
+            t.transaction_offsets(),
+            planned,
+            "the same once it committed"
+        );
     }
 
     proptest! {

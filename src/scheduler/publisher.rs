@@ -7,7 +7,17 @@
 //! whoever owns the partition next skips them): a `read_committed` consumer sees exactly
 //! one terminal outcome per task. With `at_least_once`, records are produced and flushed,
 //! and the scheduler commits offsets on its own cadence.
+//!
+//! Failures follow librdkafka's error classes ([`class_of`]): a retriable error repeats
+//! the same call (a timed-out commit or abort is resumed, never interleaved with a new
+//! transaction); an abortable one aborts the transaction and replays the batch; a fatal
+//! one (or fencing) drops the producer, builds a new one and replays. Offsets are marked
+//! done only once their transaction committed, and before each attempt units of
+//! partitions that went to another scheduler are dropped: their new owner runs them.
+//! A batch that stays not durable makes the process not ready (`/readyz`) and is logged
+//! every few seconds until the cluster answers again.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -18,11 +28,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::consumer::{GroupContext, Shared};
 use super::offsets::TopicPartition;
 use super::worker::Signal;
+use crate::health::Health;
 use crate::names::metrics as m;
 
 /// One record to produce.
@@ -50,6 +61,9 @@ pub struct DoneRef {
 pub enum FromPublisher<T> {
     /// A unit is durable: its token comes back.
     Durable(T),
+    /// A unit was not published: its partition went to another scheduler, which runs
+    /// the task again.
+    Fenced(T),
     /// The producer failed for good (fenced by a newer instance, or a fatal error).
     Failed(KafkaError),
 }
@@ -83,38 +97,64 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-/// Why a batch could not be made durable this time.
-enum BatchError {
-    /// Try the same batch again (after aborting the transaction).
-    Retry(KafkaError),
-    /// The producer is unusable (fenced by a newer instance, or a fatal error).
-    Fatal(KafkaError),
+/// How a failed Kafka call is handled, by librdkafka's error classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Call the same operation again (a timeout, a coordinator moving).
+    Retry,
+    /// Abort the transaction and replay the batch.
+    Abort,
+    /// The producer is unusable: build a new one and replay.
+    Fatal,
 }
 
-fn classify(e: KafkaError) -> BatchError {
-    let fatal = match &e {
-        KafkaError::Transaction(t) => t.is_fatal(),
-        other => matches!(
-            other.rdkafka_error_code(),
-            Some(rdkafka::types::RDKafkaErrorCode::Fatal)
-        ),
-    };
-    if fatal {
-        BatchError::Fatal(e)
-    } else {
-        BatchError::Retry(e)
+/// The class of a failed call.
+pub fn class_of(e: &KafkaError) -> Class {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match e {
+        KafkaError::Transaction(t) if t.is_fatal() => Class::Fatal,
+        KafkaError::Transaction(t) if t.txn_requires_abort() => Class::Abort,
+        KafkaError::Transaction(t) if t.is_retriable() => Class::Retry,
+        other => match other.rdkafka_error_code() {
+            Some(C::Fatal | C::ProducerFenced | C::InvalidProducerEpoch) => Class::Fatal,
+            _ => Class::Abort,
+        },
     }
 }
+
+/// Why a batch is not durable (yet).
+#[derive(Debug)]
+enum TxnError {
+    /// Aborted (or to be resent): replay the batch.
+    Abort(KafkaError),
+    /// The producer is unusable.
+    Fatal(KafkaError),
+    /// The publisher was told to exit at once.
+    Abandoned,
+}
+
+fn txn_error(e: KafkaError) -> TxnError {
+    match class_of(&e) {
+        Class::Fatal => TxnError::Fatal(e),
+        Class::Retry | Class::Abort => TxnError::Abort(e),
+    }
+}
+
+/// Builds a new producer (transactional and initialised in exactly-once mode).
+pub type ProducerFactory =
+    Box<dyn Fn() -> Result<BaseProducer<DeliveryCounter>, KafkaError> + Send>;
 
 /// The publisher's moving parts.
 pub struct Publisher<T> {
     /// The producer (transactional in exactly-once mode).
     pub producer: BaseProducer<DeliveryCounter>,
+    /// Builds the next producer after a fatal error.
+    pub factory: ProducerFactory,
     /// Whether batches are transactions.
     pub exactly_once: bool,
     /// Units in.
     pub rx: mpsc::Receiver<Unit<T>>,
-    /// Durable units' tokens, and a failure, out.
+    /// Durable (or fenced) units' tokens, and a failure, out.
     pub back: tokio::sync::mpsc::UnboundedSender<FromPublisher<T>>,
     /// Offsets and assignments.
     pub shared: Arc<Shared>,
@@ -127,12 +167,63 @@ pub struct Publisher<T> {
 /// Largest batch, in units (a task makes about two: its running status, then its
 /// outcome): large enough that the per-batch round trip is not the bottleneck.
 const MAX_BATCH: usize = 20_000;
-/// Timeout of transaction calls.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of one transactional call; a timed-out call is made again.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// After this long without a durable batch the process reports itself not ready.
+pub const STALL_AFTER: Duration = Duration::from_secs(10);
+/// How often a stalled publisher says so.
+const STALL_LOG_EVERY: Duration = Duration::from_secs(5);
+/// The component name in `/readyz` and `tidewater_ready`.
+const COMPONENT: &str = "publisher";
+
+/// Since when the current batch has not become durable, and when that was last said.
+#[derive(Default)]
+struct Stall {
+    since: Cell<Option<Instant>>,
+    logged: Cell<Option<Instant>>,
+}
+
+impl Stall {
+    /// A call failed: report it once the stall is long enough, every few seconds.
+    fn failed(&self, what: &str, e: &KafkaError) {
+        let now = Instant::now();
+        let since = *self.since.get().get_or_insert(now);
+        self.since.set(Some(since));
+        let stalled = now.duration_since(since);
+        if stalled < STALL_AFTER {
+            debug!(error = %e, call = what, "not durable yet; trying again");
+            return;
+        }
+        if self
+            .logged
+            .get()
+            .is_some_and(|at| now.duration_since(at) < STALL_LOG_EVERY)
+        {
+            return;
+        }
+        self.logged.set(Some(now));
+        let reason = format!("no durable batch for {}s ({what}: {e})", stalled.as_secs());
+        warn!(error = %e, call = what, stalled_for = ?Duration::from_secs(stalled.as_secs()),
+            "outcomes are not durable; still trying (is the Kafka cluster reachable?)");
+        Health::global().not_ready(COMPONENT, reason);
+    }
+
+    /// A batch became durable.
+    fn durable(&self) {
+        if let Some(since) = self.since.take() {
+            if self.logged.take().is_some() {
+                info!(after = ?since.elapsed(), "outcomes are durable again");
+            }
+        }
+        Health::global().ready(COMPONENT);
+    }
+}
 
 impl<T: Send + 'static> Publisher<T> {
     /// Runs until stopped (and drained) or abandoned.
-    pub fn run(self, signal: Signal) {
+    pub fn run(mut self, signal: Signal) {
+        let stall = Stall::default();
+        Health::global().ready(COMPONENT);
         loop {
             if signal.is_abandoned() {
                 return;
@@ -159,34 +250,8 @@ impl<T: Send + 'static> Publisher<T> {
                     Err(_) => break,
                 }
             }
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                if signal.is_abandoned() {
-                    if self.exactly_once {
-                        let _ = self.producer.abort_transaction(Duration::from_secs(5));
-                    }
-                    return;
-                }
-                let result = if self.exactly_once {
-                    self.transact(&batch)
-                } else {
-                    self.produce(&batch)
-                };
-                match result {
-                    Ok(()) => break,
-                    Err(BatchError::Fatal(e)) => {
-                        error!(error = %e, "the producer failed for good (fenced by a newer scheduler?); stopping");
-                        counter!(m::TRANSACTIONS, m::L_RESULT => "fatal").increment(1);
-                        let _ = self.back.send(FromPublisher::Failed(e));
-                        return;
-                    }
-                    Err(BatchError::Retry(e)) => {
-                        warn!(error = %e, units = batch.len(), retry_in = ?backoff, "batch not durable; retrying");
-                        counter!(m::TRANSACTIONS, m::L_RESULT => "retry").increment(1);
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
+            if !self.make_durable(&mut batch, &signal, &stall) {
+                return;
             }
             for unit in batch {
                 if let Some(d) = &unit.done {
@@ -195,6 +260,126 @@ impl<T: Send + 'static> Publisher<T> {
                 if let Some(back) = unit.back {
                     let _ = self.back.send(FromPublisher::Durable(back));
                 }
+            }
+        }
+    }
+
+    /// Tries until the batch is durable; false when abandoned or failed for good.
+    fn make_durable(&mut self, batch: &mut Vec<Unit<T>>, signal: &Signal, stall: &Stall) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if signal.is_abandoned() {
+                return false;
+            }
+            let result = if self.exactly_once {
+                self.drop_fenced(batch);
+                self.transact(batch, signal, stall)
+            } else {
+                self.produce(batch)
+            };
+            let e = match result {
+                Ok(()) => {
+                    counter!(m::TRANSACTIONS, m::L_RESULT => "committed").increment(1);
+                    stall.durable();
+                    return true;
+                }
+                Err(TxnError::Abandoned) => return false,
+                Err(TxnError::Fatal(e)) if self.exactly_once => {
+                    counter!(m::TRANSACTIONS, m::L_RESULT => "fatal").increment(1);
+                    warn!(error = %e, "the transactional producer failed; building a new one and replaying the batch");
+                    stall.failed("transaction", &e);
+                    if !self.rebuild(signal, stall) {
+                        return false;
+                    }
+                    continue;
+                }
+                Err(TxnError::Fatal(e)) => {
+                    error!(error = %e, "the producer failed for good; stopping");
+                    counter!(m::TRANSACTIONS, m::L_RESULT => "fatal").increment(1);
+                    let _ = self.back.send(FromPublisher::Failed(e));
+                    return false;
+                }
+                Err(TxnError::Abort(e)) => e,
+            };
+            counter!(m::TRANSACTIONS, m::L_RESULT => "retry").increment(1);
+            debug!(error = %e, units = batch.len(), retry_in = ?backoff, "batch not durable; replaying it");
+            stall.failed("batch", &e);
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Hands back, unpublished, the units of partitions this scheduler no longer owns.
+    fn drop_fenced(&self, batch: &mut Vec<Unit<T>>) {
+        let (keep, gone): (Vec<_>, Vec<_>) = {
+            let tracker = self.shared.tracker();
+            batch.drain(..).partition(|u| {
+                u.done
+                    .as_ref()
+                    .is_none_or(|d| tracker.is_current(&d.tp, d.epoch))
+            })
+        };
+        *batch = keep;
+        if !gone.is_empty() {
+            warn!(
+                units = gone.len(),
+                "outcomes of partitions now owned by another scheduler are dropped; it runs those tasks"
+            );
+        }
+        for unit in gone {
+            counter!(m::OUTCOMES_FENCED).increment(1);
+            if let Some(back) = unit.back {
+                let _ = self.back.send(FromPublisher::Fenced(back));
+            }
+        }
+    }
+
+    /// Builds a new transactional producer, trying until it works or the publisher is
+    /// abandoned.
+    fn rebuild(&mut self, signal: &Signal, stall: &Stall) -> bool {
+        counter!(m::PRODUCER_RESTARTS).increment(1);
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            if signal.is_abandoned() {
+                return false;
+            }
+            match (self.factory)() {
+                Ok(p) => {
+                    self.producer = p;
+                    info!("new transactional producer ready");
+                    return true;
+                }
+                Err(e) => {
+                    stall.failed("init_transactions", &e);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Makes one call, repeating it while its error is retriable.
+    fn again<R>(
+        &self,
+        what: &'static str,
+        signal: &Signal,
+        stall: &Stall,
+        op: impl Fn() -> Result<R, KafkaError>,
+    ) -> Result<R, TxnError> {
+        loop {
+            match op() {
+                Ok(r) => return Ok(r),
+                Err(e) => match class_of(&e) {
+                    Class::Retry => {
+                        if signal.is_abandoned() {
+                            return Err(TxnError::Abandoned);
+                        }
+                        stall.failed(what, &e);
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Class::Abort => return Err(TxnError::Abort(e)),
+                    Class::Fatal => return Err(TxnError::Fatal(e)),
+                },
             }
         }
     }
@@ -241,56 +426,105 @@ impl<T: Send + 'static> Publisher<T> {
         }
     }
 
-    fn transact(&self, batch: &[Unit<T>]) -> Result<(), BatchError> {
-        let attempt = || -> Result<(), KafkaError> {
-            self.producer.begin_transaction()?;
-            self.send_all(batch)?;
-            // Done now: the offsets sent below include them, atomically with their
-            // outcomes. If this transaction aborts, the same batch is sent again.
-            self.mark_done(batch);
-            let offsets = self.shared.tracker().transaction_offsets();
-            if !offsets.is_empty() {
-                let mut tpl = TopicPartitionList::new();
-                for (tp, point, meta) in &offsets {
-                    let mut e = tpl.add_partition(&tp.topic, tp.partition);
-                    e.set_offset(Offset::Offset(*point))?;
-                    e.set_metadata(meta.as_str());
-                }
-                if let Some(group) = self.consumer.group_metadata() {
-                    self.producer
-                        .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
-                }
+    /// One transaction for the batch; aborted (and resolved) on an abortable error.
+    fn transact(&self, batch: &[Unit<T>], signal: &Signal, stall: &Stall) -> Result<(), TxnError> {
+        match self.transact_once(batch, signal, stall) {
+            Err(TxnError::Abort(e)) => {
+                // An abort that fails other than by timing out leaves the producer unusable.
+                self.again("abort_transaction", signal, stall, || {
+                    self.producer.abort_transaction(CALL_TIMEOUT)
+                })
+                .map_err(|a| match a {
+                    TxnError::Abort(a) => TxnError::Fatal(a),
+                    other => other,
+                })?;
+                Err(TxnError::Abort(e))
             }
-            self.producer.commit_transaction(TXN_TIMEOUT)?;
-            Ok(())
-        };
-        match attempt() {
-            Ok(()) => {
-                counter!(m::TRANSACTIONS, m::L_RESULT => "committed").increment(1);
-                Ok(())
-            }
-            Err(e) => {
-                let class = classify(e);
-                if let BatchError::Retry(_) = &class {
-                    let _ = self.producer.abort_transaction(TXN_TIMEOUT);
-                }
-                Err(class)
-            }
+            other => other,
         }
     }
 
-    fn produce(&self, batch: &[Unit<T>]) -> Result<(), BatchError> {
+    fn transact_once(
+        &self,
+        batch: &[Unit<T>],
+        signal: &Signal,
+        stall: &Stall,
+    ) -> Result<(), TxnError> {
+        // The group generation as of now: if the partitions are lost after this point, the
+        // offsets below are refused and the transaction aborts.
+        let group = self.consumer.group_metadata();
+        self.producer.begin_transaction().map_err(txn_error)?;
+        self.send_all(batch).map_err(|e| match class_of(&e) {
+            Class::Fatal => TxnError::Fatal(e),
+            _ => TxnError::Abort(e),
+        })?;
+        let done: Vec<&DoneRef> = batch.iter().filter_map(|u| u.done.as_ref()).collect();
+        let offsets = {
+            let tracker = self.shared.tracker();
+            if let Some(d) = done.iter().find(|d| !tracker.is_current(&d.tp, d.epoch)) {
+                debug!(partition = %d.tp, "partition revoked during the transaction; replaying without it");
+                return Err(TxnError::Abort(KafkaError::Canceled));
+            }
+            // As if the batch were done: the tracker itself changes only after the commit.
+            tracker.transaction_offsets_with(done.iter().map(|d| (&d.tp, d.offset)))
+        };
+        if !offsets.is_empty() {
+            let Some(group) = group else {
+                return Err(TxnError::Abort(KafkaError::Canceled));
+            };
+            let mut tpl = TopicPartitionList::new();
+            for (tp, point, meta) in &offsets {
+                let mut e = tpl.add_partition(&tp.topic, tp.partition);
+                e.set_offset(Offset::Offset(*point)).map_err(txn_error)?;
+                e.set_metadata(meta.as_str());
+            }
+            self.again("send_offsets_to_transaction", signal, stall, || {
+                self.producer
+                    .send_offsets_to_transaction(&tpl, &group, CALL_TIMEOUT)
+            })?;
+        }
+        self.again("commit_transaction", signal, stall, || {
+            self.producer.commit_transaction(CALL_TIMEOUT)
+        })?;
+        self.mark_done(batch);
+        Ok(())
+    }
+
+    fn produce(&self, batch: &[Unit<T>]) -> Result<(), TxnError> {
         let before = self.producer.context().failed.load(Ordering::Relaxed);
-        self.send_all(batch).map_err(classify)?;
-        self.producer.flush(TXN_TIMEOUT).map_err(classify)?;
+        self.send_all(batch).map_err(txn_error)?;
+        self.producer.flush(CALL_TIMEOUT).map_err(txn_error)?;
         let failed = self.producer.context().failed.load(Ordering::Relaxed) - before;
         if failed > 0 {
             // Which ones is not known: send the batch again (at-least-once allows it).
-            return Err(BatchError::Retry(KafkaError::MessageProduction(
+            return Err(TxnError::Abort(KafkaError::MessageProduction(
                 rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
             )));
         }
         self.mark_done(batch);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    #[test]
+    fn produce_errors_are_classed_fatal_only_when_the_producer_is_gone() {
+        assert_eq!(
+            class_of(&KafkaError::MessageProduction(C::Fatal)),
+            Class::Fatal
+        );
+        assert_eq!(
+            class_of(&KafkaError::MessageProduction(C::ProducerFenced)),
+            Class::Fatal
+        );
+        assert_eq!(
+            class_of(&KafkaError::MessageProduction(C::MessageTimedOut)),
+            Class::Abort
+        );
+        assert_eq!(class_of(&KafkaError::Canceled), Class::Abort);
     }
 }

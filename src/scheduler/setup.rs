@@ -3,27 +3,32 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::consumer::{self, FromConsumer, GroupContext, Shared};
 use super::control;
 use super::dispatch::{Dispatcher, FnLimits};
 use super::engine::{Engine, Inputs, Published, Workers};
-use super::publisher::{DeliveryCounter, Publisher, Unit};
+use super::publisher::{DeliveryCounter, ProducerFactory, Publisher, Unit};
 use super::records::Target;
 use super::worker::Worker;
 use super::{Ctx, FunctionRt, Functions, Job, SchedulerError};
 use crate::clock::default_instance_id;
 use crate::config::{Config, Delivery};
 use crate::executor::{Executor, ExecutorBuildError, Handlers};
+use crate::health::Health;
 use crate::kafka::{self, KafkaOpError};
 use crate::names::topics;
+
+/// Longest wait for a new transactional producer's `init_transactions`.
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds every configured function's executor and registers its limits.
 pub(super) fn build_functions(
@@ -82,22 +87,31 @@ pub(super) fn build_functions(
 pub(super) async fn start(
     config: Arc<Config>,
     handlers: &Handlers,
+    shutdown: &CancellationToken,
 ) -> Result<(Engine, Inputs, Workers), SchedulerError> {
     let sc = &config.scheduler;
     let mut dispatcher: Dispatcher<Box<Job>> = Dispatcher::new(sc.max_running.get());
     let functions = build_functions(&config, handlers, &mut dispatcher)?;
     blocking({
-        let c = config.clone();
-        move || kafka::check_topics(&c).map_err(SchedulerError::from)
+        let (c, s) = (config.clone(), shutdown.clone());
+        move || wait_for_cluster(&c, &s)
     })
     .await?;
     let scheduler_id = sc.id.clone().unwrap_or_else(default_instance_id);
     let exactly_once = sc.delivery == Delivery::ExactlyOnce;
-    let producer = blocking({
+    let make = {
         let (c, id) = (config.clone(), scheduler_id.clone());
         move || publisher_producer(&c, &id, exactly_once)
+    };
+    let (producer, make) = blocking(move || {
+        let p = make().map_err(|e| match e {
+            FactoryError::Create(e) => SchedulerError::from(e),
+            FactoryError::Init(e) => SchedulerError::Fatal(e),
+        })?;
+        Ok((p, make))
     })
     .await?;
+    let factory: ProducerFactory = Box::new(move || make().map_err(FactoryError::into_kafka));
     let shared = Arc::new(Shared::new(sc.rebalance_grace, exactly_once));
     let (records_tx, records) = mpsc::channel::<FromConsumer>(256);
     let consumer = Arc::new(group_consumer(&config, &shared, records_tx.clone())?);
@@ -122,6 +136,7 @@ pub(super) async fn start(
     let (back_tx, published) = mpsc::unbounded_channel();
     let publisher = Publisher {
         producer,
+        factory,
         exactly_once,
         rx: outbox_rx,
         back: back_tx,
@@ -158,6 +173,41 @@ pub(super) async fn start(
         control: control_worker,
     };
     Ok((engine, inputs, workers))
+}
+
+/// How often a process waiting for the cluster says so.
+const WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Waits until the cluster answers and has the topics the configuration needs. A broker
+/// that cannot be reached is waited for (logged every few seconds, not ready meanwhile);
+/// missing topics and refused credentials end the start at once.
+fn wait_for_cluster(config: &Config, shutdown: &CancellationToken) -> Result<(), SchedulerError> {
+    let mut logged: Option<Instant> = None;
+    let started = Instant::now();
+    loop {
+        match kafka::check_topics(config) {
+            Ok(()) => {
+                if logged.is_some() {
+                    info!(after = ?started.elapsed(), "Kafka answers; starting");
+                }
+                Health::global().ready("consumer");
+                return Ok(());
+            }
+            Err(e @ KafkaOpError::Unreachable { .. }) if !kafka::is_auth_error(&e) => {
+                if shutdown.is_cancelled() {
+                    return Err(e.into());
+                }
+                Health::global().not_ready("consumer", e.to_string());
+                if logged.is_none_or(|at| at.elapsed() >= WAIT_LOG_EVERY) {
+                    warn!(bootstrap = %config.kafka.bootstrap_servers, waited = ?Duration::from_secs(started.elapsed().as_secs()),
+                        error = %e, "waiting for the Kafka cluster to answer");
+                    logged = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> SchedulerError {
@@ -215,12 +265,31 @@ fn group_consumer(
         .map_err(SchedulerError::from)
 }
 
-/// The publisher's producer: transactional (and initialised) in exactly-once mode.
+/// Why a producer could not be made.
+#[derive(Debug)]
+enum FactoryError {
+    Create(KafkaOpError),
+    Init(KafkaError),
+}
+
+impl FactoryError {
+    fn into_kafka(self) -> KafkaError {
+        match self {
+            FactoryError::Create(KafkaOpError::Client { source, .. }) => source,
+            FactoryError::Create(_) => KafkaError::Canceled,
+            FactoryError::Init(e) => e,
+        }
+    }
+}
+
+/// The publisher's producer: transactional (and initialised) in exactly-once mode. Each
+/// one has a transactional id of its own, so a rebuilt producer never waits on its
+/// predecessor's epoch.
 fn publisher_producer(
     config: &Config,
     scheduler_id: &str,
     exactly_once: bool,
-) -> Result<BaseProducer<DeliveryCounter>, SchedulerError> {
+) -> Result<BaseProducer<DeliveryCounter>, FactoryError> {
     let mut cc = kafka::client_config(config);
     kafka::set_default(&mut cc, "enable.idempotence", "true");
     kafka::set_default(&mut cc, "acks", "all");
@@ -243,14 +312,16 @@ fn publisher_producer(
     }
     let producer: BaseProducer<DeliveryCounter> = cc
         .create_with_context(DeliveryCounter::default())
-        .map_err(|source| KafkaOpError::Client {
-            what: "producer",
-            source,
+        .map_err(|source| {
+            FactoryError::Create(KafkaOpError::Client {
+                what: "producer",
+                source,
+            })
         })?;
     if exactly_once {
         producer
-            .init_transactions(Duration::from_secs(30))
-            .map_err(SchedulerError::Fatal)?;
+            .init_transactions(INIT_TIMEOUT)
+            .map_err(FactoryError::Init)?;
     }
     Ok(producer)
 }
