@@ -27,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{ApiConfig, IndexerConfig, Principal, ResolvedToken, TokenConfig};
 
+use crate::clock::now_ms;
 use crate::codec::{self, JsonTask, StopRequest};
 use crate::config::{Config, ConfigError};
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, topics};
-use crate::clock::now_ms;
 use crate::store::indexer::{Indexer, IndexerError, IndexerStatus};
 use crate::store::model::{PartitionBacklog, QueueView, QueuesOverview, TaskLogs};
 use crate::store::query::{TaskFilter, is_terminal, status_str};

@@ -35,10 +35,10 @@ use tracing::{info, warn};
 
 use super::lag::{self, TopicLag};
 use super::{ScaleConfig, ScaleError};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{metrics as m, topics};
-use crate::clock::now_ms;
 
 /// One record of the controller topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

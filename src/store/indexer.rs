@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Ingest, QueuedTask, StoreError, Writer};
+use crate::clock::now_ms;
 use crate::codec;
 use crate::config::Config;
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, metrics as m, topics};
-use crate::clock::now_ms;
 
 /// Why the indexer stopped.
 #[derive(Debug, thiserror::Error)]
