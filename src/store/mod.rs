@@ -25,7 +25,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::codec::{FailureReason, LogStream, StatusEvent, TaskLog, TaskStatus};
 use model::{HistoryEvent, LogEntry, MinuteCounts, QueuePosition, TaskDetail, TaskPage, TaskView};
-use query::{TaskFilter, is_terminal, parse_status, status_str};
+use query::TaskFilter;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -346,7 +346,7 @@ impl Row {
             self.status_at = ev.at;
             self.reason = ev.reason;
             self.scheduler_id = Some(ev.scheduler_id.clone());
-            self.finished_at = is_terminal(ev.status).then_some(ev.at);
+            self.finished_at = ev.status.is_terminal().then_some(ev.at);
         }
         if ev.status == TaskStatus::Running {
             self.started_at = Some(self.started_at.map_or(ev.at, |s| s.min(ev.at)));
@@ -532,7 +532,7 @@ impl Writer {
                         insert_history.execute(params![
                             ev.tenant,
                             ev.task_id,
-                            status_str(ev.status),
+                            ev.status.as_str(),
                             rank_bytes(status_rank(ev.status, ev.attempt, ev.at)),
                             ev.attempt,
                             ev.at,
@@ -586,7 +586,7 @@ impl Writer {
                     tenant,
                     id,
                     r.function,
-                    status_str(r.status),
+                    r.status.as_str(),
                     rank_bytes(r.rank),
                     r.status_at,
                     r.submitted_at,
@@ -719,7 +719,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
     let qt: Option<String> = r.get(13)?;
     let qp: Option<i32> = r.get(14)?;
     let qo: Option<i64> = r.get(15)?;
-    let Some(status) = parse_status(&status) else {
+    let Ok(status) = status.parse::<TaskStatus>() else {
         return Ok(Err(StoreError::Corrupt {
             what: "status",
             value: status,
@@ -756,7 +756,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
 fn task_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TaskView>> {
     let status: String = r.get(3)?;
     let reason: Option<String> = r.get(10)?;
-    let Some(status) = parse_status(&status) else {
+    let Ok(status) = status.parse::<TaskStatus>() else {
         return Ok(Err(StoreError::Corrupt {
             what: "status",
             value: status,
@@ -934,10 +934,12 @@ impl Reader {
             let mut out = Vec::new();
             for row in rows {
                 let (status, reason, attempt, at, error, scheduler_id) = row?;
-                let status = parse_status(&status).ok_or(StoreError::Corrupt {
-                    what: "status",
-                    value: status.clone(),
-                })?;
+                let status = status
+                    .parse::<TaskStatus>()
+                    .map_err(|_| StoreError::Corrupt {
+                        what: "status",
+                        value: status.clone(),
+                    })?;
                 out.push(HistoryEvent {
                     status,
                     attempt,

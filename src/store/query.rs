@@ -32,19 +32,6 @@ fn bad(parameter: &str, message: impl Into<String>) -> ParamError {
     }
 }
 
-/// The status name used in the store, the API and the Avro schema.
-pub fn status_str(s: TaskStatus) -> &'static str {
-    match s {
-        TaskStatus::Queued => "queued",
-        TaskStatus::Running => "running",
-        TaskStatus::Succeeded => "succeeded",
-        TaskStatus::Failed => "failed",
-        TaskStatus::Retrying => "retrying",
-        TaskStatus::Stopped => "stopped",
-        TaskStatus::Expired => "expired",
-    }
-}
-
 /// Every status, in lifecycle order.
 pub const ALL_STATUSES: [TaskStatus; 7] = [
     TaskStatus::Queued,
@@ -55,19 +42,6 @@ pub const ALL_STATUSES: [TaskStatus; 7] = [
     TaskStatus::Stopped,
     TaskStatus::Expired,
 ];
-
-/// Parses a status name.
-pub fn parse_status(s: &str) -> Option<TaskStatus> {
-    ALL_STATUSES.into_iter().find(|x| status_str(*x) == s)
-}
-
-/// Whether a status is final.
-pub fn is_terminal(s: TaskStatus) -> bool {
-    matches!(
-        s,
-        TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Stopped | TaskStatus::Expired
-    )
-}
 
 /// Parses a time: RFC 3339 (`2026-11-28T15:00:00Z`, fractions and offsets allowed, `T`
 /// or a space), or a duration back from `now` (`24h`, `90m`, `1h 30m`, `7d`).
@@ -249,12 +223,12 @@ impl TaskFilter {
             match k.as_str() {
                 "status" => {
                     for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                        let st = parse_status(s).ok_or_else(|| {
+                        let st = s.parse::<TaskStatus>().map_err(|_| {
                             bad(
                                 k,
                                 format!(
                                     "unknown status `{s}` (known: {})",
-                                    ALL_STATUSES.map(status_str).join(", ")
+                                    ALL_STATUSES.map(TaskStatus::as_str).join(", ")
                                 ),
                             )
                         })?;
@@ -417,7 +391,7 @@ fn branch(
     }
     if let Some(s) = status {
         conds.push("status = ?".into());
-        params.push(Value::Text(status_str(s).into()));
+        params.push(Value::Text(s.as_str().into()));
     }
     if let Some(func) = &f.function {
         conds.push("function = ?".into());
