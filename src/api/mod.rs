@@ -37,6 +37,7 @@ use crate::store::model::{PartitionBacklog, QueueView, QueuesOverview, TaskLogs}
 use crate::store::query::TaskFilter;
 use crate::store::{Lookup, Reader, StoreError};
 use crate::submit::{SubmitError, Submitter};
+use crate::types::TopicPartition;
 
 /// Why `tidewater serve` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -650,7 +651,7 @@ async fn queues(
                     committed: m.committed,
                     backlog: m.backlog(),
                     running: running
-                        .get(&(topic.clone(), m.partition))
+                        .get(&TopicPartition::new(topic.clone(), m.partition))
                         .copied()
                         .unwrap_or(0),
                 })

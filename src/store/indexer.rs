@@ -26,6 +26,7 @@ use crate::codec;
 use crate::config::Config;
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, metrics as m, topics};
+use crate::types::TopicPartition;
 
 /// Why the indexer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +110,6 @@ pub struct Indexer {
     status: Arc<IndexerStatus>,
     writer: Writer,
 }
-
-type Tp = (String, i32);
 
 impl Indexer {
     /// Opens (creating when missing) the store named by `config.indexer.store`.
@@ -197,7 +196,7 @@ impl Indexer {
         &self,
         consumer: &BaseConsumer,
         kinds: &HashMap<String, Kind>,
-    ) -> Result<Vec<Tp>, IndexerError> {
+    ) -> Result<Vec<TopicPartition>, IndexerError> {
         let md = consumer
             .fetch_metadata(None, kafka::ADMIN_TIMEOUT)
             .map_err(|source| KafkaOpError::Unreachable {
@@ -213,7 +212,7 @@ impl Indexer {
                 out.extend(
                     t.partitions()
                         .iter()
-                        .map(|p| (t.name().to_string(), p.id())),
+                        .map(|p| TopicPartition::new(t.name(), p.id())),
                 );
             }
         }
@@ -232,15 +231,15 @@ impl Indexer {
 
     fn assign(
         consumer: &BaseConsumer,
-        partitions: &[Tp],
-        next: &HashMap<Tp, i64>,
+        partitions: &[TopicPartition],
+        next: &HashMap<TopicPartition, i64>,
     ) -> Result<(), IndexerError> {
         let mut tpl = TopicPartitionList::new();
         for tp in partitions {
             let offset = next
                 .get(tp)
                 .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            tpl.add_partition_offset(&tp.0, tp.1, offset)
+            tpl.add_partition_offset(&tp.topic, tp.partition, offset)
                 .map_err(|source| IndexerError::Consumer {
                     what: "build the assignment",
                     source,
@@ -278,15 +277,15 @@ impl Indexer {
         };
 
         // Readiness: every partition read up to the high watermark it has now.
-        let mut behind: HashMap<Tp, i64> = HashMap::new();
+        let mut behind: HashMap<TopicPartition, i64> = HashMap::new();
         for tp in &partitions {
             // A partition created a moment ago may have no leader yet: ask again a while.
             let deadline = std::time::Instant::now() + Duration::from_secs(15);
             let (low, high) = loop {
-                match consumer.fetch_watermarks(&tp.0, tp.1, kafka::ADMIN_TIMEOUT) {
+                match consumer.fetch_watermarks(&tp.topic, tp.partition, kafka::ADMIN_TIMEOUT) {
                     Ok(w) => break w,
                     Err(e) if std::time::Instant::now() < deadline => {
-                        debug!(topic = %tp.0, partition = tp.1, error = %e, "watermarks not available yet; retrying");
+                        debug!(topic = %tp.topic, partition = tp.partition, error = %e, "watermarks not available yet; retrying");
                         std::thread::sleep(Duration::from_millis(300));
                     }
                     Err(source) => {
@@ -320,7 +319,7 @@ impl Indexer {
 
         let batch_size = cfg.batch_size.get();
         let mut batch: Vec<Ingest> = Vec::with_capacity(batch_size.min(10_000));
-        let mut pending: HashMap<Tp, i64> = HashMap::new();
+        let mut pending: HashMap<TopicPartition, i64> = HashMap::new();
         let mut batch_bytes = 0usize;
         let mut first_at: Option<Instant> = None;
         let mut eof: HashSet<i32> = HashSet::new();
@@ -339,8 +338,8 @@ impl Indexer {
             if !stopping {
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(msg)) => {
-                        let tp = (msg.topic().to_string(), msg.partition());
-                        if let Some(kind) = kinds.get(&tp.0) {
+                        let tp = TopicPartition::new(msg.topic(), msg.partition());
+                        if let Some(kind) = kinds.get(&tp.topic) {
                             if let Some(item) = to_ingest(&prefix, *kind, &msg) {
                                 batch.push(item);
                                 batch_bytes += msg.payload_len();
@@ -367,7 +366,7 @@ impl Indexer {
                 if !batch.is_empty() || !pending.is_empty() {
                     let offsets: Vec<(String, i32, i64)> = pending
                         .iter()
-                        .map(|((t, p), o)| (t.clone(), *p, *o))
+                        .map(|(tp, o)| (tp.topic.clone(), tp.partition, *o))
                         .collect();
                     let started = Instant::now();
                     let stats = self.writer.apply(&batch, &offsets)?;
@@ -443,17 +442,19 @@ impl Indexer {
     fn check_caught_up(
         &self,
         consumer: &BaseConsumer,
-        behind: &mut HashMap<Tp, i64>,
-        next: &HashMap<Tp, i64>,
+        behind: &mut HashMap<TopicPartition, i64>,
+        next: &HashMap<TopicPartition, i64>,
         eof: &mut HashSet<i32>,
     ) {
-        let positions: HashMap<Tp, i64> = consumer
+        let positions: HashMap<TopicPartition, i64> = consumer
             .position()
             .map(|tpl| {
                 tpl.elements()
                     .iter()
                     .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                        Offset::Offset(o) => {
+                            Some((TopicPartition::new(e.topic(), e.partition()), o))
+                        }
                         _ => None,
                     })
                     .collect()
@@ -462,7 +463,7 @@ impl Indexer {
         behind.retain(|tp, high| {
             let stored = next.get(tp).copied().unwrap_or(-1);
             let pos = positions.get(tp).copied().unwrap_or(-1).max(stored);
-            !(pos >= *high || (eof.contains(&tp.1) && pos >= *high - 1))
+            !(pos >= *high || (eof.contains(&tp.partition) && pos >= *high - 1))
         });
         eof.clear();
         self.status.behind.store(behind.len(), Ordering::Relaxed);

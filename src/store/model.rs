@@ -63,14 +63,12 @@ pub mod ms {
     }
 }
 
-/// Where a task's record sits in its queue topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a task's record sits in its queue topic. Positions order by topic, partition,
+/// then offset: of two records of one task, the store keeps the later.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct QueuePosition {
-    /// Queue topic.
     pub topic: String,
-    /// Partition.
     pub partition: i32,
-    /// Offset.
     pub offset: i64,
 }
 
