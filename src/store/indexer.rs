@@ -40,17 +40,13 @@ pub enum IndexerError {
     /// A consumer call failed.
     #[error("indexer consumer: cannot {what}: {source}")]
     Consumer {
-        /// What it was doing.
         what: &'static str,
-        /// The error.
         source: KafkaError,
     },
     /// The store's folder could not be created.
     #[error("cannot create the folder of the task store {path}: {source}")]
     Folder {
-        /// The folder.
         path: String,
-        /// The error.
         source: std::io::Error,
     },
     /// The indexer thread could not start or died.

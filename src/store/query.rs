@@ -19,7 +19,6 @@ pub const MAX_PREFIX: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid `{parameter}`: {message}")]
 pub struct ParamError {
-    /// The parameter.
     pub parameter: String,
     /// Why it is rejected.
     pub message: String,
@@ -104,14 +103,12 @@ pub struct TimeRange {
     pub before: Option<i64>,
 }
 
-/// The position after the last task of a page.
+/// The position after the last task of a page: the key listings are ordered by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    /// Its submission time.
     pub submitted_at: i64,
-    /// Its id.
     pub id: String,
-    /// Its tenant.
+    /// Breaks ties between tenants that use the same id.
     pub tenant: String,
 }
 
@@ -158,15 +155,13 @@ pub struct TaskFilter {
     pub function: Option<String>,
     /// Ids starting with this.
     pub id_prefix: Option<String>,
-    /// Submission time.
     pub submitted: TimeRange,
     /// Start of the first attempt.
     pub started: TimeRange,
-    /// Terminal time.
+    /// When the task reached its terminal status.
     pub finished: TimeRange,
     /// Continue after this task.
     pub cursor: Option<Cursor>,
-    /// Page size.
     pub limit: u32,
 }
 
