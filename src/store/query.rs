@@ -338,15 +338,9 @@ pub fn list_sql_hinted(f: &TaskFilter, by_id: bool) -> Sql {
     };
     let limit = Value::Integer(i64::from(f.limit) + 1);
     match f.statuses.as_slice() {
-        [] => {
-            let (mut text, mut params) = branch(f, None, fixed_tenant, by_id);
-            text.push_str(order);
-            text.push_str(" LIMIT ?");
-            params.push(limit);
-            Sql { text, params }
-        }
-        [one] => {
-            let (mut text, mut params) = branch(f, Some(*one), fixed_tenant, by_id);
+        [] | [_] => {
+            let one = f.statuses.first().copied();
+            let (mut text, mut params) = branch(f, one, fixed_tenant, by_id);
             text.push_str(order);
             text.push_str(" LIMIT ?");
             params.push(limit);
