@@ -11,7 +11,6 @@ use tidewater::client::ApiClient;
 use tidewater::codec::TaskStatus;
 use tidewater::config::Config;
 use tidewater::store::model::{TaskDetail, TaskView, rfc3339};
-use tidewater::store::query::status_str;
 use tidewater::telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -253,7 +252,7 @@ fn task_row(t: &TaskView) -> Vec<String> {
         } else {
             t.function.clone()
         },
-        status_str(t.status).to_string(),
+        t.status.as_str().to_string(),
         rfc3339(t.submitted_at),
         t.attempts.to_string(),
         when(t.finished_at),
@@ -366,7 +365,7 @@ fn print_detail(d: &TaskDetail) -> Result<()> {
         ("id", t.id.clone()),
         ("tenant", t.tenant.clone()),
         ("function", t.function.clone()),
-        ("status", status_str(t.status).to_string()),
+        ("status", t.status.as_str().to_string()),
         ("submitted", rfc3339(t.submitted_at)),
         ("started", when(t.started_at)),
         ("finished", when(t.finished_at)),
@@ -405,7 +404,10 @@ fn print_detail(d: &TaskDetail) -> Result<()> {
                     a.attempt.to_string(),
                     when(a.started_at),
                     when(a.finished_at),
-                    a.result.map(status_str).unwrap_or("running").to_string(),
+                    a.result
+                        .map(TaskStatus::as_str)
+                        .unwrap_or("running")
+                        .to_string(),
                     a.scheduler_id.clone().unwrap_or_else(|| "-".into()),
                     a.error
                         .as_deref()

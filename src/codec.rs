@@ -157,6 +157,52 @@ pub enum TaskStatus {
     Expired,
 }
 
+impl TaskStatus {
+    /// The name used in the store, the API and the Avro schema.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Retrying => "retrying",
+            Self::Stopped => "stopped",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Whether nothing follows this status: the task will not run again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Stopped | Self::Expired
+        )
+    }
+}
+
+/// A status name that is not one of [`TaskStatus`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown task status `{0}`")]
+pub struct UnknownStatus(pub String);
+
+impl std::str::FromStr for TaskStatus {
+    type Err = UnknownStatus;
+
+    /// Reads what [`TaskStatus::as_str`] writes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "retrying" => Self::Retrying,
+            "stopped" => Self::Stopped,
+            "expired" => Self::Expired,
+            _ => return Err(UnknownStatus(s.to_string())),
+        })
+    }
+}
+
 /// One execution attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -908,5 +954,73 @@ mod tests {
         t.payload = b"plain text".to_vec();
         let bytes = encode_task_as(&t, Encoding::Json).unwrap();
         assert_eq!(decode_task(&bytes, None).unwrap(), t);
+    }
+
+    /// Every status; the match fails to compile when a status is added and not listed.
+    fn every_status() -> [TaskStatus; 7] {
+        let all = [
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Retrying,
+            TaskStatus::Stopped,
+            TaskStatus::Expired,
+        ];
+        for s in all {
+            match s {
+                TaskStatus::Queued
+                | TaskStatus::Running
+                | TaskStatus::Succeeded
+                | TaskStatus::Failed
+                | TaskStatus::Retrying
+                | TaskStatus::Stopped
+                | TaskStatus::Expired => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn status_names_round_trip_and_match_the_wire_names() {
+        for s in every_status() {
+            assert_eq!(s.as_str().parse::<TaskStatus>(), Ok(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str()),
+                "the JSON and Avro name of {s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_status_names_are_errors() {
+        for name in ["", "done", "Queued", " running", "succeeded "] {
+            assert_eq!(
+                name.parse::<TaskStatus>(),
+                Err(UnknownStatus(name.to_string()))
+            );
+        }
+        assert_eq!(
+            "done".parse::<TaskStatus>().unwrap_err().to_string(),
+            "unknown task status `done`"
+        );
+    }
+
+    #[test]
+    fn terminal_statuses_are_the_final_ones() {
+        let terminal: Vec<TaskStatus> = every_status()
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            terminal,
+            [
+                TaskStatus::Succeeded,
+                TaskStatus::Failed,
+                TaskStatus::Stopped,
+                TaskStatus::Expired
+            ]
+        );
     }
 }

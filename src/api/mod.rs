@@ -34,9 +34,10 @@ use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, topics};
 use crate::store::indexer::{Indexer, IndexerError, IndexerStatus};
 use crate::store::model::{PartitionBacklog, QueueView, QueuesOverview, TaskLogs};
-use crate::store::query::{TaskFilter, is_terminal, status_str};
+use crate::store::query::TaskFilter;
 use crate::store::{Lookup, Reader, StoreError};
 use crate::submit::{SubmitError, Submitter};
+use crate::types::TopicPartition;
 
 /// Why `tidewater serve` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -557,10 +558,10 @@ async fn stop_task(
     q: Params,
 ) -> Result<Response, ApiError> {
     let (who, task) = s.caller_and_task(&headers, &id, q).await?;
-    if is_terminal(task.status) {
+    if task.status.is_terminal() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("task `{id}` has already ended: {}", status_str(task.status)),
+            format!("task `{id}` has already ended: {}", task.status.as_str()),
         ));
     }
     let req = StopRequest {
@@ -650,7 +651,7 @@ async fn queues(
                     committed: m.committed,
                     backlog: m.backlog(),
                     running: running
-                        .get(&(topic.clone(), m.partition))
+                        .get(&TopicPartition::new(topic.clone(), m.partition))
                         .copied()
                         .unwrap_or(0),
                 })

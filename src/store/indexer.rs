@@ -26,6 +26,7 @@ use crate::codec;
 use crate::config::Config;
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, metrics as m, topics};
+use crate::types::TopicPartition;
 
 /// Why the indexer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -39,17 +40,13 @@ pub enum IndexerError {
     /// A consumer call failed.
     #[error("indexer consumer: cannot {what}: {source}")]
     Consumer {
-        /// What it was doing.
         what: &'static str,
-        /// The error.
         source: KafkaError,
     },
     /// The store's folder could not be created.
     #[error("cannot create the folder of the task store {path}: {source}")]
     Folder {
-        /// The folder.
         path: String,
-        /// The error.
         source: std::io::Error,
     },
     /// The indexer thread could not start or died.
@@ -110,7 +107,71 @@ pub struct Indexer {
     writer: Writer,
 }
 
-type Tp = (String, i32);
+/// The partitions being read and how far.
+struct Reading {
+    /// The topics read and what their records are.
+    kinds: HashMap<String, Kind>,
+    partitions: Vec<TopicPartition>,
+    /// The next offset to read of each partition, as the store has it.
+    next: HashMap<TopicPartition, i64>,
+    /// Partitions not yet read up to the high watermark they had at start, with that
+    /// watermark.
+    behind: HashMap<TopicPartition, i64>,
+    /// Partitions that reported their end since the last check, by number only (that is
+    /// all the consumer tells).
+    eof: HashSet<i32>,
+    last_warn: Option<Instant>,
+}
+
+/// Records read and not yet written.
+struct Batch {
+    items: Vec<Ingest>,
+    /// The next offset of each partition read, once the batch is written.
+    pending: HashMap<TopicPartition, i64>,
+    bytes: usize,
+    /// When the first record (or end of partition) of the batch was read: a batch is
+    /// written at the latest `indexer.batch_wait` later.
+    first_at: Option<Instant>,
+}
+
+impl Batch {
+    fn new(batch_size: usize) -> Self {
+        Self {
+            items: Vec::with_capacity(batch_size.min(10_000)),
+            pending: HashMap::new(),
+            bytes: 0,
+            first_at: None,
+        }
+    }
+
+    fn is_due(&self, batch_size: usize, batch_wait: Duration) -> bool {
+        self.items.len() >= batch_size
+            || self.bytes >= MAX_BATCH_BYTES
+            || self.first_at.is_some_and(|t| t.elapsed() >= batch_wait)
+    }
+}
+
+/// When the periodic work between batches was last done.
+struct Upkeep {
+    last_refresh: Instant,
+    last_sweep: Option<Instant>,
+    sweep_every: Duration,
+    /// Planner statistics: refreshed once caught up, then every ten minutes.
+    last_optimize: Option<Instant>,
+    optimized_ready: bool,
+}
+
+impl Upkeep {
+    fn new(retention: Duration) -> Self {
+        Self {
+            last_refresh: Instant::now(),
+            last_sweep: None,
+            sweep_every: (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            last_optimize: None,
+            optimized_ready: false,
+        }
+    }
+}
 
 impl Indexer {
     /// Opens (creating when missing) the store named by `config.indexer.store`.
@@ -197,7 +258,7 @@ impl Indexer {
         &self,
         consumer: &BaseConsumer,
         kinds: &HashMap<String, Kind>,
-    ) -> Result<Vec<Tp>, IndexerError> {
+    ) -> Result<Vec<TopicPartition>, IndexerError> {
         let md = consumer
             .fetch_metadata(None, kafka::ADMIN_TIMEOUT)
             .map_err(|source| KafkaOpError::Unreachable {
@@ -213,7 +274,7 @@ impl Indexer {
                 out.extend(
                     t.partitions()
                         .iter()
-                        .map(|p| (t.name().to_string(), p.id())),
+                        .map(|p| TopicPartition::new(t.name(), p.id())),
                 );
             }
         }
@@ -232,15 +293,15 @@ impl Indexer {
 
     fn assign(
         consumer: &BaseConsumer,
-        partitions: &[Tp],
-        next: &HashMap<Tp, i64>,
+        partitions: &[TopicPartition],
+        next: &HashMap<TopicPartition, i64>,
     ) -> Result<(), IndexerError> {
         let mut tpl = TopicPartitionList::new();
         for tp in partitions {
             let offset = next
                 .get(tp)
                 .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            tpl.add_partition_offset(&tp.0, tp.1, offset)
+            tpl.add_partition_offset(&tp.topic, tp.partition, offset)
                 .map_err(|source| IndexerError::Consumer {
                     what: "build the assignment",
                     source,
@@ -256,37 +317,101 @@ impl Indexer {
 
     /// Indexes until `shutdown`, writing what it has read before it returns.
     pub fn run_blocking(mut self, shutdown: CancellationToken) -> Result<(), IndexerError> {
-        let config = self.config.clone();
-        let cfg = &config.indexer;
-        let path = cfg.store.clone();
-        let mut next = self.writer.offsets()?;
-        let fresh = next.is_empty();
+        let next = self.writer.offsets()?;
         let kinds = self.topics();
         let consumer = self.consumer()?;
         debug!("indexer: consumer created");
+        let mut reading = self.start(&consumer, kinds, next)?;
+        let (batch_size, batch_wait) = (
+            self.config.indexer.batch_size.get(),
+            self.config.indexer.batch_wait,
+        );
+        let mut batch = Batch::new(batch_size);
+        let mut upkeep = Upkeep::new(self.config.indexer.retention);
+        loop {
+            let stopping = shutdown.is_cancelled();
+            if !stopping {
+                self.poll(&consumer, &mut reading, &mut batch);
+            }
+            if stopping || batch.is_due(batch_size, batch_wait) {
+                self.write(&mut batch, &mut reading)?;
+                if !reading.behind.is_empty() {
+                    self.check_caught_up(&consumer, &mut reading);
+                }
+            }
+            if stopping {
+                info!(records = self.status.records(), "indexer stopped");
+                return Ok(());
+            }
+            if batch.items.is_empty() {
+                self.upkeep(&consumer, &mut reading, &mut upkeep)?;
+            }
+        }
+    }
+
+    /// Finds the partitions to read, notes how far behind they are and assigns them,
+    /// each from the offset the store has consumed up to.
+    fn start(
+        &self,
+        consumer: &BaseConsumer,
+        kinds: HashMap<String, Kind>,
+        next: HashMap<TopicPartition, i64>,
+    ) -> Result<Reading, IndexerError> {
         // Topics created a moment ago may not be in the metadata yet: give them a while.
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        let mut partitions = loop {
-            match self.partitions(&consumer, &kinds) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let partitions = loop {
+            match self.partitions(consumer, &kinds) {
                 Err(IndexerError::Kafka(KafkaOpError::MissingTopics(_)))
-                    if std::time::Instant::now() < deadline =>
+                    if Instant::now() < deadline =>
                 {
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 other => break other?,
             }
         };
+        let behind = Self::behind(consumer, &partitions, &next)?;
+        Self::assign(consumer, &partitions, &next)?;
+        debug!(
+            partitions = partitions.len(),
+            "indexer: partitions assigned"
+        );
+        info!(
+            store = %self.config.indexer.store.display(),
+            partitions = partitions.len(),
+            behind = behind.len(),
+            resumed = !next.is_empty(),
+            "indexer started"
+        );
+        self.status.behind.store(behind.len(), Ordering::Relaxed);
+        if behind.is_empty() {
+            self.status.ready.store(true, Ordering::Release);
+        }
+        Ok(Reading {
+            kinds,
+            partitions,
+            next,
+            behind,
+            eof: HashSet::new(),
+            last_warn: None,
+        })
+    }
 
-        // Readiness: every partition read up to the high watermark it has now.
-        let mut behind: HashMap<Tp, i64> = HashMap::new();
-        for tp in &partitions {
+    /// For readiness: the partitions whose high watermark now is past where the store
+    /// has read them to, with that watermark.
+    fn behind(
+        consumer: &BaseConsumer,
+        partitions: &[TopicPartition],
+        next: &HashMap<TopicPartition, i64>,
+    ) -> Result<HashMap<TopicPartition, i64>, IndexerError> {
+        let mut behind = HashMap::new();
+        for tp in partitions {
             // A partition created a moment ago may have no leader yet: ask again a while.
-            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            let deadline = Instant::now() + Duration::from_secs(15);
             let (low, high) = loop {
-                match consumer.fetch_watermarks(&tp.0, tp.1, kafka::ADMIN_TIMEOUT) {
+                match consumer.fetch_watermarks(&tp.topic, tp.partition, kafka::ADMIN_TIMEOUT) {
                     Ok(w) => break w,
-                    Err(e) if std::time::Instant::now() < deadline => {
-                        debug!(topic = %tp.0, partition = tp.1, error = %e, "watermarks not available yet; retrying");
+                    Err(e) if Instant::now() < deadline => {
+                        debug!(topic = %tp.topic, partition = tp.partition, error = %e, "watermarks not available yet; retrying");
                         std::thread::sleep(Duration::from_millis(300));
                     }
                     Err(source) => {
@@ -301,168 +426,149 @@ impl Indexer {
                 behind.insert(tp.clone(), high);
             }
         }
-        Self::assign(&consumer, &partitions, &next)?;
-        debug!(
-            partitions = partitions.len(),
-            "indexer: partitions assigned"
-        );
-        info!(
-            store = %path.display(),
-            partitions = partitions.len(),
-            behind = behind.len(),
-            resumed = !fresh,
-            "indexer started"
-        );
-        self.status.behind.store(behind.len(), Ordering::Relaxed);
-        if behind.is_empty() {
-            self.status.ready.store(true, Ordering::Release);
+        Ok(behind)
+    }
+
+    /// Reads one record (or waits a little for one) into the batch.
+    fn poll(&self, consumer: &BaseConsumer, reading: &mut Reading, batch: &mut Batch) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                if let Some(kind) = reading.kinds.get(msg.topic()) {
+                    if let Some(item) = to_ingest(&self.config.topics.prefix, *kind, &msg) {
+                        batch.items.push(item);
+                        batch.bytes += msg.payload_len();
+                    }
+                }
+                batch.pending.insert(
+                    TopicPartition::new(msg.topic(), msg.partition()),
+                    msg.offset() + 1,
+                );
+                batch.first_at.get_or_insert_with(Instant::now);
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                reading.eof.insert(p);
+                batch.first_at.get_or_insert_with(Instant::now);
+            }
+            Some(Err(e))
+                if reading
+                    .last_warn
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10)) =>
+            {
+                warn!(error = %e, "indexer consumer error");
+                reading.last_warn = Some(Instant::now());
+            }
+            Some(Err(_)) | None => {}
         }
+    }
 
-        let batch_size = cfg.batch_size.get();
-        let mut batch: Vec<Ingest> = Vec::with_capacity(batch_size.min(10_000));
-        let mut pending: HashMap<Tp, i64> = HashMap::new();
-        let mut batch_bytes = 0usize;
-        let mut first_at: Option<Instant> = None;
-        let mut eof: HashSet<i32> = HashSet::new();
-        let mut last_refresh = Instant::now();
-        let mut last_sweep: Option<Instant> = None;
-        // Planner statistics: refreshed once caught up, then every ten minutes.
-        let mut last_optimize: Option<Instant> = None;
-        let mut optimized_ready = false;
-        let mut last_warn: Option<Instant> = None;
-        let sweep_every =
-            (cfg.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        let prefix = self.config.topics.prefix.clone();
+    /// Writes the batch, if it holds anything, with the offsets it was read up to.
+    fn write(&mut self, batch: &mut Batch, reading: &mut Reading) -> Result<(), IndexerError> {
+        if !batch.items.is_empty() || !batch.pending.is_empty() {
+            let offsets: Vec<(String, i32, i64)> = batch
+                .pending
+                .iter()
+                .map(|(tp, o)| (tp.topic.clone(), tp.partition, *o))
+                .collect();
+            let started = Instant::now();
+            let stats = self.writer.apply(&batch.items, &offsets)?;
+            histogram!(m::INDEXER_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+            counter!(m::INDEXER_RECORDS, m::L_KIND => "task").increment(stats.tasks);
+            counter!(m::INDEXER_RECORDS, m::L_KIND => "status").increment(stats.statuses);
+            counter!(m::INDEXER_RECORDS, m::L_KIND => "log").increment(stats.logs);
+            self.status
+                .records
+                .fetch_add(stats.tasks + stats.statuses + stats.logs, Ordering::Relaxed);
+            debug!(records = batch.items.len(), took = ?started.elapsed(), "indexer batch written");
+            reading.next.extend(batch.pending.drain());
+            batch.items.clear();
+            batch.bytes = 0;
+        }
+        batch.first_at = None;
+        Ok(())
+    }
 
-        loop {
-            let stopping = shutdown.is_cancelled();
-            if !stopping {
-                match consumer.poll(Duration::from_millis(100)) {
-                    Some(Ok(msg)) => {
-                        let tp = (msg.topic().to_string(), msg.partition());
-                        if let Some(kind) = kinds.get(&tp.0) {
-                            if let Some(item) = to_ingest(&prefix, *kind, &msg) {
-                                batch.push(item);
-                                batch_bytes += msg.payload_len();
-                            }
-                        }
-                        pending.insert(tp, msg.offset() + 1);
-                        first_at.get_or_insert_with(Instant::now);
-                    }
-                    Some(Err(KafkaError::PartitionEOF(p))) => {
-                        eof.insert(p);
-                        first_at.get_or_insert_with(Instant::now);
-                    }
-                    Some(Err(e))
-                        if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) =>
-                    {
-                        warn!(error = %e, "indexer consumer error");
-                        last_warn = Some(Instant::now());
-                    }
-                    Some(Err(_)) | None => {}
-                }
-            }
-            let due = first_at.is_some_and(|t| t.elapsed() >= cfg.batch_wait);
-            if batch.len() >= batch_size || batch_bytes >= MAX_BATCH_BYTES || due || stopping {
-                if !batch.is_empty() || !pending.is_empty() {
-                    let offsets: Vec<(String, i32, i64)> = pending
-                        .iter()
-                        .map(|((t, p), o)| (t.clone(), *p, *o))
-                        .collect();
-                    let started = Instant::now();
-                    let stats = self.writer.apply(&batch, &offsets)?;
-                    histogram!(m::INDEXER_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-                    counter!(m::INDEXER_RECORDS, m::L_KIND => "task").increment(stats.tasks);
-                    counter!(m::INDEXER_RECORDS, m::L_KIND => "status").increment(stats.statuses);
-                    counter!(m::INDEXER_RECORDS, m::L_KIND => "log").increment(stats.logs);
-                    self.status
-                        .records
-                        .fetch_add(stats.tasks + stats.statuses + stats.logs, Ordering::Relaxed);
-                    debug!(records = batch.len(), took = ?started.elapsed(), "indexer batch written");
-                    next.extend(pending.drain());
-                    batch.clear();
-                    batch_bytes = 0;
-                }
-                first_at = None;
-                if !behind.is_empty() {
-                    self.check_caught_up(&consumer, &mut behind, &next, &mut eof);
-                }
-            }
-            if stopping {
-                info!(records = self.status.records(), "indexer stopped");
-                return Ok(());
-            }
-            if last_refresh.elapsed() >= Duration::from_secs(30) && batch.is_empty() {
-                last_refresh = Instant::now();
-                match self.partitions(&consumer, &kinds) {
-                    Ok(now) if now != partitions => {
-                        info!(
-                            before = partitions.len(),
-                            after = now.len(),
-                            "indexer: partitions changed"
-                        );
-                        Self::assign(&consumer, &now, &next)?;
-                        partitions = now;
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "indexer: cannot refresh partitions"),
-                }
-            }
-            if batch.is_empty()
-                && ((self.status.is_ready() && !optimized_ready)
-                    || last_optimize.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)))
-            {
-                let started = Instant::now();
-                self.writer.optimize()?;
-                debug!(took = ?started.elapsed(), "indexer: planner statistics refreshed");
-                last_optimize = Some(Instant::now());
-                optimized_ready = self.status.is_ready();
-            }
-            if self.status.is_ready()
-                && batch.is_empty()
-                && last_sweep.is_none_or(|t| t.elapsed() >= sweep_every)
-            {
-                last_sweep = Some(Instant::now());
-                let now = now_ms();
-                let cutoff = now
-                    .saturating_sub(i64::try_from(cfg.retention.as_millis()).unwrap_or(i64::MAX));
-                let deleted = self.writer.sweep(cutoff, now, 5000)?;
-                if deleted > 0 {
+    /// The work between batches, each when its time has come: follow partitions added
+    /// to the topics, refresh the planner's statistics, delete what retention expired.
+    fn upkeep(
+        &mut self,
+        consumer: &BaseConsumer,
+        reading: &mut Reading,
+        upkeep: &mut Upkeep,
+    ) -> Result<(), IndexerError> {
+        if upkeep.last_refresh.elapsed() >= Duration::from_secs(30) {
+            upkeep.last_refresh = Instant::now();
+            match self.partitions(consumer, &reading.kinds) {
+                Ok(now) if now != reading.partitions => {
                     info!(
-                        deleted,
-                        "retention: deleted tasks that finished before the retention period"
+                        before = reading.partitions.len(),
+                        after = now.len(),
+                        "indexer: partitions changed"
                     );
+                    Self::assign(consumer, &now, &reading.next)?;
+                    reading.partitions = now;
                 }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "indexer: cannot refresh partitions"),
             }
         }
+        if (self.status.is_ready() && !upkeep.optimized_ready)
+            || upkeep
+                .last_optimize
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(600))
+        {
+            let started = Instant::now();
+            self.writer.optimize()?;
+            debug!(took = ?started.elapsed(), "indexer: planner statistics refreshed");
+            upkeep.last_optimize = Some(Instant::now());
+            upkeep.optimized_ready = self.status.is_ready();
+        }
+        if self.status.is_ready()
+            && upkeep
+                .last_sweep
+                .is_none_or(|t| t.elapsed() >= upkeep.sweep_every)
+        {
+            upkeep.last_sweep = Some(Instant::now());
+            let now = now_ms();
+            let retention =
+                i64::try_from(self.config.indexer.retention.as_millis()).unwrap_or(i64::MAX);
+            let deleted = self
+                .writer
+                .sweep(now.saturating_sub(retention), now, 5000)?;
+            if deleted > 0 {
+                info!(
+                    deleted,
+                    "retention: deleted tasks that finished before the retention period"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Drops from `behind` the partitions now read up to their start high watermark. A
     /// partition that ends with a transaction marker reports end-of-partition one short of
     /// its high watermark; that counts as caught up too.
-    fn check_caught_up(
-        &self,
-        consumer: &BaseConsumer,
-        behind: &mut HashMap<Tp, i64>,
-        next: &HashMap<Tp, i64>,
-        eof: &mut HashSet<i32>,
-    ) {
-        let positions: HashMap<Tp, i64> = consumer
+    fn check_caught_up(&self, consumer: &BaseConsumer, reading: &mut Reading) {
+        let positions: HashMap<TopicPartition, i64> = consumer
             .position()
             .map(|tpl| {
                 tpl.elements()
                     .iter()
                     .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                        Offset::Offset(o) => {
+                            Some((TopicPartition::new(e.topic(), e.partition()), o))
+                        }
                         _ => None,
                     })
                     .collect()
             })
             .unwrap_or_default();
+        let Reading {
+            behind, next, eof, ..
+        } = reading;
         behind.retain(|tp, high| {
             let stored = next.get(tp).copied().unwrap_or(-1);
             let pos = positions.get(tp).copied().unwrap_or(-1).max(stored);
-            !(pos >= *high || (eof.contains(&tp.1) && pos >= *high - 1))
+            !(pos >= *high || (eof.contains(&tp.partition) && pos >= *high - 1))
         });
         eof.clear();
         self.status.behind.store(behind.len(), Ordering::Relaxed);

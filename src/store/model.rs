@@ -28,12 +28,10 @@ pub mod ms {
         i64::try_from(d.as_millis()).ok()
     }
 
-    /// Serializes.
     pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::rfc3339(*v))
     }
 
-    /// Deserializes.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         let s = String::deserialize(d)?;
         parse(&s).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an RFC 3339 time")))
@@ -43,7 +41,6 @@ pub mod ms {
     pub mod opt {
         use serde::{Deserialize, Deserializer, Serializer};
 
-        /// Serializes.
         pub fn serialize<S: Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
             match v {
                 Some(ms) => s.serialize_str(&super::super::rfc3339(*ms)),
@@ -51,7 +48,6 @@ pub mod ms {
             }
         }
 
-        /// Deserializes.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
             match Option::<String>::deserialize(d)? {
                 None => Ok(None),
@@ -63,29 +59,24 @@ pub mod ms {
     }
 }
 
-/// Where a task's record sits in its queue topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a task's record sits in its queue topic. Positions order by topic, partition,
+/// then offset: of two records of one task, the store keeps the later.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct QueuePosition {
-    /// Queue topic.
     pub topic: String,
-    /// Partition.
     pub partition: i32,
-    /// Offset.
     pub offset: i64,
 }
 
 /// The current state of one task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskView {
-    /// Task id.
     pub id: String,
     /// Tenant (from the queue topic).
     pub tenant: String,
     /// Function (empty for a record that could not be decoded).
     pub function: String,
-    /// Current status.
     pub status: TaskStatus,
-    /// Submission time.
     #[serde(with = "ms")]
     pub submitted_at: i64,
     /// Start of the first attempt.
@@ -112,7 +103,6 @@ pub struct TaskView {
 /// A page of tasks, newest submitted first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskPage {
-    /// The tasks.
     pub tasks: Vec<TaskView>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
@@ -149,7 +139,6 @@ pub struct AttemptView {
     pub finished_at: Option<i64>,
     /// How it ended: `retrying`, `succeeded`, `failed`…; `null` while it runs.
     pub result: Option<TaskStatus>,
-    /// Its error.
     pub error: Option<String>,
     /// The scheduler that ran it.
     pub scheduler_id: Option<String>,
@@ -211,7 +200,6 @@ impl TaskDetail {
 pub struct LogEntry {
     /// Position in the task's log; pass as `after` to read on.
     pub seq: i64,
-    /// Attempt.
     pub attempt: i32,
     /// When it was captured.
     #[serde(with = "ms")]
@@ -227,9 +215,7 @@ pub struct LogEntry {
 /// A task's captured output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskLogs {
-    /// Task id.
     pub task_id: String,
-    /// Tenant.
     pub tenant: String,
     /// The chunks, oldest first.
     pub logs: Vec<LogEntry>,
@@ -259,7 +245,6 @@ pub struct MinuteCounts {
 /// Backlog of one partition of a queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionBacklog {
-    /// Partition.
     pub partition: i32,
     /// Offset of the next record to be written.
     pub high_watermark: i64,
@@ -277,7 +262,6 @@ pub struct PartitionBacklog {
 /// One queue topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueView {
-    /// Topic.
     pub topic: String,
     /// Tenant that owns it.
     pub tenant: String,
@@ -301,6 +285,5 @@ pub struct QueuesOverview {
     pub generated_at: i64,
     /// The scheduler group whose offsets the backlogs are measured against.
     pub group_id: String,
-    /// The queues.
     pub queues: Vec<QueueView>,
 }

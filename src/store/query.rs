@@ -19,7 +19,6 @@ pub const MAX_PREFIX: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid `{parameter}`: {message}")]
 pub struct ParamError {
-    /// The parameter.
     pub parameter: String,
     /// Why it is rejected.
     pub message: String,
@@ -29,19 +28,6 @@ fn bad(parameter: &str, message: impl Into<String>) -> ParamError {
     ParamError {
         parameter: parameter.to_string(),
         message: message.into(),
-    }
-}
-
-/// The status name used in the store, the API and the Avro schema.
-pub fn status_str(s: TaskStatus) -> &'static str {
-    match s {
-        TaskStatus::Queued => "queued",
-        TaskStatus::Running => "running",
-        TaskStatus::Succeeded => "succeeded",
-        TaskStatus::Failed => "failed",
-        TaskStatus::Retrying => "retrying",
-        TaskStatus::Stopped => "stopped",
-        TaskStatus::Expired => "expired",
     }
 }
 
@@ -55,19 +41,6 @@ pub const ALL_STATUSES: [TaskStatus; 7] = [
     TaskStatus::Stopped,
     TaskStatus::Expired,
 ];
-
-/// Parses a status name.
-pub fn parse_status(s: &str) -> Option<TaskStatus> {
-    ALL_STATUSES.into_iter().find(|x| status_str(*x) == s)
-}
-
-/// Whether a status is final.
-pub fn is_terminal(s: TaskStatus) -> bool {
-    matches!(
-        s,
-        TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Stopped | TaskStatus::Expired
-    )
-}
 
 /// Parses a time: RFC 3339 (`2026-11-28T15:00:00Z`, fractions and offsets allowed, `T`
 /// or a space), or a duration back from `now` (`24h`, `90m`, `1h 30m`, `7d`).
@@ -130,14 +103,12 @@ pub struct TimeRange {
     pub before: Option<i64>,
 }
 
-/// The position after the last task of a page.
+/// The position after the last task of a page: the key listings are ordered by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    /// Its submission time.
     pub submitted_at: i64,
-    /// Its id.
     pub id: String,
-    /// Its tenant.
+    /// Breaks ties between tenants that use the same id.
     pub tenant: String,
 }
 
@@ -184,15 +155,13 @@ pub struct TaskFilter {
     pub function: Option<String>,
     /// Ids starting with this.
     pub id_prefix: Option<String>,
-    /// Submission time.
     pub submitted: TimeRange,
     /// Start of the first attempt.
     pub started: TimeRange,
-    /// Terminal time.
+    /// When the task reached its terminal status.
     pub finished: TimeRange,
     /// Continue after this task.
     pub cursor: Option<Cursor>,
-    /// Page size.
     pub limit: u32,
 }
 
@@ -249,12 +218,12 @@ impl TaskFilter {
             match k.as_str() {
                 "status" => {
                     for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                        let st = parse_status(s).ok_or_else(|| {
+                        let st = s.parse::<TaskStatus>().map_err(|_| {
                             bad(
                                 k,
                                 format!(
                                     "unknown status `{s}` (known: {})",
-                                    ALL_STATUSES.map(status_str).join(", ")
+                                    ALL_STATUSES.map(TaskStatus::as_str).join(", ")
                                 ),
                             )
                         })?;
@@ -369,15 +338,9 @@ pub fn list_sql_hinted(f: &TaskFilter, by_id: bool) -> Sql {
     };
     let limit = Value::Integer(i64::from(f.limit) + 1);
     match f.statuses.as_slice() {
-        [] => {
-            let (mut text, mut params) = branch(f, None, fixed_tenant, by_id);
-            text.push_str(order);
-            text.push_str(" LIMIT ?");
-            params.push(limit);
-            Sql { text, params }
-        }
-        [one] => {
-            let (mut text, mut params) = branch(f, Some(*one), fixed_tenant, by_id);
+        [] | [_] => {
+            let one = f.statuses.first().copied();
+            let (mut text, mut params) = branch(f, one, fixed_tenant, by_id);
             text.push_str(order);
             text.push_str(" LIMIT ?");
             params.push(limit);
@@ -417,7 +380,7 @@ fn branch(
     }
     if let Some(s) = status {
         conds.push("status = ?".into());
-        params.push(Value::Text(status_str(s).into()));
+        params.push(Value::Text(s.as_str().into()));
     }
     if let Some(func) = &f.function {
         conds.push("function = ?".into());
