@@ -54,12 +54,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tidewater::clock::now_ms;
 use tidewater::codec::{self, Encoding, Task};
 use tidewater::config::Config;
 use tidewater::executor::Handlers;
-use tidewater::scheduler::consumer::Record;
-use tidewater::clock::now_ms;
 use tidewater::scheduler::Scheduler;
+use tidewater::scheduler::consumer::Record;
 use tidewater::submit::Submitter;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;

@@ -52,7 +52,10 @@ mod tests {
 
     #[test]
     fn topic_partition_displays_as_topic_slash_partition() {
-        assert_eq!(TopicPartition::new("tw.q.acme", 3).to_string(), "tw.q.acme/3");
+        assert_eq!(
+            TopicPartition::new("tw.q.acme", 3).to_string(),
+            "tw.q.acme/3"
+        );
     }
 
     #[test]

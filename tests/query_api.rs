@@ -15,11 +15,11 @@ use common::TestEnv;
 use reqwest::{Method, StatusCode};
 use tidewater::api::{ErrorBody, SubmitRequest};
 use tidewater::client::{ApiClient, ClientError};
+use tidewater::clock::now_ms;
 use tidewater::codec::{
     self, FailureReason, LogStream, Source, StatusEvent, Task, TaskLog, TaskStatus,
 };
 use tidewater::names::{headers as h, topics};
-use tidewater::clock::now_ms;
 use tidewater::store::model::{TaskDetail, TaskView, rfc3339};
 
 const ADMIN: &str = "tok-admin";
