@@ -33,12 +33,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::ScaleError;
 use super::lag::{self, TopicLag};
-use super::{ScaleConfig, ScaleError};
-use crate::config::Config;
+use crate::clock::now_ms;
+use crate::config::{Config, ScaleConfig};
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{metrics as m, topics};
-use crate::clock::now_ms;
 
 /// One record of the controller topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -693,7 +693,7 @@ mod tests {
         let mut c = cfg();
         c.queues.insert(
             "tw.q.a".into(),
-            super::super::QueueScale {
+            crate::config::QueueScale {
                 max_partitions: None,
                 ordered: true,
             },
