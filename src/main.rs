@@ -112,7 +112,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Events(args) => {
             let config = load(&cli)?;
             telemetry::init_logging(config.telemetry.log_format);
-            cli::events::events(&config, args)
+            cli::events::events(config, args.clone()).await
         }
         Command::Serve(args) => cli::serve::serve(load(&cli)?, args).await,
         Command::Tasks(cmd) => cli::tasks::tasks(&cli.config, cmd).await,

@@ -14,7 +14,7 @@ use tidewater::config::Config;
 use tidewater::kafka;
 use tidewater::names::headers as h;
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct EventsArgs {
     /// Topic to read (an outcome destination, <prefix>.status, a queue).
     topic: String,
@@ -98,9 +98,15 @@ fn record_json(msg: &rdkafka::message::BorrowedMessage<'_>) -> serde_json::Value
     out
 }
 
-/// `tidewater events TOPIC`: reads the topic from the beginning and prints each record
-/// until `--max` records or `--idle` without one.
-pub fn events(config: &Config, args: &EventsArgs) -> Result<()> {
+/// `tidewater events TOPIC`. The metadata fetch and the poll loop block, so they run on
+/// a blocking thread and leave the runtime's workers free.
+pub async fn events(config: Config, args: EventsArgs) -> Result<()> {
+    tokio::task::spawn_blocking(move || print_events(&config, &args)).await?
+}
+
+/// Reads `args.topic` from the beginning and prints each record until `--max` records or
+/// `--idle` without one.
+fn print_events(config: &Config, args: &EventsArgs) -> Result<()> {
     let mut cc = kafka::client_config(config);
     cc.set("group.id", format!("{}.events-cli", config.topics.prefix));
     cc.set("enable.auto.commit", "false");
