@@ -17,11 +17,13 @@
 //! Under `cargo test` it runs as a smoke check with 2,000 tasks and 2,000 events.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidewater::codec::{self, FailureReason, Source, StatusEvent, TaskStatus};
-use tidewater::config::Config;
 use tidewater::store::indexer::Indexer;
 use tidewater::store::query::{Cursor, TaskFilter, TimeRange};
 use tidewater::store::{Ingest, QueuedTask, Reader, Writer};
@@ -30,17 +32,6 @@ use tokio_util::sync::CancellationToken;
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
 const FUNCTIONS: [&str; 5] = ["resize", "report", "notify", "bill", "sync"];
 const DAY: i64 = 86_400_000;
-
-fn bootstrap() -> String {
-    std::env::var("TW_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Lcg(u64);
 impl Lcg {
@@ -129,15 +120,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke
     // check.
-    let measuring = std::env::args().any(|a| a == "--bench");
-    let n = env_usize(
-        "TW_BENCH_INDEX_TASKS",
-        if measuring { 1_000_000 } else { 2_000 },
-    );
-    let events = env_usize(
-        "TW_BENCH_INDEX_EVENTS",
-        if measuring { 200_000 } else { 2_000 },
-    );
+    let measuring = common::measuring();
+    let n = common::count("TW_BENCH_INDEX_TASKS", 1_000_000, 2_000);
+    let events = common::count("TW_BENCH_INDEX_EVENTS", 200_000, 2_000);
     let dir = tempfile::tempdir().unwrap();
     let now = tidewater::clock::now_ms();
 
@@ -295,26 +280,20 @@ fn main() {
     );
 
     // (c) from Kafka through the real indexer.
-    let run = ulid::Ulid::new().to_string().to_lowercase();
-    let prefix = format!("benchidx{run}");
-    let config = Arc::new(
-        Config::from_toml(&format!(
+    let prefix = common::prefix("idx");
+    let config = Arc::new(common::config(
+        &prefix,
+        3,
+        &format!(
             r#"
-            [kafka]
-            bootstrap_servers = "{}"
-            [topics]
-            prefix = "{prefix}"
-            partitions = 3
             [indexer]
             store = "{}"
             [tenants.acme.functions.resize]
             executor = {{ type = "inprocess", handler = "noop" }}
             "#,
-            bootstrap(),
             dir.path().join("kafka.db").display()
-        ))
-        .unwrap(),
-    );
+        ),
+    ));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(tidewater::kafka::init_topics(&config)).unwrap();
     let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =

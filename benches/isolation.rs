@@ -48,19 +48,21 @@
 //! argument) it runs as a smoke check with small counts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common.rs"]
+mod common;
+
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{bootstrap, metric, submit_all, submitter, task};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tidewater::clock::now_ms;
-use tidewater::codec::{self, Encoding, Task};
+use tidewater::codec::{self, Task};
 use tidewater::config::Config;
 use tidewater::executor::Handlers;
 use tidewater::scheduler::Scheduler;
 use tidewater::scheduler::consumer::Record;
-use tidewater::submit::Submitter;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -77,64 +79,21 @@ const CHILD_TASKS: &str = "TW_BENCH_ISOLATION_TASKS";
 /// Milliseconds between RSS samples in a memory child (500, shorter in the smoke check).
 const CHILD_POLL_MS: &str = "TW_BENCH_ISOLATION_POLL_MS";
 
-fn bootstrap() -> String {
-    std::env::var("TW_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
-}
-
-/// A fresh topic prefix (and so a fresh group) per run.
-fn unique(name: &str) -> String {
-    format!(
-        "bench{name}{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    )
-}
-
 /// Shutdown is short: `shutdown_grace` cuts off handlers that never finish, and
 /// `rebalance_grace` is short too, because attempts cut off at shutdown still count as
 /// running when the consumer gives up its partitions, so that revoke waits out
 /// `rebalance_grace` as well.
 fn config(prefix: &str, scheduler: &str, functions: &str) -> Config {
-    let text = format!(
+    let body = format!(
         r#"
-        [kafka]
-        bootstrap_servers = "{}"
-        [topics]
-        prefix = "{prefix}"
-        partitions = 1
         [scheduler]
         shutdown_grace = "1s"
         rebalance_grace = "1s"
         {scheduler}
-        [telemetry]
-        metrics_listen = "off"
         {functions}
-        "#,
-        bootstrap()
-    )
-    .replace("{prefix}", prefix);
-    Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
-
-fn task(id: String, function: &str, payload: Vec<u8>) -> Task {
-    Task {
-        id,
-        tenant: None,
-        function: function.into(),
-        payload,
-        headers: Default::default(),
-        submitted_at: None,
-        not_before: None,
-    }
-}
-
-fn submitter(config: &Config) -> Submitter {
-    Submitter::new(Arc::new(config.clone()), Encoding::Avro).unwrap()
-}
-
-async fn submit(submitter: &Submitter, tasks: Vec<Task>) {
-    let n = tasks.len() as u64;
-    let report = submitter.submit_many(TENANT, tasks, |_| {}).await.unwrap();
-    assert_eq!(report.submitted, n, "not every task was acknowledged");
+        "#
+    );
+    common::config(prefix, 1, &body)
 }
 
 /// A consumer of partition 0 of `topic`, from the beginning (no group membership).
@@ -168,13 +127,13 @@ fn batch(load: Load, with_a: bool) -> Vec<Task> {
     let mut a = 0;
     for i in 0..load.b {
         if with_a && i % 4 == 0 && a < load.a {
-            tasks.push(task(format!("a-{a}"), "a", Vec::new()));
+            tasks.push(task(&format!("a-{a}"), "a", ""));
             a += 1;
         }
-        tasks.push(task(format!("b-{i}"), "b", Vec::new()));
+        tasks.push(task(&format!("b-{i}"), "b", ""));
     }
     while with_a && a < load.a {
-        tasks.push(task(format!("a-{a}"), "a", Vec::new()));
+        tasks.push(task(&format!("a-{a}"), "a", ""));
         a += 1;
     }
     tasks
@@ -205,7 +164,7 @@ fn isolation_config(prefix: &str) -> Config {
 }
 
 async fn tidewater_run(load: Load, with_a: bool, timeout: Duration) -> Run {
-    let prefix = unique(if with_a { "twab" } else { "twb" });
+    let prefix = common::prefix(if with_a { "twab" } else { "twb" });
     let cfg = isolation_config(&prefix);
     tidewater::kafka::init_topics(&cfg).await.unwrap();
     let mut handlers = Handlers::new();
@@ -233,11 +192,11 @@ async fn tidewater_run(load: Load, with_a: bool, timeout: Duration) -> Run {
     // for its connection and producer id, which is not the consumer's latency.
     let producer = submitter(&cfg);
     // Warm-up: once this has run, the scheduler has joined its group and runs tasks.
-    submit(&producer, vec![task("warm".into(), "b", Vec::new())]).await;
+    submit_all(&producer, TENANT, vec![task("warm", "b", "")]).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while next_outcome(deadline).await.task_id != "warm" {}
 
-    submit(&producer, batch(load, with_a)).await;
+    submit_all(&producer, TENANT, batch(load, with_a)).await;
     let deadline = Instant::now() + timeout;
     let (mut b_latency_ms, mut b_starts, mut a_starts) = (Vec::new(), Vec::new(), Vec::new());
     while b_latency_ms.len() < load.b {
@@ -313,7 +272,7 @@ async fn fifo_consumer(topic: String, started: mpsc::UnboundedSender<(String, St
 }
 
 async fn fifo_run(load: Load, with_a: bool, timeout: Duration) -> Run {
-    let prefix = unique(if with_a { "fifoab" } else { "fifob" });
+    let prefix = common::prefix(if with_a { "fifoab" } else { "fifob" });
     let cfg = isolation_config(&prefix);
     tidewater::kafka::init_topics(&cfg).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -329,11 +288,11 @@ async fn fifo_run(load: Load, with_a: bool, timeout: Duration) -> Run {
     // One producer for the warm-up and the batch: a new producer's first records wait
     // for its connection and producer id, which is not the consumer's latency.
     let producer = submitter(&cfg);
-    submit(&producer, vec![task("warm".into(), "b", Vec::new())]).await;
+    submit_all(&producer, TENANT, vec![task("warm", "b", "")]).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while next_start(deadline).await.0 != "warm" {}
 
-    submit(&producer, batch(load, with_a)).await;
+    submit_all(&producer, TENANT, batch(load, with_a)).await;
     let deadline = Instant::now() + timeout;
     let (mut b_latency_ms, mut a_started_before_last_b) = (Vec::new(), 0);
     while b_latency_ms.len() < load.b {
@@ -430,23 +389,6 @@ fn memory_config(prefix: &str, scenario: Scenario, n: usize) -> Config {
     )
 }
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Sum of a metric's samples (all label sets) in a Prometheus text page.
-fn metric(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// A memory child: runs the scheduler on a queue the parent loaded, prints one line
 /// `memory baseline=… settled=… peak=… held=… accounted=… settled_in_ms=… stable=…`.
 fn memory_child(scenario: Scenario) {
@@ -462,7 +404,7 @@ fn memory_child(scenario: Scenario) {
         Ok(Vec::new())
     });
     std::thread::sleep(poll);
-    let baseline = rss_bytes();
+    let baseline = common::vm_rss("self");
     let stop = CancellationToken::new();
     let scheduler = rt.spawn(Scheduler::new(cfg, handlers).run(stop.clone()));
 
@@ -474,7 +416,7 @@ fn memory_child(scenario: Scenario) {
         std::thread::sleep(poll);
         // Rendering also drains the recorder's histogram samples.
         let page = metrics.render();
-        rss = rss_bytes();
+        rss = common::vm_rss("self");
         held = match scenario {
             Scenario::Idle => metric(&page, "tidewater_rebalances_total"),
             Scenario::Buffered => metric(&page, "tidewater_buffered_tasks"),
@@ -532,21 +474,12 @@ impl Memory {
 
 /// Creates the topics, loads `n` tasks, then runs the scenario in a fresh process.
 fn memory_run(rt: &tokio::runtime::Runtime, scenario: Scenario, n: usize, poll_ms: u64) -> Memory {
-    let prefix = unique(&format!("mem{}", scenario.name()));
+    let prefix = common::prefix(&format!("mem{}", scenario.name()));
     let cfg = memory_config(&prefix, scenario, n);
-    rt.block_on(async {
-        tidewater::kafka::init_topics(&cfg).await.unwrap();
-        if n > 0 {
-            let tasks = (0..n).map(|i| {
-                task(
-                    format!("m-{i}"),
-                    "hold",
-                    format!("{{\"n\":{i}}}").into_bytes(),
-                )
-            });
-            submit(&submitter(&cfg), tasks.collect()).await;
-        }
-    });
+    let tasks = (0..n)
+        .map(|i| task(&format!("m-{i}"), "hold", &format!("{{\"n\":{i}}}")))
+        .collect();
+    rt.block_on(common::load(&cfg, TENANT, tasks));
     let out = Command::new(std::env::current_exe().unwrap())
         .env(CHILD_KIND, scenario.name())
         .env(CHILD_PREFIX, &prefix)
@@ -597,7 +530,7 @@ fn main() {
     }
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke
     // check of the same code paths with small counts.
-    let measuring = std::env::args().any(|a| a == "--bench");
+    let measuring = common::measuring();
     let scale: f64 = std::env::var("TW_BENCH_SCALE")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -18,63 +18,46 @@
 //! Under `cargo test` it runs as a smoke check with 80 tasks and 1 and 2 processes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message};
-use tidewater::codec::{self, Encoding, Task};
+use rdkafka::Message;
+use tidewater::codec;
 use tidewater::config::Config;
-use tidewater::submit::Submitter;
 
 /// Time given to scheduler processes to start and join their group.
 const JOIN: Duration = Duration::from_secs(8);
 
-fn bootstrap() -> String {
-    std::env::var("TW_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+struct World {
+    prefix: String,
+    config: Config,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
-fn config_text(prefix: &str, extra: &str) -> String {
-    format!(
+/// A configuration file for the processes of one run; `extra` goes before the tenants.
+fn world(name: &str, extra: &str) -> World {
+    let prefix = common::prefix(name);
+    let body = format!(
         r#"
-[kafka]
-bootstrap_servers = "{}"
-[topics]
-prefix = "{prefix}"
-partitions = 4
 [scheduler]
 shutdown_grace = "5s"
-[telemetry]
-metrics_listen = "off"
 {extra}
 [tenants.bench.functions.io]
 executor = {{ type = "command", program = "sleep", args = ["0.05"] }}
 concurrency = 4
 on_success = "{prefix}.out"
-"#,
-        bootstrap()
-    )
-}
-
-struct World {
-    prefix: String,
-    config: Arc<Config>,
-    path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn world(name: &str, extra: &str) -> World {
-    let prefix = format!(
-        "bench{name}{}",
-        ulid::Ulid::new().to_string().to_lowercase()
+"#
     );
-    let text = config_text(&prefix, extra);
+    let text = common::config_text(&prefix, 4, &body);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tidewater.toml");
     std::fs::write(&path, &text).unwrap();
-    let config = Arc::new(Config::from_toml(&text).unwrap());
+    let config = Config::from_toml(&text).unwrap();
     World {
         prefix,
         config,
@@ -84,20 +67,14 @@ fn world(name: &str, extra: &str) -> World {
 }
 
 fn submit(rt: &tokio::runtime::Runtime, w: &World, n: usize) {
-    rt.block_on(async {
-        let s = Submitter::new(w.config.clone(), Encoding::Avro).unwrap();
-        let tasks = (0..n).map(|i| Task {
-            id: format!("b-{i}"),
-            tenant: None,
-            function: "io".into(),
-            payload: vec![],
-            headers: Default::default(),
-            submitted_at: None,
-            not_before: None,
-        });
-        let r = s.submit_many("bench", tasks, |_| {}).await.unwrap();
-        assert_eq!(r.submitted as usize, n);
-    });
+    let tasks = (0..n)
+        .map(|i| common::task(&format!("b-{i}"), "io", ""))
+        .collect();
+    rt.block_on(common::submit_all(
+        &common::submitter(&w.config),
+        "bench",
+        tasks,
+    ));
 }
 
 fn supervisor(w: &World, replicas: &str) -> Child {
@@ -123,22 +100,7 @@ fn stop(mut c: Child) {
 /// Reads `topic` from the start (read_committed) until `n` records; returns their
 /// timestamps (ms) and values.
 fn read(topic: &str, n: usize, timeout: Duration) -> Vec<(i64, Vec<u8>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", format!("{topic}.reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = common::reader_from_start(topic);
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < n && Instant::now() < deadline {
@@ -210,11 +172,8 @@ fn reaction_seconds(rt: &tokio::runtime::Runtime, n: usize) -> f64 {
 }
 
 fn main() {
-    let measuring = std::env::args().any(|a| a == "--bench");
-    let n: usize = std::env::var("TW_BENCH_TASKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if measuring { 1200 } else { 80 });
+    let measuring = common::measuring();
+    let n = common::count("TW_BENCH_TASKS", 1200, 80);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let counts: &[u32] = if measuring { &[1, 2, 4] } else { &[1, 2] };
     let mut base = None;

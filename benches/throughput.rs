@@ -17,58 +17,46 @@
 //! Under `cargo test` it runs as a smoke check with 300 tasks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::bootstrap;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Message};
-use tidewater::codec::{Encoding, Task};
+use tidewater::codec::Task;
 use tidewater::config::Config;
 use tidewater::executor::Handlers;
 use tidewater::scheduler::Scheduler;
-use tidewater::submit::Submitter;
 use tokio_util::sync::CancellationToken;
 
-fn bootstrap() -> String {
-    std::env::var("TW_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
-}
-
 fn config(prefix: &str, delivery: &str) -> Config {
-    Config::from_toml(&format!(
-        r#"
-        [kafka]
-        bootstrap_servers = "{}"
-        [topics]
-        prefix = "{prefix}"
-        partitions = 3
-        [scheduler]
-        max_running = 1000
-        delivery = "{delivery}"
-        [telemetry]
-        metrics_listen = "off"
-        [tenants.bench.functions.noop]
-        executor = {{ type = "inprocess", handler = "noop" }}
-        concurrency = 1000
-        on_success = "{prefix}.out"
-        "#,
-        bootstrap()
-    ))
-    .expect("bench config")
+    common::config(
+        prefix,
+        3,
+        &format!(
+            r#"
+            [scheduler]
+            max_running = 1000
+            delivery = "{delivery}"
+            [tenants.bench.functions.noop]
+            executor = {{ type = "inprocess", handler = "noop" }}
+            concurrency = 1000
+            on_success = "{prefix}.out"
+            "#
+        ),
+    )
 }
 
-fn tasks(n: usize) -> impl Iterator<Item = Task> {
-    (0..n).map(|i| Task {
-        id: format!("bench-{i}"),
-        tenant: None,
-        function: "noop".into(),
-        payload: format!("{{\"n\":{i}}}").into_bytes(),
-        headers: Default::default(),
-        submitted_at: None,
-        not_before: None,
-    })
+fn tasks(n: usize) -> Vec<Task> {
+    (0..n)
+        .map(|i| common::task(&format!("bench-{i}"), "noop", &format!("{{\"n\":{i}}}")))
+        .collect()
 }
 
 /// Waits until `n` records are on `topic`; returns the seconds between the first and the
@@ -147,11 +135,7 @@ async fn raw_pipe(config: Arc<Config>, input: String, output: String, stop: Canc
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke
     // check of the same code paths with a small count.
-    let measuring = std::env::args().any(|a| a == "--bench");
-    let n: usize = std::env::var("TW_BENCH_TASKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if measuring { 20_000 } else { 300 });
+    let n = common::count("TW_BENCH_TASKS", 20_000, 300);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let run = ulid::Ulid::new().to_string().to_lowercase();
 
@@ -161,14 +145,7 @@ fn main() {
         a_cfg.queue_topic("bench", "noop"),
         format!("bench{run}a.out"),
     );
-    rt.block_on(tidewater::kafka::init_topics(&a_cfg)).unwrap();
-    rt.block_on(async {
-        Submitter::new(a_cfg.clone(), Encoding::Avro)
-            .unwrap()
-            .submit_many("bench", tasks(n), |_| {})
-            .await
-            .unwrap()
-    });
+    rt.block_on(common::load(&a_cfg, "bench", tasks(n)));
     let stop = CancellationToken::new();
     let pipe = rt.spawn(raw_pipe(a_cfg.clone(), a_in, a_out.clone(), stop.clone()));
     let raw_secs = span_of_output(&a_out, n, Duration::from_secs(600));
@@ -207,15 +184,7 @@ fn main() {
 fn scheduler_span(rt: &tokio::runtime::Runtime, prefix: &str, delivery: &str, n: usize) -> f64 {
     let cfg = config(prefix, delivery);
     let out = format!("{prefix}.out");
-    rt.block_on(tidewater::kafka::init_topics(&cfg)).unwrap();
-    let arc = Arc::new(cfg.clone());
-    rt.block_on(async {
-        Submitter::new(arc, Encoding::Avro)
-            .unwrap()
-            .submit_many("bench", tasks(n), |_| {})
-            .await
-            .unwrap()
-    });
+    rt.block_on(common::load(&cfg, "bench", tasks(n)));
     let stop = CancellationToken::new();
     let sched = rt.spawn(Scheduler::new(cfg, Handlers::builtin()).run(stop.clone()));
     let secs = span_of_output(&out, n, Duration::from_secs(600));

@@ -7,8 +7,6 @@
 //! task of another tenant answers 404, exactly like a task that does not exist, so ids do
 //! not leak. `/healthz` and `/readyz` need no token.
 
-pub mod config;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,11 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ApiConfig, IndexerConfig, Principal, ResolvedToken, TokenConfig};
-
 use crate::clock::now_ms;
 use crate::codec::{self, JsonTask, StopRequest};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Principal, ResolvedToken};
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, topics};
 use crate::store::indexer::{Indexer, IndexerError, IndexerStatus};
@@ -435,15 +431,11 @@ pub struct SubmitRequest {
 pub struct Submitted {
     /// Task id.
     pub id: String,
-    /// Tenant.
     pub tenant: String,
-    /// Function.
     pub function: String,
     /// Queue topic.
     pub topic: String,
-    /// Partition.
     pub partition: i32,
-    /// Offset.
     pub offset: i64,
 }
 
@@ -543,7 +535,6 @@ fn submit_error(e: SubmitError) -> ApiError {
 pub struct StopAccepted {
     /// Task id.
     pub task_id: String,
-    /// Tenant.
     pub tenant: String,
     /// The topic the request was recorded on.
     pub topic: String,

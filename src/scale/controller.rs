@@ -33,10 +33,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::ScaleError;
 use super::lag::{self, TopicLag};
-use super::{ScaleConfig, ScaleError};
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::{Config, ScaleConfig};
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{metrics as m, topics};
 
@@ -693,7 +693,7 @@ mod tests {
         let mut c = cfg();
         c.queues.insert(
             "tw.q.a".into(),
-            super::super::QueueScale {
+            crate::config::QueueScale {
                 max_partitions: None,
                 ordered: true,
             },

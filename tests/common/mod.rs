@@ -16,6 +16,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use tidewater::codec::{self, Encoding, Outcome, StatusEvent, Task};
 use tidewater::config::Config;
 use tidewater::names::headers as h;
+use tidewater::submit::Submitter;
 
 /// A record to produce: key, value, headers.
 pub type RawRecord<'a> = (Option<&'a str>, Vec<u8>, Vec<(&'a str, &'a str)>);
@@ -178,34 +179,15 @@ impl TestEnv {
     pub fn submit(&self, tenant: &str, tasks: Vec<Task>) {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let config = Arc::new(self.config.clone());
-        rt.block_on(async {
-            let s = tidewater::submit::Submitter::new(config, Encoding::Avro)
-                .unwrap()
-                .allow_unknown(true);
-            let n = tasks.len() as u64;
-            let r = s.submit_many(tenant, tasks, |_| {}).await.unwrap();
-            assert_eq!(r.submitted, n);
-        });
+        let s = Submitter::new(config, Encoding::Avro)
+            .unwrap()
+            .allow_unknown(true);
+        rt.block_on(submit_all(&s, tenant, tasks));
     }
 
     /// Reads a topic from the beginning (read_committed) until `want` records or `timeout`.
     pub fn read(&self, topic: &str, want: usize, timeout: Duration) -> Vec<ReadRecord> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .set("group.id", unique("reader"))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .create()
-            .unwrap();
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
+        let consumer = reader_from_start(topic);
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
         while out.len() < want && Instant::now() < deadline {
@@ -267,6 +249,45 @@ impl TestEnv {
             .map(|(_, v)| codec::decode_status(&v).unwrap())
             .collect()
     }
+}
+
+/// Submits `tasks` to `tenant` and checks that Kafka acknowledged every one.
+pub async fn submit_all(submitter: &Submitter, tenant: &str, tasks: Vec<Task>) {
+    let n = tasks.len() as u64;
+    let r = submitter.submit_many(tenant, tasks, |_| {}).await.unwrap();
+    assert_eq!(r.submitted, n, "not every task was acknowledged");
+}
+
+/// A consumer of every partition of `topic` from its beginning, outside any group, that
+/// sees only committed records.
+pub fn reader_from_start(topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    consumer
+}
+
+/// Resident memory, in bytes, of process `pid` (`self` for this one), from /proc.
+pub fn vm_rss(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// GET a URL on 127.0.0.1 with a bare HTTP/1.0 request; returns the body.
@@ -377,13 +398,7 @@ impl SchedulerProcess {
 
     /// Resident memory of the process, in bytes, from /proc.
     pub fn rss_bytes(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        vm_rss(&self.pid().to_string())
     }
 
     pub fn log_text(&self) -> String {

@@ -1,29 +1,14 @@
-//! The `[api]` and `[indexer]` sections of the configuration, used by `tidewater serve`.
+//! `[api]`: where the task query API of `tidewater serve` listens and which tokens may
+//! use it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use crate::config::{ConfigError, TenantConfig, check_name};
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration like \"500ms\", \"30s\" or \"7d\" ({e})"
-        ))
-    })
-}
+use super::ConfigError;
+use super::de::{check_name, invalid};
+use super::tenants::TenantConfig;
 
 /// The task query API of `tidewater serve`.
 #[derive(Debug, Clone, Deserialize)]
@@ -112,7 +97,7 @@ impl Principal {
 /// A token with its secret resolved.
 #[derive(Clone)]
 pub struct ResolvedToken {
-    /// The secret.
+    /// What a request must send as `Authorization: Bearer …`.
     pub secret: String,
     /// Who it speaks for.
     pub principal: Principal,
@@ -139,12 +124,9 @@ impl ApiConfig {
     }
 
     /// Checks what the types alone do not; `tenants` are the configured tenants.
-    pub fn validate(
-        &self,
-        tenants: &std::collections::BTreeMap<String, TenantConfig>,
-    ) -> Result<(), ConfigError> {
+    pub fn validate(&self, tenants: &BTreeMap<String, TenantConfig>) -> Result<(), ConfigError> {
         self.listen_addr()?;
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
             let field = |k: &str| format!("api.tokens[{i}]{k}");
             match (&t.token, &t.token_env) {
@@ -228,109 +210,20 @@ impl ApiConfig {
     }
 }
 
-/// The indexer of `tidewater serve`: where it keeps its store and for how long.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IndexerConfig {
-    /// Path of the SQLite file that holds the index. Created when missing; delete it to
-    /// rebuild the index from Kafka. Default `./tidewater-index.db`.
-    #[serde(default = "default_store")]
-    pub store: PathBuf,
-    /// Tasks that finished longer ago than this are deleted from the index, with their
-    /// history and logs. Default `7d`.
-    #[serde(default = "default_retention", deserialize_with = "de_duration")]
-    pub retention: Duration,
-    /// Records written to the store in one transaction at most. Default 5000.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: NonZeroUsize,
-    /// Longest a record waits before its batch is written. Default `200ms`.
-    #[serde(default = "default_batch_wait", deserialize_with = "de_duration")]
-    pub batch_wait: Duration,
-    /// Identifies this indexer replica in its consumer group name
-    /// (`<prefix>.indexer.<id>`). Default `<hostname>-<pid>`.
-    #[serde(default)]
-    pub id: Option<String>,
-}
-
-fn default_store() -> PathBuf {
-    PathBuf::from("./tidewater-index.db")
-}
-fn default_retention() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
-}
-fn default_batch_size() -> NonZeroUsize {
-    NonZeroUsize::new(5000).unwrap_or(NonZeroUsize::MIN)
-}
-fn default_batch_wait() -> Duration {
-    Duration::from_millis(200)
-}
-
-impl Default for IndexerConfig {
-    fn default() -> Self {
-        Self {
-            store: default_store(),
-            retention: default_retention(),
-            batch_size: default_batch_size(),
-            batch_wait: default_batch_wait(),
-            id: None,
-        }
-    }
-}
-
-impl IndexerConfig {
-    /// Checks what the types alone do not.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.store.as_os_str().is_empty() {
-            return Err(invalid("indexer.store", "must not be empty"));
-        }
-        if self.retention.is_zero() {
-            return Err(invalid("indexer.retention", "must be more than 0"));
-        }
-        if self.batch_wait.is_zero() {
-            return Err(invalid("indexer.batch_wait", "must be more than 0"));
-        }
-        if let Some(id) = &self.id {
-            if id.is_empty()
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            {
-                return Err(invalid(
-                    "indexer.id",
-                    format!("`{id}` must be 1 or more characters of a-z A-Z 0-9 . _ -"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
-
-    const BASE: &str = r#"
-        [tenants.acme.functions.f]
-        executor = { type = "inprocess", handler = "echo" }
-        [tenants.globex]
-    "#;
-
-    fn check(extra: &str) -> Result<Config, String> {
-        Config::from_toml(&format!("{BASE}\n{extra}")).map_err(|e| e.to_string())
-    }
+    use crate::config::tests::{assert_extra_names_field, with_tenants};
 
     #[test]
     fn defaults() {
-        let c = check("").unwrap();
+        let c = with_tenants("").unwrap();
         assert_eq!(c.api.listen, "127.0.0.1:8080");
         assert!(c.api.tokens.is_empty());
-        assert_eq!(c.indexer.store.to_str(), Some("./tidewater-index.db"));
-        assert_eq!(c.indexer.retention.as_secs(), 7 * 24 * 3600);
     }
 
     #[test]
     fn tokens_are_validated_with_their_field() {
-        let ok = check(
+        let ok = with_tenants(
             r#"
             [api]
             listen = "0.0.0.0:9000"
@@ -343,7 +236,7 @@ mod tests {
         .unwrap();
         assert_eq!(ok.api.tokens.len(), 2);
         assert!(!format!("{:?}", ok.api).contains("a-secret"));
-        let cases = [
+        assert_extra_names_field(&[
             (
                 r#"[api]
             listen = "localhost:80""#,
@@ -379,36 +272,12 @@ mod tests {
             tokens = [{ token = "x" }]"#,
                 "api.tokens[0]",
             ),
-            (
-                r#"[indexer]
-            retention = "0s""#,
-                "indexer.retention",
-            ),
-            (
-                r#"[indexer]
-            retention = "forever""#,
-                "forever",
-            ),
-            (
-                r#"[indexer]
-            id = "a b""#,
-                "indexer.id",
-            ),
-            (
-                r#"[indexer]
-            stor = "x""#,
-                "stor",
-            ),
-        ];
-        for (extra, needle) in cases {
-            let e = check(extra).expect_err(extra);
-            assert!(e.contains(needle), "`{extra}`: {e}");
-        }
+        ]);
     }
 
     #[test]
     fn token_env_is_read_when_resolved() {
-        let c = check(
+        let c = with_tenants(
             r#"
             [api]
             tokens = [{ token_env = "TW_TEST_TOKEN_THAT_IS_NOT_SET", admin = true }]

@@ -1,31 +1,17 @@
-//! `tidewater serve`, `tidewater tasks …` and `tidewater queues`: the indexer and query API,
-//! and the commands that talk to that API.
+//! `tidewater tasks …` and `tidewater queues`: the commands that talk to the task query
+//! API of `tidewater serve`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use tidewater::client::ApiClient;
 use tidewater::codec::TaskStatus;
 use tidewater::config::Config;
-use tidewater::store::model::{TaskDetail, TaskView, rfc3339};
-use tidewater::telemetry;
-use tokio_util::sync::CancellationToken;
+use tidewater::store::model::{TaskDetail, TaskLogs, TaskView, rfc3339};
 
-#[derive(Args)]
-pub struct ServeArgs {
-    /// Override `api.listen` (`host:port`; port 0 picks a free one).
-    #[arg(long)]
-    listen: Option<String>,
-    /// Override `indexer.store` (the SQLite file of the index).
-    #[arg(long)]
-    store: Option<PathBuf>,
-    /// Override `telemetry.metrics_listen` (`host:port`, or `off`).
-    #[arg(long)]
-    metrics_listen: Option<String>,
-}
+use super::parse_pair;
 
 /// How answers are printed.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,44 +100,6 @@ pub struct QueuesArgs {
     minutes: u32,
     #[command(flatten)]
     api: ApiArgs,
-}
-
-fn parse_pair(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("`{s}` is not `name=value`"))
-}
-
-/// `tidewater serve`: the indexer and the API until SIGTERM or Ctrl-C.
-pub async fn serve(mut config: Config, args: &ServeArgs) -> Result<()> {
-    if let Some(l) = &args.listen {
-        config.api.listen = l.clone();
-    }
-    if let Some(s) = &args.store {
-        config.indexer.store = s.clone();
-    }
-    if let Some(m) = &args.metrics_listen {
-        config.telemetry.metrics_listen = m.clone();
-    }
-    config.validate()?;
-    telemetry::init_logging(config.telemetry.log_format);
-    let shutdown = CancellationToken::new();
-    if let Some(addr) = config.telemetry.metrics_addr()? {
-        let bound = telemetry::serve_metrics(addr, shutdown.clone()).await?;
-        tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
-    }
-    crate::handle_signals(shutdown.clone());
-    let addr = config.api.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let bound = listener.local_addr()?;
-    tracing::info!(address = %bound, store = %config.indexer.store.display(), "API listening");
-    println!("serving the task API at http://{bound}");
-    std::io::stdout().flush()?;
-    tidewater::api::run(Arc::new(config), listener, shutdown).await?;
-    Ok(())
 }
 
 fn client(config_path: &Path, api: &ApiArgs) -> Result<ApiClient> {
@@ -310,52 +258,64 @@ pub async fn tasks(config_path: &Path, cmd: &TasksCommand) -> Result<()> {
             Ok(())
         }
         TasksCommand::Get(a) => {
-            let c = client(config_path, &a.api)?;
-            let d = c.get(&a.id, a.tenant.as_deref()).await?;
-            if a.api.output == Output::Json {
-                return print_json(&d);
-            }
-            print_detail(&d)
+            let d = client(config_path, &a.api)?
+                .get(&a.id, a.tenant.as_deref())
+                .await?;
+            answer(a.api.output, &d, print_detail)
         }
         TasksCommand::Logs(a) => {
-            let c = client(config_path, &a.api)?;
-            let logs = c.logs(&a.id, a.tenant.as_deref()).await?;
-            if a.api.output == Output::Json {
-                return print_json(&logs);
-            }
-            let mut out = std::io::stdout().lock();
-            if logs.logs.is_empty() {
-                eprintln!("no output captured for task {}", logs.task_id);
-            }
-            for l in &logs.logs {
-                writeln!(
-                    out,
-                    "--- attempt {} {} at {}{}",
-                    l.attempt,
-                    l.stream,
-                    rfc3339(l.at),
-                    if l.truncated { " (truncated)" } else { "" }
-                )?;
-                write!(out, "{}", l.data)?;
-                if !l.data.ends_with('\n') {
-                    writeln!(out)?;
-                }
-            }
-            Ok(())
+            let logs = client(config_path, &a.api)?
+                .logs(&a.id, a.tenant.as_deref())
+                .await?;
+            answer(a.api.output, &logs, print_logs)
         }
         TasksCommand::Stop(a) => {
-            let c = client(config_path, &a.api)?;
-            let r = c.stop(&a.id, a.tenant.as_deref()).await?;
-            if a.api.output == Output::Json {
-                return print_json(&r);
-            }
-            println!(
-                "stop requested for {} ({}) on {}: {}",
-                r.task_id, r.tenant, r.topic, r.note
-            );
-            Ok(())
+            let r = client(config_path, &a.api)?
+                .stop(&a.id, a.tenant.as_deref())
+                .await?;
+            answer(a.api.output, &r, |r| {
+                println!(
+                    "stop requested for {} ({}) on {}: {}",
+                    r.task_id, r.tenant, r.topic, r.note
+                );
+                Ok(())
+            })
         }
     }
+}
+
+/// Prints an answer of the API as its JSON, or for people with `human`.
+fn answer<T: serde::Serialize>(
+    output: Output,
+    v: &T,
+    human: impl FnOnce(&T) -> Result<()>,
+) -> Result<()> {
+    match output {
+        Output::Json => print_json(v),
+        Output::Table => human(v),
+    }
+}
+
+fn print_logs(logs: &TaskLogs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if logs.logs.is_empty() {
+        eprintln!("no output captured for task {}", logs.task_id);
+    }
+    for l in &logs.logs {
+        writeln!(
+            out,
+            "--- attempt {} {} at {}{}",
+            l.attempt,
+            l.stream,
+            rfc3339(l.at),
+            if l.truncated { " (truncated)" } else { "" }
+        )?;
+        write!(out, "{}", l.data)?;
+        if !l.data.ends_with('\n') {
+            writeln!(out)?;
+        }
+    }
+    Ok(())
 }
 
 fn print_detail(d: &TaskDetail) -> Result<()> {

@@ -1,0 +1,310 @@
+//! Configuration: one TOML file, documented here where each field is declared.
+//!
+//! Unknown keys are rejected (`deny_unknown_fields`); every value is checked by
+//! [`Config::validate`], whose errors name the field (`tenants.acme.functions.resize.timeout`)
+//! and say why. `docs/configuration.md` is the reference for users and mirrors these files.
+//!
+//! One file per section: [`KafkaConfig`] (`[kafka]`), [`TopicsConfig`] (`[topics]`),
+//! [`SchedulerConfig`] (`[scheduler]`), [`TelemetryConfig`] (`[telemetry]`),
+//! [`TenantConfig`] with its functions, executors and destinations (`[tenants.*]`),
+//! [`ApiConfig`] (`[api]`), [`IndexerConfig`] (`[indexer]`) and [`ScaleConfig`]
+//! (`[scale]`). Each checks itself; the components read them and this module depends on
+//! none of the components.
+
+mod api;
+mod de;
+mod indexer;
+mod kafka;
+mod scale;
+mod scheduler;
+mod telemetry;
+mod tenants;
+mod topics;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use api::{ApiConfig, Principal, ResolvedToken, TokenConfig};
+pub use de::{check_name, check_topic};
+pub use indexer::IndexerConfig;
+pub use kafka::KafkaConfig;
+pub use scale::{QueueScale, ScaleConfig};
+pub use scheduler::{Delivery, SchedulerConfig};
+pub use telemetry::{LogFormat, TelemetryConfig};
+pub use tenants::{Destination, ExecutorConfig, FunctionConfig, QueueMode, TenantConfig};
+pub use topics::TopicsConfig;
+
+use crate::names::topics as topic_names;
+use de::invalid;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path as it was given.
+        path: String,
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error(transparent)]
+    Parse(#[from] toml::de::Error),
+    /// A value is well-formed but not acceptable.
+    #[error("invalid `{field}`: {reason}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+}
+
+/// The whole configuration of a Tidewater process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How to reach Kafka.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Topic naming and creation.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// The scheduler (`tidewater run`).
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// Logs and metrics.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Tenants by name; each owns a shared queue and its functions.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// The task query API of `tidewater serve`.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// The indexer of `tidewater serve`.
+    #[serde(default)]
+    pub indexer: IndexerConfig,
+    /// Lag measurement, partition expansion and replica scaling (`tidewater run
+    /// --replicas`).
+    #[serde(default)]
+    pub scale: ScaleConfig,
+}
+
+impl Config {
+    /// Parses TOML text and validates it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks every value that the types alone do not, section by section; the first
+    /// value at fault is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.kafka.validate()?;
+        self.topics.validate()?;
+        self.scheduler.validate()?;
+        self.telemetry.validate()?;
+        if self.tenants.is_empty() {
+            return Err(invalid("tenants", "configure at least one tenant"));
+        }
+        self.api.validate(&self.tenants)?;
+        self.indexer.validate()?;
+        self.scale.validate(&self.queue_topics())?;
+        for (name, tenant) in &self.tenants {
+            tenant.validate(name)?;
+        }
+        Ok(())
+    }
+
+    /// The scheduler consumer group.
+    pub fn group_id(&self) -> String {
+        self.scheduler
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("{}.schedulers", self.topics.prefix))
+    }
+
+    /// The queue topic of a function.
+    pub fn queue_topic(&self, tenant: &str, function: &str) -> String {
+        let exclusive = self
+            .function(tenant, function)
+            .is_some_and(|f| f.queue == QueueMode::Exclusive);
+        if exclusive {
+            topic_names::function_queue(&self.topics.prefix, tenant, function)
+        } else {
+            topic_names::tenant_queue(&self.topics.prefix, tenant)
+        }
+    }
+
+    /// Every queue topic the configuration implies: each tenant's shared queue and each
+    /// exclusive function queue.
+    pub fn queue_topics(&self) -> Vec<String> {
+        let prefix = &self.topics.prefix;
+        let mut out = Vec::new();
+        for (tname, tenant) in &self.tenants {
+            out.push(topic_names::tenant_queue(prefix, tname));
+            for (fname, f) in &tenant.functions {
+                if f.queue == QueueMode::Exclusive {
+                    out.push(topic_names::function_queue(prefix, tname, fname));
+                }
+            }
+        }
+        out
+    }
+
+    /// The failure destination for a tenant's tasks when no function decides.
+    pub fn dead_letter(&self, tenant: &str) -> String {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.dead_letter.clone())
+            .unwrap_or_else(|| topic_names::dead_letter(&self.topics.prefix, tenant))
+    }
+
+    /// The failure destination of a function.
+    pub fn failure_destination(&self, tenant: &str, function: &str) -> String {
+        self.function(tenant, function)
+            .and_then(|f| f.on_failure.clone())
+            .unwrap_or_else(|| self.dead_letter(tenant))
+    }
+
+    /// Every destination topic: dead letters, `on_success` and `on_failure` topics.
+    pub fn destination_topics(&self) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for (tname, tenant) in &self.tenants {
+            out.insert(self.dead_letter(tname));
+            for f in tenant.functions.values() {
+                for dest in [&f.on_success, &f.on_failure].into_iter().flatten() {
+                    if let Destination::Topic(t) = Destination::parse(dest) {
+                        out.insert(t.to_string());
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The delay tiers, parsed, with their topics, shortest first.
+    pub fn delay_tiers(&self) -> Vec<(Duration, String)> {
+        self.topics
+            .delay_tiers
+            .iter()
+            .filter_map(|t| {
+                let d = humantime::parse_duration(t).ok()?;
+                Some((d, topic_names::delay(&self.topics.prefix, t)))
+            })
+            .collect()
+    }
+
+    /// A function's configuration.
+    pub fn function(&self, tenant: &str, function: &str) -> Option<&FunctionConfig> {
+        self.tenants.get(tenant)?.functions.get(function)
+    }
+
+    /// Largest payload a function accepts.
+    pub fn max_payload(&self, f: &FunctionConfig) -> usize {
+        f.max_payload_bytes
+            .unwrap_or(self.scheduler.max_payload_bytes)
+            .get()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const GOOD: &str = r#"
+        [kafka]
+        bootstrap_servers = "127.0.0.1:19092"
+        [kafka.properties]
+        "client.rack" = "a"
+
+        [tenants.acme.functions.resize]
+        executor = { type = "http", url = "http://127.0.0.1:8080/resize" }
+        concurrency = 4
+        timeout = "5s"
+        on_success = "acme.resized"
+
+        [tenants.acme.functions.report]
+        executor = { type = "command", program = "/bin/cat" }
+        queue = "exclusive"
+    "#;
+
+    /// A configuration with two tenants, `acme` and `globex`, and `extra` after them.
+    pub(crate) fn with_tenants(extra: &str) -> Result<Config, String> {
+        const TENANTS: &str = r#"
+        [tenants.acme.functions.f]
+        executor = { type = "inprocess", handler = "echo" }
+        [tenants.globex]
+    "#;
+        Config::from_toml(&format!("{TENANTS}\n{extra}")).map_err(|e| e.to_string())
+    }
+
+    /// The error that `text` is refused with.
+    pub(crate) fn err(text: &str) -> String {
+        match Config::from_toml(text) {
+            Ok(_) => panic!("config accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// For each `(from, to, needle)`: [`GOOD`] with `from` replaced by `to` is refused
+    /// with an error that contains `needle`.
+    pub(crate) fn assert_names_field(cases: &[(&str, &str, &str)]) {
+        for (from, to, needle) in cases {
+            let text = GOOD.replace(from, to);
+            assert_ne!(text, GOOD, "case {from} did not apply");
+            let e = err(&text);
+            assert!(e.contains(needle), "error for `{to}` lacks `{needle}`: {e}");
+        }
+    }
+
+    /// For each `(extra, needle)`: [`with_tenants`]`(extra)` is refused with an error that
+    /// contains `needle`.
+    pub(crate) fn assert_extra_names_field(cases: &[(&str, &str)]) {
+        for (extra, needle) in cases {
+            let e = with_tenants(extra).expect_err(extra);
+            assert!(e.contains(needle), "`{extra}`: {e}");
+        }
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.topics.prefix, "tw");
+        assert_eq!(c.group_id(), "tw.schedulers");
+        let f = c.function("acme", "resize").unwrap();
+        assert_eq!(f.concurrency.get(), 4);
+        assert_eq!(f.timeout, Duration::from_secs(5));
+        assert_eq!(f.max_attempts.get(), 3);
+        assert_eq!(c.queue_topics(), vec!["tw.q.acme", "tw.q.acme.report"]);
+        assert_eq!(c.queue_topic("acme", "report"), "tw.q.acme.report");
+        assert_eq!(c.queue_topic("acme", "resize"), "tw.q.acme");
+        assert_eq!(c.failure_destination("acme", "resize"), "tw.dlq.acme");
+        assert_eq!(c.destination_topics(), vec!["acme.resized", "tw.dlq.acme"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err(&GOOD.replace("concurrency = 4", "concurency = 4"));
+        assert!(e.contains("concurency"), "{e}");
+    }
+
+    #[test]
+    fn no_tenant_is_an_error() {
+        assert!(err("").contains("tenants"));
+    }
+}

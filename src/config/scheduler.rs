@@ -1,0 +1,155 @@
+//! `[scheduler]`: limits, delivery guarantee and timing of `tidewater run`.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::de::{de_duration, invalid, nz};
+
+/// The scheduler process (`tidewater run`): its limits, delivery and timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Identifies this process in status events. Default `<hostname>-<pid>`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Consumer group of the schedulers. Default `<prefix>.schedulers`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Attempts running at once in this process, across all functions; when functions
+    /// compete for them, they are shared by `weight`. Default 256.
+    #[serde(default = "default_max_running")]
+    pub max_running: NonZeroUsize,
+    /// Tasks held in memory per partition (queued, running, waiting to retry) before
+    /// fetching from that partition pauses. Default 10000.
+    #[serde(default = "default_max_buffered_per_partition")]
+    pub max_buffered_per_partition: NonZeroUsize,
+    /// Payload bytes held per partition before fetching from it pauses. Default 33554432
+    /// (32 MiB).
+    #[serde(default = "default_max_buffered_bytes_per_partition")]
+    pub max_buffered_bytes_per_partition: NonZeroUsize,
+    /// Tasks held in memory by the whole process before all fetching pauses.
+    /// Default 100000.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered: NonZeroUsize,
+    /// Payload bytes held by the whole process before all fetching pauses. Default
+    /// 268435456 (256 MiB).
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: NonZeroUsize,
+    /// `exactly_once` (default): outcome events, status events and consumer offsets are
+    /// written in one Kafka transaction per batch, so `read_committed` consumers see
+    /// exactly one terminal outcome per task. `at_least_once`: records are produced and
+    /// offsets committed separately (faster; a crash may publish an outcome twice).
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// When a partition is revoked, how long its running attempts may take to finish
+    /// before the partition is released (what is done is committed first). Default `10s`.
+    #[serde(default = "default_rebalance_grace", deserialize_with = "de_duration")]
+    pub rebalance_grace: Duration,
+    /// How often finished offsets are committed (at-least-once), and the longest a
+    /// finished task waits for its transaction (exactly-once). Default `100ms`.
+    #[serde(default = "default_commit_interval", deserialize_with = "de_duration")]
+    pub commit_interval: Duration,
+    /// On shutdown, how long running tasks may take to finish before they are abandoned
+    /// (and re-delivered to the next owner). Default `30s`.
+    #[serde(default = "default_grace", deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
+    /// Task ids (per tenant) of tasks that reached a terminal outcome in this process,
+    /// remembered so that the same id delivered again (re-submitted, or re-delivered) is
+    /// not run again: it is skipped without a second outcome. 0 turns this off.
+    /// Default 100000.
+    #[serde(default = "default_dedupe_window")]
+    pub dedupe_window: usize,
+    /// Captured output published to `<prefix>.logs` per attempt and stream (command
+    /// stdout and stderr, HTTP status and body), in bytes; the rest is marked truncated.
+    /// Default 65536.
+    #[serde(default = "default_max_log_bytes")]
+    pub max_log_bytes: NonZeroUsize,
+    /// Largest task payload accepted, in bytes, unless a function sets its own.
+    /// Default 262144 (256 KiB).
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: NonZeroUsize,
+}
+
+fn default_dedupe_window() -> usize {
+    100_000
+}
+fn default_max_log_bytes() -> NonZeroUsize {
+    nz(64 * 1024)
+}
+fn default_max_running() -> NonZeroUsize {
+    nz(256)
+}
+fn default_max_buffered_per_partition() -> NonZeroUsize {
+    nz(10_000)
+}
+fn default_max_buffered_bytes_per_partition() -> NonZeroUsize {
+    nz(32 * 1024 * 1024)
+}
+fn default_max_buffered() -> NonZeroUsize {
+    nz(100_000)
+}
+fn default_max_buffered_bytes() -> NonZeroUsize {
+    nz(256 * 1024 * 1024)
+}
+fn default_rebalance_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_payload() -> NonZeroUsize {
+    nz(256 * 1024)
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            group_id: None,
+            max_running: default_max_running(),
+            max_log_bytes: default_max_log_bytes(),
+            dedupe_window: default_dedupe_window(),
+            max_buffered_per_partition: default_max_buffered_per_partition(),
+            max_buffered_bytes_per_partition: default_max_buffered_bytes_per_partition(),
+            max_buffered: default_max_buffered(),
+            max_buffered_bytes: default_max_buffered_bytes(),
+            rebalance_grace: default_rebalance_grace(),
+            delivery: Delivery::default(),
+            commit_interval: default_commit_interval(),
+            shutdown_grace: default_grace(),
+            max_payload_bytes: default_max_payload(),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// Checks what the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.commit_interval.is_zero() {
+            return Err(invalid("scheduler.commit_interval", "must be more than 0"));
+        }
+        if let Some(id) = &self.id {
+            if id.trim().is_empty() {
+                return Err(invalid("scheduler.id", "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How outcomes are delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// One transaction per batch: outcomes, status events and offsets together.
+    #[default]
+    ExactlyOnce,
+    /// Produce, then commit offsets: a crash may repeat an outcome.
+    AtLeastOnce,
+}
