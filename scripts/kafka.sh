@@ -16,6 +16,8 @@
 #                        (default ${XDG_CACHE_HOME:-$HOME/.cache}/tidewater/kafka)
 #   TW_KAFKA_HEAP        JVM heap                                       (default 1G)
 #   TW_KAFKA_START_TIMEOUT  seconds to wait for readiness               (default 120)
+#   TW_KAFKA_NODES       3 (or more) for a replicated local cluster; its commands are
+#                        listed by `TW_KAFKA_NODES=3 scripts/kafka.sh help`
 #
 # The broker's jars come from Maven Central through scripts/kafka/pom.xml
 # (org.apache.kafka:kafka_2.13 plus a log4j2 binding) into $TW_KAFKA_HOME/libs-<version>.
@@ -96,12 +98,17 @@ log.segment.bytes=67108864
 num.network.threads=2
 num.io.threads=4
 EOF
-  cat >"$log4j" <<EOF
+  write_log4j "$log4j" "$logfile"
+}
+
+# Writes a log4j2 configuration ($1) that logs to $2, rolled at 50 MB.
+write_log4j() {
+  cat >"$1" <<EOF
 status = warn
 appender.file.type = RollingFile
 appender.file.name = file
-appender.file.fileName = $logfile
-appender.file.filePattern = $logfile.%i
+appender.file.fileName = $2
+appender.file.filePattern = $2.%i
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
 appender.file.policies.type = Policies
@@ -217,11 +224,18 @@ cmd_stop() {
   rm -f "$pidfile"
 }
 
+if (( ${TW_KAFKA_NODES:-1} > 1 )); then
+  # shellcheck source=kafka/cluster.sh
+  source "$here/kafka/cluster.sh"
+  cluster_main "$@"
+  exit $?
+fi
+
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
   reset) cmd_stop; rm -rf "$data"; say "data deleted: $data" ;;
   logs) echo "$logfile" ;;
-  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

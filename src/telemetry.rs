@@ -69,8 +69,9 @@ pub fn metrics_handle() -> Result<PrometheusHandle, TelemetryError> {
         .map_err(TelemetryError::Recorder)
 }
 
-/// Serves `/metrics` (Prometheus text format) and `/healthz` until `shutdown`; returns the
-/// bound address (useful with port 0).
+/// Serves `/metrics` (Prometheus text format), `/healthz` (the process answers) and
+/// `/readyz` (every component makes progress: 200, else 503 with the reasons) until
+/// `shutdown`; returns the bound address (useful with port 0).
 pub async fn serve_metrics(
     addr: SocketAddr,
     shutdown: CancellationToken,
@@ -98,7 +99,8 @@ pub async fn serve_metrics(
                 }
             }),
         )
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(readyz));
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -108,4 +110,17 @@ pub async fn serve_metrics(
         }
     });
     Ok(bound)
+}
+
+async fn readyz() -> (axum::http::StatusCode, String) {
+    match crate::health::Health::global().check() {
+        Ok(()) => (axum::http::StatusCode::OK, "ready\n".into()),
+        Err(failing) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            failing
+                .iter()
+                .map(|(component, reason)| format!("{component}: {reason}\n"))
+                .collect(),
+        ),
+    }
 }

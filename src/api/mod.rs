@@ -318,6 +318,13 @@ async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
         )
             .into_response();
     }
+    if let Some(e) = s.indexer.kafka_unreachable() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": format!("cannot reach Kafka: {e}"), "records_indexed": s.indexer.records()})),
+        )
+            .into_response();
+    }
     if s.indexer.is_ready() {
         (
             StatusCode::OK,

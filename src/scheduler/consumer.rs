@@ -342,6 +342,10 @@ pub fn poll_loop(
     tx: mpsc::Sender<FromConsumer>,
     signal: Signal,
 ) {
+    // librdkafka reports a broker that is away many times a second: say so every few
+    // seconds, with how many reports were folded into the line.
+    let mut last_warn: Option<Instant> = None;
+    let mut folded = 0u64;
     while !signal.is_stopping() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) if !forward(&msg, &shared, &tx) => break,
@@ -350,7 +354,15 @@ pub fn poll_loop(
                 let _ = tx.blocking_send(FromConsumer::Fatal(e));
                 break;
             }
-            Some(Err(e)) => warn!(error = %e, "consumer error (retrying)"),
+            Some(Err(e)) => {
+                if last_warn.is_some_and(|at| at.elapsed() < Duration::from_secs(5)) {
+                    folded += 1;
+                } else {
+                    warn!(error = %e, repeated = folded, "consumer error (librdkafka retries by itself)");
+                    last_warn = Some(Instant::now());
+                    folded = 0;
+                }
+            }
             None => {}
         }
     }

@@ -61,6 +61,8 @@ pub struct IndexerStatus {
     behind: AtomicUsize,
     records: AtomicU64,
     failure: Mutex<Option<String>>,
+    /// Why Kafka cannot be reached now (all brokers down), if it cannot.
+    unreachable: Mutex<Option<String>>,
 }
 
 impl IndexerStatus {
@@ -80,6 +82,27 @@ impl IndexerStatus {
         self.records.load(Ordering::Relaxed)
     }
 
+    /// Why the indexer cannot read Kafka now, if it cannot: the index falls behind until
+    /// the cluster answers again (the indexer then catches up by itself).
+    pub fn kafka_unreachable(&self) -> Option<String> {
+        self.unreachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_unreachable(&self, reason: Option<String>) {
+        let mut current = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*current, &reason) {
+            (None, Some(r)) => {
+                warn!(reason = %r, "indexer: Kafka cannot be reached; not ready until it can")
+            }
+            (Some(_), None) => info!("indexer: Kafka answers again"),
+            _ => {}
+        }
+        *current = reason;
+    }
+
     /// Why the indexer stopped, if it failed.
     pub fn failure(&self) -> Option<String> {
         self.failure
@@ -87,6 +110,14 @@ impl IndexerStatus {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// Whether a consumer error means no broker of the cluster can be reached.
+fn is_cluster_gone(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
+    )
 }
 
 /// Record bytes held in one batch at most (task logs can be large), besides
@@ -445,6 +476,9 @@ impl Indexer {
                 );
                 batch.first_at.get_or_insert_with(Instant::now);
             }
+            Some(Err(e)) if is_cluster_gone(&e) => {
+                self.status.set_unreachable(Some(e.to_string()));
+            }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 reading.eof.insert(p);
                 batch.first_at.get_or_insert_with(Instant::now);
@@ -495,9 +529,22 @@ impl Indexer {
         reading: &mut Reading,
         upkeep: &mut Upkeep,
     ) -> Result<(), IndexerError> {
-        if upkeep.last_refresh.elapsed() >= Duration::from_secs(30) {
+        // Every 30 s, and every 2 s while the cluster is away (to notice it is back).
+        let refresh_every = if self.status.kafka_unreachable().is_some() {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(30)
+        };
+        if upkeep.last_refresh.elapsed() >= refresh_every {
             upkeep.last_refresh = Instant::now();
-            match self.partitions(consumer, &reading.kinds) {
+            let found = self.partitions(consumer, &reading.kinds);
+            match &found {
+                Err(IndexerError::Kafka(e @ KafkaOpError::Unreachable { .. })) => {
+                    self.status.set_unreachable(Some(e.to_string()));
+                }
+                _ => self.status.set_unreachable(None),
+            }
+            match found {
                 Ok(now) if now != reading.partitions => {
                     info!(
                         before = reading.partitions.len(),

@@ -18,6 +18,8 @@ use tidewater::config::Config;
 use tidewater::names::headers as h;
 use tidewater::submit::Submitter;
 
+pub mod faults;
+
 /// A record to produce: key, value, headers.
 pub type RawRecord<'a> = (Option<&'a str>, Vec<u8>, Vec<(&'a str, &'a str)>);
 /// A record read back: headers and value.
@@ -36,6 +38,8 @@ pub fn unique(name: &str) -> String {
 /// One test's world: a config file with its own prefix, in its own temp dir.
 pub struct TestEnv {
     pub prefix: String,
+    /// The cluster this env's config and readers talk to.
+    pub bootstrap: String,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub config: Config,
@@ -49,11 +53,16 @@ impl TestEnv {
 
     /// Like [`TestEnv::new`], with `partitions` partitions per created topic.
     pub fn with_partitions(name: &str, body: &str, partitions: u32) -> Self {
+        Self::on(&bootstrap(), name, body, partitions, 1)
+    }
+
+    /// An env on the cluster at `bootstrap`, whose topics have `partitions` partitions
+    /// and `replication` replicas.
+    pub fn on(bootstrap: &str, name: &str, body: &str, partitions: u32, replication: u16) -> Self {
         let prefix = unique(name);
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\n[topics]\nprefix = \"{prefix}\"\npartitions = {partitions}\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\n{body}\n",
-            bootstrap()
+            "[kafka]\nbootstrap_servers = \"{bootstrap}\"\n[topics]\nprefix = \"{prefix}\"\npartitions = {partitions}\nreplication_factor = {replication}\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\n{body}\n"
         );
         let text = text.replace("{prefix}", &prefix);
         let config_path = dir.path().join("tidewater.toml");
@@ -61,6 +70,7 @@ impl TestEnv {
         let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let env = Self {
             prefix,
+            bootstrap: bootstrap.to_string(),
             dir,
             config_path,
             config,
@@ -76,7 +86,7 @@ impl TestEnv {
                 Ok(_) => return,
                 Err(e) if Instant::now() > deadline => panic!(
                     "no Kafka broker at {}: {e}\nStart one with `scripts/kafka.sh start`, or run the suite with `scripts/test.sh`.",
-                    bootstrap()
+                    self.bootstrap
                 ),
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
             }
@@ -148,7 +158,7 @@ impl TestEnv {
 
     pub fn producer(&self) -> ThreadedProducer<DefaultProducerContext> {
         ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
+            .set("bootstrap.servers", &self.bootstrap)
             .set("linger.ms", "5")
             .create()
             .unwrap()
@@ -187,7 +197,7 @@ impl TestEnv {
 
     /// Reads a topic from the beginning (read_committed) until `want` records or `timeout`.
     pub fn read(&self, topic: &str, want: usize, timeout: Duration) -> Vec<ReadRecord> {
-        let consumer = reader_from_start(topic);
+        let consumer = reader_on(&self.bootstrap, topic);
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
         while out.len() < want && Instant::now() < deadline {
@@ -261,8 +271,13 @@ pub async fn submit_all(submitter: &Submitter, tenant: &str, tasks: Vec<Task>) {
 /// A consumer of every partition of `topic` from its beginning, outside any group, that
 /// sees only committed records.
 pub fn reader_from_start(topic: &str) -> BaseConsumer {
+    reader_on(&bootstrap(), topic)
+}
+
+/// [`reader_from_start`] on the cluster at `bootstrap`.
+pub fn reader_on(bootstrap: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -353,6 +368,16 @@ impl SchedulerProcess {
     pub fn kill9(&mut self) {
         self.signal(nix::sys::signal::Signal::SIGKILL);
         let _ = self.wait(Duration::from_secs(10));
+    }
+
+    /// SIGSTOP: the process freezes, as on a paused machine.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`SchedulerProcess::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) {

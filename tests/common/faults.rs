@@ -1,0 +1,250 @@
+//! Fault injection for the fault suite: brokers started by `scripts/kafka.sh` on ports
+//! of their own (so restarting them never disturbs the shared test broker), and a
+//! `read_committed` watcher that records when each outcome became visible.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+
+use super::reader_on;
+
+/// One of the fault suite's Kafka deployments, driven through `scripts/kafka.sh`.
+pub struct Kafka {
+    nodes: u32,
+    port: u16,
+}
+
+/// The single broker the fault suite restarts (`TW_FAULT_KAFKA_PORT`, default 19392).
+pub fn single() -> (MutexGuard<'static, ()>, Kafka) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let k = Kafka {
+        nodes: 1,
+        port: port_from("TW_FAULT_KAFKA_PORT", 19392),
+    };
+    k.up();
+    (guard, k)
+}
+
+/// The three-node cluster (`TW_CLUSTER_KAFKA_PORT`, default 19192..19194).
+pub fn cluster() -> (MutexGuard<'static, ()>, Kafka) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let k = Kafka {
+        nodes: 3,
+        port: port_from("TW_CLUSTER_KAFKA_PORT", 19192),
+    };
+    k.up();
+    (guard, k)
+}
+
+fn port_from(var: &str, default: u16) -> u16 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Kafka {
+    /// `host:port,…` of every node.
+    pub fn bootstrap(&self) -> String {
+        (0..self.nodes)
+            .map(|i| format!("127.0.0.1:{}", self.port + i as u16))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Runs `scripts/kafka.sh <args>` for this deployment; returns its stdout.
+    pub fn script(&self, args: &[&str]) -> String {
+        let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "scripts", "kafka.sh"]
+            .iter()
+            .collect();
+        let out = Command::new(script)
+            .args(args)
+            .env("TW_KAFKA_NODES", self.nodes.to_string())
+            .env("TW_KAFKA_PORT", self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts whatever is not running (every node), and waits until all serve.
+    pub fn up(&self) {
+        self.script(&["start"]);
+        if self.nodes > 1 {
+            self.script(&["wait-replicated"]);
+        }
+    }
+
+    /// Stops the single broker (SIGTERM).
+    pub fn stop(&self) {
+        self.script(&["stop"]);
+    }
+
+    /// Starts the single broker and waits until it answers.
+    pub fn start(&self) {
+        self.script(&["start"]);
+    }
+
+    /// Sends `command` (`kill`, `stop`, `start`, `pause`, `resume`) to node `n`.
+    pub fn node(&self, command: &str, n: u32) {
+        self.script(&[command, &n.to_string()]);
+    }
+
+    /// The node leading `topic`'s `partition`.
+    pub fn leader(&self, topic: &str, partition: i32) -> u32 {
+        self.script(&["leader", topic, &partition.to_string()])
+            .parse()
+            .unwrap()
+    }
+
+    /// The node coordinating the first transactional id that starts with `prefix`,
+    /// waiting for one to exist.
+    pub fn txn_coordinator(&self, prefix: &str, timeout: Duration) -> u32 {
+        let deadline = Instant::now() + timeout;
+        let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "scripts", "kafka.sh"]
+            .iter()
+            .collect();
+        loop {
+            let out = Command::new(&script)
+                .args(["txn-coordinator", prefix])
+                .env("TW_KAFKA_NODES", self.nodes.to_string())
+                .env("TW_KAFKA_PORT", self.port.to_string())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(node) = text.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                return node;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no transactional id starts with {prefix}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Watches an outcome topic with a `read_committed` consumer and records when each
+/// task's outcome became visible.
+pub struct OutcomeWatch {
+    stop: Arc<AtomicBool>,
+    distinct: Arc<AtomicUsize>,
+    handle: Option<JoinHandle<Watched>>,
+}
+
+/// What an [`OutcomeWatch`] saw.
+#[derive(Debug, Default)]
+pub struct Watched {
+    /// Outcome records per task id.
+    pub counts: BTreeMap<String, usize>,
+    /// The longest time between two new tasks' outcomes, from the first to the last.
+    pub longest_gap: Duration,
+}
+
+impl Watched {
+    /// Task ids with more than one outcome.
+    pub fn duplicates(&self) -> Vec<(&String, &usize)> {
+        self.counts.iter().filter(|(_, c)| **c > 1).collect()
+    }
+}
+
+impl OutcomeWatch {
+    pub fn start(bootstrap: &str, topic: &str) -> Self {
+        let consumer = reader_on(bootstrap, topic);
+        let stop = Arc::new(AtomicBool::new(false));
+        let distinct = Arc::new(AtomicUsize::new(0));
+        let (s, d) = (stop.clone(), distinct.clone());
+        let handle = std::thread::spawn(move || {
+            let mut w = Watched::default();
+            let mut last_new: Option<Instant> = None;
+            while !s.load(Ordering::Relaxed) {
+                let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let o = tidewater::codec::decode_outcome(m.payload().unwrap_or_default()).unwrap();
+                let c = w.counts.entry(o.task_id).or_default();
+                *c += 1;
+                if *c == 1 {
+                    let now = Instant::now();
+                    if let Some(prev) = last_new {
+                        w.longest_gap = w.longest_gap.max(now - prev);
+                    }
+                    last_new = Some(now);
+                    d.store(w.counts.len(), Ordering::Relaxed);
+                }
+            }
+            w
+        });
+        Self {
+            stop,
+            distinct,
+            handle: Some(handle),
+        }
+    }
+
+    /// Tasks with an outcome so far.
+    pub fn distinct(&self) -> usize {
+        self.distinct.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` tasks have an outcome (panicking with `context()` after
+    /// `timeout`).
+    pub fn wait_for(&self, n: usize, timeout: Duration, context: impl Fn() -> String) {
+        let deadline = Instant::now() + timeout;
+        while self.distinct() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} outcomes after {timeout:?}\n{}",
+                self.distinct(),
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for `n` distinct outcomes, then `settle` more for late duplicates, and
+    /// returns what was seen.
+    pub fn finish(
+        mut self,
+        n: usize,
+        timeout: Duration,
+        settle: Duration,
+        context: impl Fn() -> String,
+    ) -> Watched {
+        self.wait_for(n, timeout, context);
+        std::thread::sleep(settle);
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for OutcomeWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One row of RELIABILITY.md, printed by each fault test (`cargo test --test faults --
+/// --nocapture | grep '^| '` collects the table).
+pub fn report(fault: &str, tasks: usize, faults: &str, w: &Watched, command: &str) {
+    let lost = tasks.saturating_sub(w.counts.len());
+    println!(
+        "| {fault} | {tasks} | {faults} | {lost} | {} | {:.1} s | `{command}` |",
+        w.duplicates().len(),
+        w.longest_gap.as_secs_f64()
+    );
+}

@@ -1,0 +1,247 @@
+//! The fault suite: real brokers fail under a running `tidewater` (exactly-once delivery)
+//! and a `read_committed` consumer checks that every task has exactly one outcome, none
+//! lost, and how long the run went without progress. Each test prints its row of
+//! RELIABILITY.md (`cargo test --test faults -- --nocapture | grep '^| '`).
+//!
+//! The restarted brokers are the suite's own (`scripts/test.sh` starts them; a test
+//! starts one that is not running): a single broker on 19392 and a three-node cluster on
+//! 19192-19194, never the shared test broker.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::faults::{self, Kafka, OutcomeWatch, report};
+use common::{SchedulerProcess, TestEnv, task};
+
+/// Longest a run may go without a new outcome while the cluster fails over or restarts.
+const MAX_STALL: Duration = Duration::from_secs(60);
+const FINISH: Duration = Duration::from_secs(300);
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// A paced workload: `rate` tasks per second of a function that runs a tiny command.
+fn workload(kafka: &Kafka, name: &str, rate: u32, replication: u16) -> TestEnv {
+    let env = TestEnv::on(
+        &kafka.bootstrap(),
+        name,
+        &format!(
+            r#"
+            [scheduler]
+            delivery = "exactly_once"
+
+            [tenants.acme.functions.work]
+            executor = {{ type = "command", program = "true" }}
+            concurrency = 8
+            rate = {rate}.0
+            on_success = "{{prefix}}.done"
+            "#
+        ),
+        3,
+        replication,
+    );
+    env.init_topics();
+    env
+}
+
+fn submit(env: &TestEnv, n: usize) {
+    env.submit(
+        "acme",
+        (0..n)
+            .map(|i| task(&format!("f-{i}"), "work", ""))
+            .collect(),
+    );
+}
+
+fn check(w: &faults::Watched, n: usize, s: &mut SchedulerProcess) {
+    let dups = w.duplicates();
+    assert!(dups.is_empty(), "outcomes seen more than once: {dups:?}");
+    assert_eq!(w.counts.len(), n, "every task has its outcome");
+    assert!(
+        w.longest_gap < MAX_STALL,
+        "the run went {:.1} s without a new outcome (bound {MAX_STALL:?})",
+        w.longest_gap.as_secs_f64()
+    );
+    assert!(
+        s.is_running(),
+        "the scheduler stays up through the faults\n{}",
+        s.log_text()
+    );
+}
+
+#[test]
+fn a_single_broker_restarted_three_times_loses_nothing_and_duplicates_nothing() {
+    let (_lock, kafka) = faults::single();
+    let n = 3000;
+    let env = workload(&kafka, "restart", 50, 1);
+    let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
+    submit(&env, n);
+    let mut s = env.start_scheduler(0);
+    for at in [400, 1200, 2000] {
+        watch.wait_for(at, FINISH, || s.log_text());
+        kafka.stop();
+        std::thread::sleep(Duration::from_secs(10));
+        kafka.start();
+    }
+    let w = watch.finish(n, FINISH, SETTLE, || s.log_text());
+    report(
+        "single broker stopped for 10 s and started, three times",
+        n,
+        "3 broker restarts",
+        &w,
+        "cargo test --test faults a_single_broker_restarted",
+    );
+    check(&w, n, &mut s);
+}
+
+#[test]
+fn the_leader_of_a_queue_partition_and_the_transaction_coordinator_killed() {
+    let (_lock, kafka) = faults::cluster();
+    let n = 3000;
+    let env = workload(&kafka, "leader", 50, 3);
+    let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
+    submit(&env, n);
+    let mut s = env.start_scheduler(0);
+
+    watch.wait_for(400, FINISH, || s.log_text());
+    let leader = kafka.leader(&env.queue("acme"), 0);
+    kafka.node("kill", leader);
+    watch.wait_for(1000, FINISH, || s.log_text());
+    kafka.node("start", leader);
+    kafka.script(&["wait-replicated"]);
+
+    let txn_prefix = format!("{}.schedulers.", env.prefix);
+    let coordinator = kafka.txn_coordinator(&txn_prefix, Duration::from_secs(30));
+    watch.wait_for(1600, FINISH, || s.log_text());
+    kafka.node("kill", coordinator);
+    watch.wait_for(2200, FINISH, || s.log_text());
+    kafka.node("start", coordinator);
+    kafka.script(&["wait-replicated"]);
+
+    let w = watch.finish(n, FINISH, SETTLE, || s.log_text());
+    report(
+        "three nodes: SIGKILL of a queue partition's leader, later of the transaction coordinator; each restarted",
+        n,
+        &format!("kill node {leader} (leader), kill node {coordinator} (coordinator)"),
+        &w,
+        "cargo test --test faults the_leader_of_a_queue_partition",
+    );
+    check(&w, n, &mut s);
+}
+
+#[test]
+fn a_rolling_restart_of_all_three_nodes() {
+    let (_lock, kafka) = faults::cluster();
+    let n = 3000;
+    let env = workload(&kafka, "rolling", 40, 3);
+    let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
+    submit(&env, n);
+    let mut s = env.start_scheduler(0);
+    watch.wait_for(300, FINISH, || s.log_text());
+    for node in 1..=3 {
+        kafka.node("stop", node);
+        kafka.node("start", node);
+        kafka.script(&["wait-replicated"]);
+    }
+    let w = watch.finish(n, FINISH, SETTLE, || s.log_text());
+    report(
+        "three nodes: rolling restart (stop, start, wait for full ISR, next)",
+        n,
+        "3 node restarts",
+        &w,
+        "cargo test --test faults a_rolling_restart",
+    );
+    check(&w, n, &mut s);
+}
+
+#[test]
+fn a_scheduler_paused_past_its_session_timeout_publishes_nothing_late() {
+    // The shared test broker: nothing here restarts it.
+    let n = 400;
+    let env = TestEnv::new(
+        "paused",
+        r#"
+        [scheduler]
+        delivery = "exactly_once"
+        rebalance_grace = "2s"
+
+        [tenants.acme.functions.work]
+        executor = { type = "command", program = "sleep", args = ["0.4"] }
+        concurrency = 8
+        on_success = "{prefix}.done"
+        "#,
+    );
+    env.init_topics();
+    let watch = OutcomeWatch::start(&env.bootstrap, &env.topic("done"));
+    let mut a = env.start_scheduler(0);
+    let mut b = env.start_scheduler(1);
+    // Both members hold partitions before the work arrives.
+    std::thread::sleep(Duration::from_secs(5));
+    submit(&env, n);
+    watch.wait_for(40, FINISH, || a.log_text());
+    // Longer than the broker's session timeout (10 s) and the transaction timeout (10 s):
+    // the group gives A's partitions to B, which runs A's unfinished tasks again.
+    a.pause();
+    let paused_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(25));
+    a.resume();
+    let w = watch.finish(n, FINISH, SETTLE, || {
+        format!("--- A ---\n{}\n--- B ---\n{}", a.log_text(), b.log_text())
+    });
+    report(
+        "a scheduler SIGSTOPped for 25 s (past the 10 s session timeout) while its tasks run, then SIGCONT",
+        n,
+        "1 pause of 25 s",
+        &w,
+        "cargo test --test faults a_scheduler_paused",
+    );
+    let dups = w.duplicates();
+    assert!(
+        dups.is_empty(),
+        "the paused scheduler's late results became outcomes: {dups:?}\n--- A ---\n{}",
+        a.log_text()
+    );
+    assert_eq!(w.counts.len(), n, "every task has its outcome");
+    assert!(
+        a.is_running() && b.is_running(),
+        "both schedulers keep working"
+    );
+    assert!(
+        paused_at.elapsed() >= Duration::from_secs(25),
+        "the pause lasted as long as intended"
+    );
+}
+
+#[test]
+fn run_waits_for_a_broker_that_is_down_at_start() {
+    let (_lock, kafka) = faults::single();
+    let n = 200;
+    let env = workload(&kafka, "late", 200, 1);
+    let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
+    kafka.stop();
+    let mut s = env.start_scheduler(0);
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        s.is_running(),
+        "run keeps waiting for the cluster\n{}",
+        s.log_text()
+    );
+    let log = s.log_text();
+    assert!(
+        log.matches("waiting for the Kafka cluster to answer")
+            .count()
+            >= 2,
+        "a clear line every few seconds while it waits\n{log}"
+    );
+    kafka.start();
+    submit(&env, n);
+    let w = watch.finish(n, FINISH, SETTLE, || s.log_text());
+    report(
+        "the broker down when `tidewater run` starts, up 8 s later",
+        n,
+        "broker down at start",
+        &w,
+        "cargo test --test faults run_waits_for_a_broker",
+    );
+    check(&w, n, &mut s);
+}
