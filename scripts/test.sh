@@ -4,18 +4,31 @@
 #   scripts/test.sh [extra cargo test arguments]
 #
 # Uses the broker named by TW_BOOTSTRAP_SERVERS when set; otherwise starts the local
-# broker (scripts/kafka.sh) unless it is already running. Runs every test target and
-# stops the broker it started.
+# broker (scripts/kafka.sh) unless it is already running. The fault suite
+# (tests/faults.rs) restarts brokers of its own: a single broker on TW_FAULT_KAFKA_PORT
+# (19392) and a three-node cluster on TW_CLUSTER_KAFKA_PORT (19192-19194); they are
+# started here too, in parallel with the shared one. Runs every test target and stops
+# the brokers it started.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export TW_KAFKA_PORT="${TW_KAFKA_PORT:-19092}"
 
+export TW_FAULT_KAFKA_PORT="${TW_FAULT_KAFKA_PORT:-19392}"
+export TW_CLUSTER_KAFKA_PORT="${TW_CLUSTER_KAFKA_PORT:-19192}"
+fault_kafka() { TW_KAFKA_PORT=$TW_FAULT_KAFKA_PORT scripts/kafka.sh "$@"; }
+cluster_kafka() { TW_KAFKA_NODES=3 TW_KAFKA_PORT=$TW_CLUSTER_KAFKA_PORT scripts/kafka.sh "$@"; }
+
 started=0
+fault_started=0
 cleanup() {
   if [[ $started == 1 ]]; then
     scripts/kafka.sh stop || true
+  fi
+  if [[ $fault_started == 1 ]]; then
+    fault_kafka stop || true
+    cluster_kafka stop || true
   fi
 }
 trap cleanup EXIT
@@ -35,6 +48,21 @@ else
     scripts/kafka.sh start >/dev/null
     started=1
   fi
+fi
+
+# The fault suite's brokers, started side by side (each waits for its own readiness).
+if ! { fault_kafka status && cluster_kafka status; } >/dev/null 2>&1; then
+  if [[ "${CI:-}" == "true" ]]; then
+    fault_kafka reset >/dev/null 2>&1 || true
+    cluster_kafka reset >/dev/null 2>&1 || true
+  fi
+  fault_started=1
+  fault_kafka start >/dev/null &
+  single_pid=$!
+  cluster_kafka start >/dev/null &
+  cluster_pid=$!
+  wait "$single_pid" || { echo "test.sh: the fault suite's single broker did not start" >&2; exit 1; }
+  wait "$cluster_pid" || { echo "test.sh: the fault suite's three-node cluster did not start" >&2; exit 1; }
 fi
 
 cargo test --all-targets "$@"

@@ -129,6 +129,14 @@ pub async fn send(
 
 /// Topics that exist on the cluster, with their partition counts.
 pub fn existing_topics(config: &Config) -> Result<BTreeMap<String, usize>, KafkaOpError> {
+    existing_topics_within(config, ADMIN_TIMEOUT)
+}
+
+/// [`existing_topics`], waiting at most `timeout` for the cluster to answer.
+pub fn existing_topics_within(
+    config: &Config,
+    timeout: Duration,
+) -> Result<BTreeMap<String, usize>, KafkaOpError> {
     let consumer: BaseConsumer =
         client_config(config)
             .create()
@@ -136,13 +144,14 @@ pub fn existing_topics(config: &Config) -> Result<BTreeMap<String, usize>, Kafka
                 what: "metadata client",
                 source,
             })?;
-    let md = consumer
-        .fetch_metadata(None, ADMIN_TIMEOUT)
-        .map_err(|source| KafkaOpError::Unreachable {
-            bootstrap: config.kafka.bootstrap_servers.clone(),
-            timeout: ADMIN_TIMEOUT,
-            source,
-        })?;
+    let md =
+        consumer
+            .fetch_metadata(None, timeout)
+            .map_err(|source| KafkaOpError::Unreachable {
+                bootstrap: config.kafka.bootstrap_servers.clone(),
+                timeout,
+                source,
+            })?;
     Ok(md
         .topics()
         .iter()

@@ -10,9 +10,11 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::faults::{self, Kafka, OutcomeWatch, report};
+use common::serve::Serve;
 use common::{SchedulerProcess, TestEnv, task};
 
 /// Longest a run may go without a new outcome while the cluster fails over or restarts.
@@ -206,6 +208,16 @@ fn a_scheduler_paused_past_its_session_timeout_publishes_nothing_late() {
         a.is_running() && b.is_running(),
         "both schedulers keep working"
     );
+    // The fault happened as intended: A learned that the group took its partitions.
+    let log = a.log_text();
+    assert!(
+        log.contains("partitions lost"),
+        "the paused scheduler lost its partitions\n{log}"
+    );
+    println!(
+        "paused scheduler: {} outcome(s) dropped as fenced",
+        log.matches("are dropped; it runs those tasks").count()
+    );
     assert!(
         paused_at.elapsed() >= Duration::from_secs(25),
         "the pause lasted as long as intended"
@@ -220,7 +232,7 @@ fn run_waits_for_a_broker_that_is_down_at_start() {
     let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
     kafka.stop();
     let mut s = env.start_scheduler(0);
-    std::thread::sleep(Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(12));
     assert!(
         s.is_running(),
         "run keeps waiting for the cluster\n{}",
@@ -237,11 +249,94 @@ fn run_waits_for_a_broker_that_is_down_at_start() {
     submit(&env, n);
     let w = watch.finish(n, FINISH, SETTLE, || s.log_text());
     report(
-        "the broker down when `tidewater run` starts, up 8 s later",
+        "the broker down when `tidewater run` starts, up 12 s later",
         n,
         "broker down at start",
         &w,
         "cargo test --test faults run_waits_for_a_broker",
     );
     check(&w, n, &mut s);
+}
+
+/// Distinct succeeded task ids in `serve`'s index (paging through all of them).
+fn indexed_succeeded(serve: &Serve, token: &str) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut cursor = String::new();
+    loop {
+        let (code, body) = serve.get_raw(
+            &format!("/v1/tasks?status=succeeded&limit=1000{cursor}"),
+            Some(token),
+        );
+        assert_eq!(code, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for t in page["tasks"].as_array().unwrap() {
+            ids.insert(t["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return ids,
+        }
+    }
+}
+
+#[test]
+fn the_index_goes_unready_through_a_broker_restart_and_catches_up() {
+    let (_lock, kafka) = faults::single();
+    let env = TestEnv::on(
+        &kafka.bootstrap(),
+        "index",
+        r#"
+        [api]
+        tokens = [{ token = "tok-admin", admin = true }]
+
+        [scheduler]
+        delivery = "exactly_once"
+
+        [tenants.acme.functions.work]
+        executor = { type = "command", program = "true" }
+        concurrency = 8
+        on_success = "{prefix}.done"
+        "#,
+        3,
+        1,
+    );
+    env.init_topics();
+    let serve = Serve::start(&env, &env.dir.path().join("store.db"), 0);
+    let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
+    let mut s = env.start_scheduler(0);
+    submit(&env, 300);
+    watch.wait_for(300, FINISH, || s.log_text());
+
+    kafka.stop();
+    let unready_after = serve.await_readyz(503, Duration::from_secs(60));
+    kafka.start();
+    env.submit(
+        "acme",
+        (300..500)
+            .map(|i| task(&format!("f-{i}"), "work", ""))
+            .collect(),
+    );
+    let ready_after = serve.await_readyz(200, FINISH);
+    let w = watch.finish(500, FINISH, SETTLE, || s.log_text());
+    check(&w, 500, &mut s);
+
+    // The index has every task, including those finished while it could not read.
+    let deadline = Instant::now() + FINISH;
+    let mut ids = indexed_succeeded(&serve, "tok-admin");
+    while ids.len() < 500 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        ids = indexed_succeeded(&serve, "tok-admin");
+    }
+    assert_eq!(
+        ids.len(),
+        500,
+        "the index has every task\n{}",
+        serve.log_text()
+    );
+    println!(
+        "| `tidewater serve`'s indexer through a broker restart | 500 | 1 broker restart | {} | 0 | /readyz 503 after {:.1} s down, 200 {:.1} s after the restart | `cargo test --test faults the_index_goes_unready` |",
+        500 - ids.len(),
+        unready_after.as_secs_f64(),
+        ready_after.as_secs_f64()
+    );
 }

@@ -6,12 +6,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::TestEnv;
+use common::serve::{Serve, block};
 use reqwest::{Method, StatusCode};
 use tidewater::api::{ErrorBody, SubmitRequest};
 use tidewater::client::{ApiClient, ClientError};
@@ -42,131 +41,6 @@ queue = "exclusive"
 [tenants.globex.functions.notify]
 executor = { type = "inprocess", handler = "echo" }
 "#;
-
-/// A running `tidewater serve`; killed when dropped.
-struct Serve {
-    child: Option<Child>,
-    url: String,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(env: &TestEnv, store: &Path, n: usize) -> Self {
-        let log = env.dir.path().join(format!("serve-{n}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
-            .arg("--config")
-            .arg(&env.config_path)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "off",
-            ])
-            .arg("--store")
-            .arg(store)
-            .env("RUST_LOG", "info,tidewater=debug")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no address printed: {line:?}\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .to_string();
-        let serve = Self {
-            child: Some(child),
-            url,
-            log,
-        };
-        serve.wait_ready();
-        serve
-    }
-
-    fn client(&self, token: &str) -> ApiClient {
-        ApiClient::new(&self.url, Some(token.to_string())).unwrap()
-    }
-
-    fn wait_ready(&self) {
-        let c = ApiClient::new(&self.url, None).unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (status, _) = match block(c.raw(Method::GET, c.url(&["readyz"], &[]), None)) {
-                Ok(r) => r,
-                Err(e) => panic!(
-                    "serve is not answering ({e}):\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                ),
-            };
-            if status == StatusCode::OK {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready in time:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and the exit status must be success.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "serve exited {status}:\n{}",
-                    self.log_text()
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "serve did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            if std::thread::panicking() {
-                eprintln!("--- serve log ---\n{}", self.log_text());
-            }
-        }
-    }
-}
-
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// A task as the test knows it to be.
 #[derive(Debug, Clone)]

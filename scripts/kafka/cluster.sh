@@ -148,7 +148,9 @@ node_started() {
   local dir offset
   dir="$(node_dir "$1")"
   offset="$(cat "$dir/log.offset" 2>/dev/null || echo 0)"
-  tail -c "+$((offset + 1))" "$dir/logs/server.log" 2>/dev/null | grep -q "Kafka Server started"
+  # grep reads to the end (no -q): with pipefail, a reader that quits early would fail
+  # the pipeline through tail's SIGPIPE.
+  tail -c "+$((offset + 1))" "$dir/logs/server.log" 2>/dev/null | grep "Kafka Server started" >/dev/null
 }
 
 # Waits until node $1 has started and answers a metadata request on its own port.

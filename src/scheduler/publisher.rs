@@ -169,6 +169,13 @@ pub struct Publisher<T> {
 const MAX_BATCH: usize = 20_000;
 /// Timeout of one transactional call; a timed-out call is made again.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a retriable call is made again, and what its last error then becomes.
+type Limit = (Duration, fn(KafkaError) -> TxnError);
+
+/// Longest an abort is retried before the producer is replaced.
+const ABORT_LIMIT: Duration = Duration::from_secs(10);
+/// Longest `send_offsets_to_transaction` is retried before the transaction is aborted.
+const OFFSETS_LIMIT: Duration = Duration::from_secs(15);
 /// After this long without a durable batch the process reports itself not ready.
 pub const STALL_AFTER: Duration = Duration::from_secs(10);
 /// How often a stalled publisher says so.
@@ -358,14 +365,16 @@ impl<T: Send + 'static> Publisher<T> {
         }
     }
 
-    /// Makes one call, repeating it while its error is retriable.
+    /// Makes one call, repeating it while its error is retriable: for at most `limit`
+    /// (then the last error is returned as `give_up`), or with no limit.
     fn again<R>(
         &self,
         what: &'static str,
-        signal: &Signal,
-        stall: &Stall,
+        (signal, stall): (&Signal, &Stall),
+        limit: Option<Limit>,
         op: impl Fn() -> Result<R, KafkaError>,
     ) -> Result<R, TxnError> {
+        let started = Instant::now();
         loop {
             match op() {
                 Ok(r) => return Ok(r),
@@ -374,8 +383,15 @@ impl<T: Send + 'static> Publisher<T> {
                         if signal.is_abandoned() {
                             return Err(TxnError::Abandoned);
                         }
+                        if let Some((limit, give_up)) = limit {
+                            if started.elapsed() >= limit {
+                                return Err(give_up(e));
+                            }
+                        }
                         stall.failed(what, &e);
-                        std::thread::sleep(Duration::from_millis(100));
+                        // Serve delivery reports: a commit's flush cannot finish while
+                        // they wait in the event queue ("the event queue must be polled").
+                        self.producer.poll(Duration::from_millis(100));
                     }
                     Class::Abort => return Err(TxnError::Abort(e)),
                     Class::Fatal => return Err(TxnError::Fatal(e)),
@@ -430,10 +446,16 @@ impl<T: Send + 'static> Publisher<T> {
     fn transact(&self, batch: &[Unit<T>], signal: &Signal, stall: &Stall) -> Result<(), TxnError> {
         match self.transact_once(batch, signal, stall) {
             Err(TxnError::Abort(e)) => {
-                // An abort that fails other than by timing out leaves the producer unusable.
-                self.again("abort_transaction", signal, stall, || {
-                    self.producer.abort_transaction(CALL_TIMEOUT)
-                })
+                // An abort that fails other than by timing out, or keeps timing out once
+                // the cluster is back, leaves the producer unusable: a new one replays the
+                // batch (what this one sent is aborted, by the coordinator at the latest
+                // when the transaction times out).
+                self.again(
+                    "abort_transaction",
+                    (signal, stall),
+                    Some((ABORT_LIMIT, TxnError::Fatal)),
+                    || self.producer.abort_transaction(CALL_TIMEOUT),
+                )
                 .map_err(|a| match a {
                     TxnError::Abort(a) => TxnError::Fatal(a),
                     other => other,
@@ -478,12 +500,25 @@ impl<T: Send + 'static> Publisher<T> {
                 e.set_offset(Offset::Offset(*point)).map_err(txn_error)?;
                 e.set_metadata(meta.as_str());
             }
-            self.again("send_offsets_to_transaction", signal, stall, || {
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &group, CALL_TIMEOUT)
-            })?;
+            // Nothing is committed yet: after a while, abort and replay instead.
+            self.again(
+                "send_offsets_to_transaction",
+                (signal, stall),
+                Some((OFFSETS_LIMIT, TxnError::Abort)),
+                || {
+                    self.producer
+                        .send_offsets_to_transaction(&tpl, &group, CALL_TIMEOUT)
+                },
+            )?;
         }
-        self.again("commit_transaction", signal, stall, || {
+        // Wait for the batch's deliveries here, serving their reports, so the commit's own
+        // flush has nothing left to wait for.
+        if let Err(e) = self.producer.flush(CALL_TIMEOUT) {
+            debug!(error = %e, "deliveries still pending before the commit");
+        }
+        // A commit that timed out may still succeed: it is resumed until it resolves,
+        // never given up for a replay that could publish the batch twice.
+        self.again("commit_transaction", (signal, stall), None, || {
             self.producer.commit_transaction(CALL_TIMEOUT)
         })?;
         self.mark_done(batch);

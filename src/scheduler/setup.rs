@@ -175,6 +175,8 @@ pub(super) async fn start(
     Ok((engine, inputs, workers))
 }
 
+/// How long one probe of the cluster waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a process waiting for the cluster says so.
 const WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -185,7 +187,10 @@ fn wait_for_cluster(config: &Config, shutdown: &CancellationToken) -> Result<(),
     let mut logged: Option<Instant> = None;
     let started = Instant::now();
     loop {
-        match kafka::check_topics(config) {
+        // A short probe first, so waiting is reported within seconds.
+        let answer = kafka::existing_topics_within(config, PROBE_TIMEOUT)
+            .and_then(|_| kafka::check_topics(config));
+        match answer {
             Ok(()) => {
                 if logged.is_some() {
                     info!(after = ?started.elapsed(), "Kafka answers; starting");

@@ -19,6 +19,7 @@ use tidewater::names::headers as h;
 use tidewater::submit::Submitter;
 
 pub mod faults;
+pub mod serve;
 
 /// A record to produce: key, value, headers.
 pub type RawRecord<'a> = (Option<&'a str>, Vec<u8>, Vec<(&'a str, &'a str)>);
