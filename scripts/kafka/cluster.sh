@@ -223,7 +223,20 @@ cluster_main() {
       if [[ -n "${2:-}" ]]; then check_node "$2"; stop_node "$2"; return 0; fi
       for ((i = 1; i <= nodes; i++)); do stop_node "$i"; done
       ;;
-    kill) signal_node "${2:-}" KILL; rm -f "$(node_pidfile "$2")" ;;
+    kill)
+      local pid
+      check_node "${2:-}"
+      node_alive "$2" || die "node $2 is not running"
+      pid="$(cat "$(node_pidfile "$2")")"
+      signal_node "$2" KILL
+      # Gone for good (its port free) before this returns, so a start can follow at once.
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$(node_port "$2")") 2>/dev/null || break
+        sleep 0.1
+      done
+      rm -f "$(node_pidfile "$2")"
+      ;;
     pause) signal_node "${2:-}" STOP ;;
     resume) signal_node "${2:-}" CONT ;;
     status)

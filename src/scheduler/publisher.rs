@@ -140,7 +140,25 @@ fn txn_error(e: KafkaError) -> TxnError {
     }
 }
 
-/// Builds a new producer (transactional and initialised in exactly-once mode).
+/// Calls `init_transactions` until it succeeds, fails other than by timing out (a
+/// coordinator that is loading or moving times out and is asked again: the same call
+/// resumes where it was), or `retrying` returns false for a timed-out call.
+pub fn init_transactions(
+    producer: &BaseProducer<DeliveryCounter>,
+    mut retrying: impl FnMut(&KafkaError) -> bool,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.init_transactions(CALL_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(e) if class_of(&e) == Class::Retry && retrying(&e) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Builds a new producer (transactional, not yet initialised, in exactly-once mode).
 pub type ProducerFactory =
     Box<dyn Fn() -> Result<BaseProducer<DeliveryCounter>, KafkaError> + Send>;
 
@@ -350,14 +368,21 @@ impl<T: Send + 'static> Publisher<T> {
             if signal.is_abandoned() {
                 return false;
             }
-            match (self.factory)() {
+            let initialised = (self.factory)().and_then(|p| {
+                init_transactions(&p, |e| {
+                    stall.failed("init_transactions", e);
+                    !signal.is_abandoned()
+                })
+                .map(|()| p)
+            });
+            match initialised {
                 Ok(p) => {
                     self.producer = p;
                     info!("new transactional producer ready");
                     return true;
                 }
                 Err(e) => {
-                    stall.failed("init_transactions", &e);
+                    stall.failed("new producer", &e);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

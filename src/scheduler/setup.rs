@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::BaseProducer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::consumer::{self, FromConsumer, GroupContext, Shared};
 use super::control;
 use super::dispatch::{Dispatcher, FnLimits};
 use super::engine::{Engine, Inputs, Published, Workers};
-use super::publisher::{DeliveryCounter, ProducerFactory, Publisher, Unit};
+use super::publisher::{DeliveryCounter, ProducerFactory, Publisher, Unit, init_transactions};
 use super::records::Target;
 use super::worker::Worker;
 use super::{Ctx, FunctionRt, Functions, Job, SchedulerError};
@@ -27,8 +27,8 @@ use crate::health::Health;
 use crate::kafka::{self, KafkaOpError};
 use crate::names::topics;
 
-/// Longest wait for a new transactional producer's `init_transactions`.
-const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait at start for the transactional producer to be initialised.
+const INIT_WAIT: Duration = Duration::from_secs(30);
 
 /// Builds every configured function's executor and registers its limits.
 pub(super) fn build_functions(
@@ -104,14 +104,25 @@ pub(super) async fn start(
         move || publisher_producer(&c, &id, exactly_once)
     };
     let (producer, make) = blocking(move || {
-        let p = make().map_err(|e| match e {
-            FactoryError::Create(e) => SchedulerError::from(e),
-            FactoryError::Init(e) => SchedulerError::Fatal(e),
-        })?;
+        let p = make()?;
+        if exactly_once {
+            // A coordinator still loading after a broker restart answers late: wait a while.
+            let deadline = Instant::now() + INIT_WAIT;
+            init_transactions(&p, |e| {
+                debug!(error = %e, "transactional producer not ready yet; retrying");
+                Instant::now() < deadline
+            })
+            .map_err(SchedulerError::Fatal)?;
+        }
         Ok((p, make))
     })
     .await?;
-    let factory: ProducerFactory = Box::new(move || make().map_err(FactoryError::into_kafka));
+    let factory: ProducerFactory = Box::new(move || {
+        make().map_err(|e| match e {
+            SchedulerError::Kafka(KafkaOpError::Client { source, .. }) => source,
+            _ => KafkaError::Canceled,
+        })
+    });
     let shared = Arc::new(Shared::new(sc.rebalance_grace, exactly_once));
     let (records_tx, records) = mpsc::channel::<FromConsumer>(256);
     let consumer = Arc::new(group_consumer(&config, &shared, records_tx.clone())?);
@@ -270,31 +281,14 @@ fn group_consumer(
         .map_err(SchedulerError::from)
 }
 
-/// Why a producer could not be made.
-#[derive(Debug)]
-enum FactoryError {
-    Create(KafkaOpError),
-    Init(KafkaError),
-}
-
-impl FactoryError {
-    fn into_kafka(self) -> KafkaError {
-        match self {
-            FactoryError::Create(KafkaOpError::Client { source, .. }) => source,
-            FactoryError::Create(_) => KafkaError::Canceled,
-            FactoryError::Init(e) => e,
-        }
-    }
-}
-
-/// The publisher's producer: transactional (and initialised) in exactly-once mode. Each
-/// one has a transactional id of its own, so a rebuilt producer never waits on its
-/// predecessor's epoch.
+/// The publisher's producer: transactional in exactly-once mode (initialised by the
+/// caller). Each one has a transactional id of its own, so a rebuilt producer never waits
+/// on its predecessor's epoch.
 fn publisher_producer(
     config: &Config,
     scheduler_id: &str,
     exactly_once: bool,
-) -> Result<BaseProducer<DeliveryCounter>, FactoryError> {
+) -> Result<BaseProducer<DeliveryCounter>, SchedulerError> {
     let mut cc = kafka::client_config(config);
     kafka::set_default(&mut cc, "enable.idempotence", "true");
     kafka::set_default(&mut cc, "acks", "all");
@@ -315,18 +309,11 @@ fn publisher_producer(
         // out: keep that short (transactions here last well under a second).
         kafka::set_default(&mut cc, "transaction.timeout.ms", "10000");
     }
-    let producer: BaseProducer<DeliveryCounter> = cc
-        .create_with_context(DeliveryCounter::default())
+    cc.create_with_context(DeliveryCounter::default())
         .map_err(|source| {
-            FactoryError::Create(KafkaOpError::Client {
+            SchedulerError::Kafka(KafkaOpError::Client {
                 what: "producer",
                 source,
             })
-        })?;
-    if exactly_once {
-        producer
-            .init_transactions(INIT_TIMEOUT)
-            .map_err(FactoryError::Init)?;
-    }
-    Ok(producer)
+        })
 }

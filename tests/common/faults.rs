@@ -216,6 +216,26 @@ impl OutcomeWatch {
         }
     }
 
+    /// Waits until a new task's outcome shows (or all `n` have); returns how long that took.
+    pub fn wait_for_progress(
+        &self,
+        n: usize,
+        timeout: Duration,
+        context: impl Fn() -> String,
+    ) -> Duration {
+        let started = Instant::now();
+        let before = self.distinct();
+        while self.distinct() == before && before < n {
+            assert!(
+                started.elapsed() < timeout,
+                "no new outcome within {timeout:?} ({before} of {n})\n{}",
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started.elapsed()
+    }
+
     /// Waits for `n` distinct outcomes, then `settle` more for late duplicates, and
     /// returns what was seen.
     pub fn finish(
@@ -239,12 +259,21 @@ impl Drop for OutcomeWatch {
 }
 
 /// One row of RELIABILITY.md, printed by each fault test (`cargo test --test faults --
-/// --nocapture | grep '^| '` collects the table).
-pub fn report(fault: &str, tasks: usize, faults: &str, w: &Watched, command: &str) {
+/// --nocapture | grep '^| '` collects the table). `resumed` is the longest time from the
+/// cluster being able to serve again to the next new outcome.
+pub fn report(
+    fault: &str,
+    tasks: usize,
+    faults: &str,
+    w: &Watched,
+    resumed: Duration,
+    command: &str,
+) {
     let lost = tasks.saturating_sub(w.counts.len());
     println!(
-        "| {fault} | {tasks} | {faults} | {lost} | {} | {:.1} s | `{command}` |",
+        "| {fault} | {tasks} | {faults} | {lost} | {} | {:.1} s | {:.1} s | `{command}` |",
         w.duplicates().len(),
-        w.longest_gap.as_secs_f64()
+        w.longest_gap.as_secs_f64(),
+        resumed.as_secs_f64()
     );
 }
