@@ -158,6 +158,44 @@ pub fn init_transactions(
     }
 }
 
+/// Longest a transactional call that may block without end is waited for.
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// Makes `call` on a helper thread and waits at most [`WATCHDOG`] for it.
+///
+/// librdkafka 2.12's `send_offsets_to_transaction` waits for its internal request without
+/// a deadline, and was seen to wait for minutes when a broker stopped at the wrong moment
+/// (the fault suite's rolling restart). Its transaction has committed nothing then, so
+/// giving the producer up is safe: the call answers as a fatal error, the publisher builds
+/// a new producer and replays the batch, and the coordinator aborts the abandoned
+/// transaction when it times out. The stuck thread keeps the old producer alive until the
+/// call returns.
+fn watched(
+    producer: &Arc<BaseProducer<DeliveryCounter>>,
+    what: &'static str,
+    call: impl FnOnce(&BaseProducer<DeliveryCounter>) -> Result<(), KafkaError> + Send + 'static,
+) -> Result<(), KafkaError> {
+    let p = producer.clone();
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("tw-txn-call".into())
+        .spawn(move || {
+            let _ = tx.send(call(&p));
+        });
+    if let Err(e) = spawned {
+        error!(error = %e, call = what, "cannot start a thread for a transactional call");
+        return Err(KafkaError::MessageProduction(
+            rdkafka::types::RDKafkaErrorCode::Fatal,
+        ));
+    }
+    rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| {
+        error!(call = what, waited = ?WATCHDOG, "a transactional call did not return; replacing the producer");
+        Err(KafkaError::MessageProduction(
+            rdkafka::types::RDKafkaErrorCode::Fatal,
+        ))
+    })
+}
+
 /// Builds a new producer (transactional, not yet initialised, in exactly-once mode).
 pub type ProducerFactory =
     Box<dyn Fn() -> Result<BaseProducer<DeliveryCounter>, KafkaError> + Send>;
@@ -165,7 +203,8 @@ pub type ProducerFactory =
 /// The publisher's moving parts.
 pub struct Publisher<T> {
     /// The producer (transactional in exactly-once mode).
-    pub producer: BaseProducer<DeliveryCounter>,
+    /// Shared with a watched call's helper thread (see [`watched`]).
+    pub producer: Arc<BaseProducer<DeliveryCounter>>,
     /// Builds the next producer after a fatal error.
     pub factory: ProducerFactory,
     /// Whether batches are transactions.
@@ -377,7 +416,7 @@ impl<T: Send + 'static> Publisher<T> {
             });
             match initialised {
                 Ok(p) => {
-                    self.producer = p;
+                    self.producer = Arc::new(p);
                     info!("new transactional producer ready");
                     return true;
                 }
@@ -526,13 +565,16 @@ impl<T: Send + 'static> Publisher<T> {
                 e.set_metadata(meta.as_str());
             }
             // Nothing is committed yet: after a while, abort and replay instead.
+            let args = Arc::new((tpl, group));
             self.again(
                 "send_offsets_to_transaction",
                 (signal, stall),
                 Some((OFFSETS_LIMIT, TxnError::Abort)),
                 || {
-                    self.producer
-                        .send_offsets_to_transaction(&tpl, &group, CALL_TIMEOUT)
+                    let args = args.clone();
+                    watched(&self.producer, "send_offsets_to_transaction", move |p| {
+                        p.send_offsets_to_transaction(&args.0, &args.1, CALL_TIMEOUT)
+                    })
                 },
             )?;
         }

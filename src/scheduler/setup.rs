@@ -146,7 +146,7 @@ pub(super) async fn start(
     let (outbox, outbox_rx) = std::sync::mpsc::channel::<Unit<Published>>();
     let (back_tx, published) = mpsc::unbounded_channel();
     let publisher = Publisher {
-        producer,
+        producer: Arc::new(producer),
         factory,
         exactly_once,
         rx: outbox_rx,
