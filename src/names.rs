@@ -183,6 +183,9 @@ pub mod metrics {
     pub const TRANSACTIONS: &str = "tidewater_transactions_total";
     /// Counter: re-delivered records skipped because their outcome was already committed.
     pub const SKIPPED: &str = "tidewater_tasks_skipped_total";
+    /// Gauge: tasks this scheduler holds until their time (a retry's backoff, or
+    /// `not_before` read back from a delay topic).
+    pub const TASKS_DELAYED: &str = "tidewater_tasks_delayed";
     /// Gauge: 1 when a component of this process makes progress, 0 when it cannot (for
     /// example, no durable batch while the cluster is away), by component.
     pub const READY: &str = "tidewater_ready";
@@ -266,6 +269,10 @@ pub mod metrics {
             QUEUE_WAIT_SECONDS,
             Unit::Seconds,
             "Time from a task's submission to the start of its first attempt."
+        );
+        describe_gauge!(
+            TASKS_DELAYED,
+            "Tasks held until their time: a retry's backoff, or not_before."
         );
         describe_gauge!(
             READY,

@@ -87,17 +87,15 @@ async fn supervise(
     if let Some(b) = bootstrap_servers {
         args.extend(["--bootstrap-servers".into(), b.into()]);
     }
-    // Children are plain in-process schedulers; their metrics on a free port each.
-    args.extend([
-        "run".into(),
-        "--metrics-listen".into(),
-        "127.0.0.1:0".into(),
-    ]);
+    // Children are plain in-process schedulers, each with its metrics on the port after
+    // the supervisor's plus its slot (see ChildSpec::metrics).
+    args.push("run".into());
     let spec = scale::supervisor::ChildSpec {
         program: std::env::current_exe()
             .context("cannot find this program to start schedulers")?
             .into(),
         args,
+        metrics: config.telemetry.metrics_addr()?,
     };
     let stop_timeout = config.scheduler.shutdown_grace + Duration::from_secs(15);
     let max = config.scale.max_replicas;

@@ -10,6 +10,7 @@
 //!   SIGTERM if the supervisor dies without doing so (kill -9).
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,36 @@ use crate::names::{env, metrics as m};
 pub struct ChildSpec {
     /// The program (normally `std::env::current_exe()`).
     pub program: OsString,
-    /// Its arguments.
+    /// Its arguments; `--metrics-listen <address>` is added per child (see `metrics`).
     pub args: Vec<OsString>,
+    /// Where the children serve metrics, so a static Prometheus configuration finds
+    /// them: `Some(base)` with a port gives the child in slot `k` the port
+    /// `base + 1 + k`; a base port of 0 gives each a free port; `None` turns them off.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl ChildSpec {
+    /// The `--metrics-listen` value of the child in `slot`.
+    pub fn metrics_listen(&self, slot: usize) -> String {
+        match self.metrics {
+            None => "off".into(),
+            Some(base) if base.port() == 0 => SocketAddr::new(base.ip(), 0).to_string(),
+            Some(base) => {
+                let port = u16::try_from(slot)
+                    .ok()
+                    .and_then(|k| base.port().checked_add(1)?.checked_add(k))
+                    .unwrap_or(0);
+                SocketAddr::new(base.ip(), port).to_string()
+            }
+        }
+    }
+}
+
+/// The lowest slot no child holds: a replacement takes the slot (and metrics port) of
+/// the process it replaces, so scrape targets stay the same across restarts.
+pub fn free_slot(used: impl IntoIterator<Item = usize>) -> usize {
+    let used: std::collections::BTreeSet<usize> = used.into_iter().collect();
+    (0..).find(|k| !used.contains(k)).unwrap_or(used.len())
 }
 
 /// The count to follow.
@@ -57,12 +86,15 @@ impl Target {
 struct Running {
     child: Child,
     pid: u32,
+    slot: usize,
     started: Instant,
 }
 
 struct Stopping {
     child: Child,
     pid: u32,
+    /// Held until the process is gone: its metrics port is still bound.
+    slot: usize,
     deadline: Instant,
 }
 
@@ -138,9 +170,15 @@ pub async fn supervise(
             last_target = Some(want);
         }
         while running.len() < want && Instant::now() >= next_start {
-            match start(&spec) {
+            let slot = free_slot(
+                running
+                    .iter()
+                    .map(|r| r.slot)
+                    .chain(stopping.iter().map(|s| s.slot)),
+            );
+            match start(&spec, slot) {
                 Ok(r) => {
-                    info!(pid = r.pid, "scheduler process started");
+                    info!(pid = r.pid, slot, metrics = %spec.metrics_listen(slot), "scheduler process started");
                     running.push(r);
                 }
                 Err(e) => {
@@ -186,9 +224,11 @@ pub async fn supervise(
     Ok(())
 }
 
-fn start(spec: &ChildSpec) -> Result<Running, ScaleError> {
+fn start(spec: &ChildSpec, slot: usize) -> Result<Running, ScaleError> {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
+        .arg("--metrics-listen")
+        .arg(spec.metrics_listen(slot))
         .env(env::SUPERVISOR_PID, std::process::id().to_string())
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -200,6 +240,7 @@ fn start(spec: &ChildSpec) -> Result<Running, ScaleError> {
     Ok(Running {
         child,
         pid,
+        slot,
         started: Instant::now(),
     })
 }
@@ -213,6 +254,7 @@ fn terminate(r: Running, timeout: Duration) -> Stopping {
     Stopping {
         child: r.child,
         pid: r.pid,
+        slot: r.slot,
         deadline: Instant::now() + timeout,
     }
 }
@@ -236,4 +278,35 @@ fn reap_stopping(stopping: &mut Vec<Stopping>) {
         }
         Err(_) => false,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_get_the_lowest_free_slot_and_a_port_above_the_base() {
+        assert_eq!(free_slot([]), 0);
+        assert_eq!(
+            free_slot([0, 1, 3]),
+            2,
+            "a replacement takes the freed slot"
+        );
+        assert_eq!(free_slot([1, 0]), 2);
+        let spec = |metrics: Option<&str>| ChildSpec {
+            program: "tidewater".into(),
+            args: Vec::new(),
+            metrics: metrics.map(|m| m.parse().unwrap()),
+        };
+        let fixed = spec(Some("0.0.0.0:9464"));
+        assert_eq!(fixed.metrics_listen(0), "0.0.0.0:9465");
+        assert_eq!(fixed.metrics_listen(3), "0.0.0.0:9468");
+        assert_eq!(spec(Some("127.0.0.1:0")).metrics_listen(2), "127.0.0.1:0");
+        assert_eq!(spec(None).metrics_listen(0), "off");
+        assert_eq!(
+            spec(Some("127.0.0.1:65535")).metrics_listen(0),
+            "127.0.0.1:0",
+            "no port past 65535"
+        );
+    }
 }

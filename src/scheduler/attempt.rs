@@ -68,6 +68,10 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
         // Dropping the execution aborts an HTTP call and kills a command's process.
         _ = cancel.cancelled() => {
             running.decrement(1.0);
+            histogram!(m::EXECUTION_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
+                .record(clock.elapsed().as_secs_f64());
+            counter!(m::ATTEMPTS, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_RESULT => "stopped")
+                .increment(1);
             job.outcome.attempts.push(Attempt {
                 attempt: attempt_i32,
                 started_at,

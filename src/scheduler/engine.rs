@@ -84,6 +84,11 @@ impl<T> RetryQueue<T> {
         self.due.insert((at, self.seq), item);
     }
 
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
     /// When the first item is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.due.keys().next().map(|(at, _)| *at)
@@ -708,6 +713,7 @@ impl Engine {
         gauge!(m::BUFFERED_TASKS).set(total.count as f64);
         gauge!(m::BUFFERED_BYTES).set(total.bytes as f64);
         gauge!(m::PARTITIONS_PAUSED).set(self.paused.len() as f64);
+        gauge!(m::TASKS_DELAYED).set(self.retries.len() as f64);
         for f in self.ctx.functions.iter() {
             let (t, fname) = f.labels.clone();
             gauge!(m::TASKS_QUEUED, m::L_TENANT => t, m::L_FUNCTION => fname)

@@ -588,6 +588,10 @@ impl<T: Send + 'static> Publisher<T> {
         self.again("commit_transaction", (signal, stall), None, || {
             self.producer.commit_transaction(CALL_TIMEOUT)
         })?;
+        if !offsets.is_empty() {
+            // The group's offsets were committed with the transaction.
+            counter!(m::OFFSET_COMMITS, m::L_RESULT => "ok").increment(1);
+        }
         self.mark_done(batch);
         Ok(())
     }
