@@ -16,12 +16,17 @@
 #                        (default ${XDG_CACHE_HOME:-$HOME/.cache}/tidewater/kafka)
 #   TW_KAFKA_HEAP        JVM heap                                       (default 1G)
 #   TW_KAFKA_START_TIMEOUT  seconds to wait for readiness               (default 120)
+#   TW_KAFKA_SECURITY    1: a secured broker (TLS, SASL, ACLs) on ports 29192-29195
+#                        with its own state; see scripts/kafka/secure.sh  (default 0)
 #
 # The broker's jars come from Maven Central through scripts/kafka/pom.xml
 # (org.apache.kafka:kafka_2.13 plus a log4j2 binding) into $TW_KAFKA_HOME/libs-<version>.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Secured mode (TW_KAFKA_SECURITY=1): TLS, SASL, ACLs; see scripts/kafka/secure.sh.
+secure="${TW_KAFKA_SECURITY:-0}"
+if [[ $secure == 1 ]]; then source "$here/kafka/secure.sh"; secure_defaults; fi
 pom="$here/kafka/pom.xml"
 port="${TW_KAFKA_PORT:-19092}"
 cport="${TW_KAFKA_CONTROLLER_PORT:-$((port + 1))}"
@@ -217,11 +222,16 @@ cmd_stop() {
   rm -f "$pidfile"
 }
 
+if [[ $secure == 1 ]]; then
+  secure_install
+  if secure_handles "${1:-}"; then secure_command "$@"; exit; fi
+fi
+
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
   reset) cmd_stop; rm -rf "$data"; say "data deleted: $data" ;;
   logs) echo "$logfile" ;;
-  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
