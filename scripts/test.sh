@@ -4,8 +4,10 @@
 #   scripts/test.sh [extra cargo test arguments]
 #
 # Uses the broker named by TW_BOOTSTRAP_SERVERS when set; otherwise starts the local
-# broker (scripts/kafka.sh) unless it is already running. Runs every test target and
-# stops the broker it started.
+# broker (scripts/kafka.sh) unless it is already running. The tests of a secured cluster
+# (tests/security.rs) use the secured broker (TW_KAFKA_SECURITY=1 scripts/kafka.sh), started
+# here too unless TW_SECURE_DIR names one already (TW_SECURE=0 skips them). Runs every test
+# target and stops the brokers it started.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,9 +15,15 @@ cd "$root"
 export TW_KAFKA_PORT="${TW_KAFKA_PORT:-19092}"
 
 started=0
+secure_started=0
+# The secured broker has its own ports and state (scripts/kafka/secure.sh).
+secure_kafka() { env -u TW_KAFKA_PORT -u TW_KAFKA_CONTROLLER_PORT TW_KAFKA_SECURITY=1 scripts/kafka.sh "$@"; }
 cleanup() {
   if [[ $started == 1 ]]; then
     scripts/kafka.sh stop || true
+  fi
+  if [[ $secure_started == 1 ]]; then
+    secure_kafka stop || true
   fi
 }
 trap cleanup EXIT
@@ -35,6 +43,21 @@ else
     scripts/kafka.sh start >/dev/null
     started=1
   fi
+fi
+
+if [[ -z "${TW_SECURE_DIR:-}" && "${TW_SECURE:-1}" != 0 ]]; then
+  if secure_kafka status >/dev/null 2>&1; then
+    echo "test.sh: using the running secured broker" >&2
+  else
+    if [[ "${CI:-}" == "true" ]]; then
+      secure_kafka reset >/dev/null 2>&1 || true
+    fi
+    secure_kafka start >/dev/null
+    secure_started=1
+  fi
+  while IFS='=' read -r key value; do
+    export "$key=$value"
+  done < <(secure_kafka env)
 fi
 
 cargo test --all-targets "$@"
