@@ -137,7 +137,7 @@ format_storage() {
   say "formatting KRaft storage in $data (cluster id $id)"
   mapfile -t opts < <(java_opts)
   java "${opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format -t "$id" -c "$conf" \
-    >"$state/logs/format.log" 2>&1 || { cat "$state/logs/format.log" >&2; die "storage format failed"; }
+    ${format_extra[@]+"${format_extra[@]}"} >"$state/logs/format.log" 2>&1 || { cat "$state/logs/format.log" >&2; die "storage format failed"; }
 }
 
 pid_alive() {

@@ -218,6 +218,12 @@ impl SecureEnv {
         out
     }
 
+    /// Outcomes on `<prefix>.done`, waiting for `want` of them.
+    fn done(&self, s: &Secure, want: usize) -> Vec<Outcome> {
+        let topic = format!("{}.done", self.env.prefix);
+        self.outcomes(s, &topic, want, Duration::from_secs(120))
+    }
+
     fn start(&self) -> SchedulerProcess {
         self.env.start_scheduler(0)
     }
@@ -266,12 +272,7 @@ fn end_to_end(via: Via, name: &str) {
     acl(&s, "add", &e.scheduler_acls());
     let mut run = e.start();
     e.submit("acme", vec![task("t1", "echo", "hello")]);
-    let done = e.outcomes(
-        &s,
-        &format!("{}.done", e.env.prefix),
-        1,
-        Duration::from_secs(60),
-    );
+    let done = e.done(&s, 1);
     assert_eq!(done.len(), 1, "no outcome\n{}", run.log_text());
     assert_eq!(done[0].task_id, "t1");
     assert_eq!(done[0].result.as_deref(), Some(&b"hello"[..]));
@@ -434,12 +435,7 @@ on_success = "{prefix}.done"
         run.log_text()
     );
     assert_eq!(dead[0].task_id, "doomed");
-    let done = e.outcomes(
-        &s,
-        &format!("{}.done", e.env.prefix),
-        1,
-        Duration::from_secs(60),
-    );
+    let done = e.done(&s, 1);
     assert_eq!(done.len(), 1, "the later task was lost\n{}", run.log_text());
     assert_eq!(done[0].task_id, "later");
     assert!(run.terminate(Duration::from_secs(30)).success());
@@ -529,12 +525,7 @@ backoff = "1s"
         "acme",
         vec![task("good", "trusted", "a"), task("bad", "untrusted", "b")],
     );
-    let done = e.outcomes(
-        &s,
-        &format!("{}.done", e.env.prefix),
-        1,
-        Duration::from_secs(60),
-    );
+    let done = e.done(&s, 1);
     assert_eq!(done.len(), 1, "{}", run.log_text());
     assert_eq!(done[0].result.as_deref(), Some(&b"ok"[..]));
     let dead = e.outcomes(

@@ -142,19 +142,6 @@ secure_last_wins() {
   mv "$file.tmp" "$file"
 }
 
-secure_format_storage() {
-  if [[ -f "$data/meta.properties" ]]; then return 0; fi
-  local id
-  id="$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
-  [[ -n "$id" ]] || die "could not generate a cluster id"
-  say "formatting KRaft storage in $data (cluster id $id) with SCRAM users admin and tidewater"
-  mapfile -t opts < <(java_opts)
-  java "${opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format -t "$id" -c "$conf" \
-    --add-scram "SCRAM-SHA-512=[name=admin,password=$(secure_get admin_password)]" \
-    --add-scram "SCRAM-SHA-512=[name=tidewater,password=$(secure_get tidewater_password)]" \
-    >"$state/logs/format.log" 2>&1 || { cat "$state/logs/format.log" >&2; die "storage format failed"; }
-}
-
 secure_ready_check() {
   secure_paths
   [[ -f "$secure_tls/admin.properties" ]] || return 1
@@ -236,7 +223,11 @@ secure_install() {
   secure_paths
   eval "secure_plain_$(declare -f write_config)"
   write_config() { secure_write_config; }
-  format_storage() { secure_format_storage; }
+  # The SCRAM users, created when the storage is formatted.
+  format_extra=(
+    --add-scram "SCRAM-SHA-512=[name=admin,password=$(secure_get admin_password)]"
+    --add-scram "SCRAM-SHA-512=[name=tidewater,password=$(secure_get tidewater_password)]"
+  )
   ready_check() { secure_ready_check; }
 }
 
