@@ -229,6 +229,16 @@ impl SecureEnv {
     }
 }
 
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Adds or removes ACL lines through the secured broker's admin (`scripts/kafka.sh acl`).
 fn acl(s: &Secure, mode: &str, lines: &[String]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh");
@@ -571,7 +581,7 @@ store = "{{dir}}/store.db"
     let e = SecureEnv::new(&s, "serve", &s.admin_section(), &body);
     e.init_topics();
     let log = e.env.dir.path().join("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+    let child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
         .arg("--config")
         .arg(&e.env.config_path)
         .arg("serve")
@@ -580,6 +590,8 @@ store = "{{dir}}/store.db"
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // Killed when the test ends, passed or not.
+    let child = KillOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     let addr = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -640,8 +652,7 @@ store = "{{dir}}/store.db"
             .unwrap();
         assert_eq!(r.status(), 401);
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!text.contains("sekrit-token"), "{text}");
 }
