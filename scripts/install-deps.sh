@@ -2,7 +2,8 @@
 # Checks for the tools Tidewater's build, demo and tests need, and installs the missing
 # ones from Debian's packages when run as root (CI machines, fresh developer machines).
 #   Rust (cargo), a C toolchain (gcc, make, perl: librdkafka is built from source),
-#   Java 17+ and Maven (the local Kafka broker), curl.
+#   Java 17+ and Maven (the local Kafka broker), curl, OpenSSL's headers (librdkafka's
+#   TLS) and the openssl tool (the secured test broker's certificates).
 set -euo pipefail
 
 missing=()
@@ -13,6 +14,9 @@ command -v curl >/dev/null || missing+=(curl)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 [[ -e /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
+[[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

@@ -18,12 +18,17 @@
 #   TW_KAFKA_START_TIMEOUT  seconds to wait for readiness               (default 120)
 #   TW_KAFKA_NODES       3 (or more) for a replicated local cluster; its commands are
 #                        listed by `TW_KAFKA_NODES=3 scripts/kafka.sh help`
+#   TW_KAFKA_SECURITY    1: a secured broker (TLS, SASL, ACLs) on ports 29192-29195
+#                        with its own state; see scripts/kafka/secure.sh  (default 0)
 #
 # The broker's jars come from Maven Central through scripts/kafka/pom.xml
 # (org.apache.kafka:kafka_2.13 plus a log4j2 binding) into $TW_KAFKA_HOME/libs-<version>.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Secured mode (TW_KAFKA_SECURITY=1): TLS, SASL, ACLs; see scripts/kafka/secure.sh.
+secure="${TW_KAFKA_SECURITY:-0}"
+if [[ $secure == 1 ]]; then source "$here/kafka/secure.sh"; secure_defaults; fi
 pom="$here/kafka/pom.xml"
 port="${TW_KAFKA_PORT:-19092}"
 cport="${TW_KAFKA_CONTROLLER_PORT:-$((port + 1))}"
@@ -139,7 +144,7 @@ format_storage() {
   say "formatting KRaft storage in $data (cluster id $id)"
   mapfile -t opts < <(java_opts)
   java "${opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format -t "$id" -c "$conf" \
-    >"$state/logs/format.log" 2>&1 || { cat "$state/logs/format.log" >&2; die "storage format failed"; }
+    ${format_extra[@]+"${format_extra[@]}"} >"$state/logs/format.log" 2>&1 || { cat "$state/logs/format.log" >&2; die "storage format failed"; }
 }
 
 pid_alive() {
@@ -231,11 +236,16 @@ if (( ${TW_KAFKA_NODES:-1} > 1 )); then
   exit $?
 fi
 
+if [[ $secure == 1 ]]; then
+  secure_install
+  if secure_handles "${1:-}"; then secure_command "$@"; exit; fi
+fi
+
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
   reset) cmd_stop; rm -rf "$data"; say "data deleted: $data" ;;
   logs) echo "$logfile" ;;
-  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

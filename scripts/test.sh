@@ -6,9 +6,11 @@
 # Uses the broker named by TW_BOOTSTRAP_SERVERS when set; otherwise starts the local
 # broker (scripts/kafka.sh) unless it is already running. The fault suite
 # (tests/faults.rs) restarts brokers of its own: a single broker on TW_FAULT_KAFKA_PORT
-# (19392) and a three-node cluster on TW_CLUSTER_KAFKA_PORT (19192-19194); they are
-# started here too, in parallel with the shared one. Runs every test target and stops
-# the brokers it started.
+# (19392) and a three-node cluster on TW_CLUSTER_KAFKA_PORT (19192-19194). The tests of a
+# secured cluster (tests/security.rs) use the secured broker (TW_KAFKA_SECURITY=1
+# scripts/kafka.sh), unless TW_SECURE_DIR names one already (TW_SECURE=0 skips them).
+# All are started here, side by side. Runs every test target and stops the brokers it
+# started.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +24,9 @@ cluster_kafka() { TW_KAFKA_NODES=3 TW_KAFKA_PORT=$TW_CLUSTER_KAFKA_PORT scripts/
 
 started=0
 fault_started=0
+secure_started=0
+# The secured broker has its own ports and state (scripts/kafka/secure.sh).
+secure_kafka() { env -u TW_KAFKA_PORT -u TW_KAFKA_CONTROLLER_PORT TW_KAFKA_SECURITY=1 scripts/kafka.sh "$@"; }
 cleanup() {
   if [[ $started == 1 ]]; then
     scripts/kafka.sh stop || true
@@ -29,6 +34,9 @@ cleanup() {
   if [[ $fault_started == 1 ]]; then
     fault_kafka stop || true
     cluster_kafka stop || true
+  fi
+  if [[ $secure_started == 1 ]]; then
+    secure_kafka stop || true
   fi
 }
 trap cleanup EXIT
@@ -50,7 +58,9 @@ else
   fi
 fi
 
-# The fault suite's brokers, started side by side (each waits for its own readiness).
+# The fault suite's brokers and the secured broker, started side by side (each waits for
+# its own readiness).
+pids=()
 if ! { fault_kafka status && cluster_kafka status; } >/dev/null 2>&1; then
   if [[ "${CI:-}" == "true" ]]; then
     fault_kafka reset >/dev/null 2>&1 || true
@@ -58,11 +68,31 @@ if ! { fault_kafka status && cluster_kafka status; } >/dev/null 2>&1; then
   fi
   fault_started=1
   fault_kafka start >/dev/null &
-  single_pid=$!
+  pids+=($!)
   cluster_kafka start >/dev/null &
-  cluster_pid=$!
-  wait "$single_pid" || { echo "test.sh: the fault suite's single broker did not start" >&2; exit 1; }
-  wait "$cluster_pid" || { echo "test.sh: the fault suite's three-node cluster did not start" >&2; exit 1; }
+  pids+=($!)
+fi
+secure=0
+if [[ -z "${TW_SECURE_DIR:-}" && "${TW_SECURE:-1}" != 0 ]]; then
+  secure=1
+  if secure_kafka status >/dev/null 2>&1; then
+    echo "test.sh: using the running secured broker" >&2
+  else
+    if [[ "${CI:-}" == "true" ]]; then
+      secure_kafka reset >/dev/null 2>&1 || true
+    fi
+    secure_started=1
+    secure_kafka start >/dev/null &
+    pids+=($!)
+  fi
+fi
+for pid in "${pids[@]}"; do
+  wait "$pid" || { echo "test.sh: a broker of the test suite did not start (see scripts/kafka.sh's output above)" >&2; exit 1; }
+done
+if [[ $secure == 1 ]]; then
+  while IFS='=' read -r key value; do
+    export "$key=$value"
+  done < <(secure_kafka env)
 fi
 
 cargo test --all-targets "$@"

@@ -158,13 +158,35 @@ pub enum ExecutorBuildError {
     Http(String),
 }
 
+/// An HTTP client that trusts only the certificate authorities of the PEM file `path`.
+pub fn client_trusting(path: &std::path::Path) -> Result<reqwest::Client, ExecutorBuildError> {
+    let bad = |why: String| ExecutorBuildError::Http(format!("ca_file {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    certs
+        .into_iter()
+        .fold(
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .tls_built_in_root_certs(false),
+            |b, c| b.add_root_certificate(c),
+        )
+        .build()
+        .map_err(|e| bad(e.to_string()))
+}
+
 /// Largest HTTP response body kept as a result.
 const MAX_HTTP_BODY: usize = 1024 * 1024;
 /// Largest error text kept from a failed attempt.
 const MAX_ERROR_TEXT: usize = 2048;
 
 impl Executor {
-    /// Builds an executor. `client` is shared by every HTTP executor of the process.
+    /// Builds an executor. `client` is shared by every HTTP executor of the process that
+    /// trusts the system's roots; one with a `ca_file` gets a client of its own that
+    /// trusts only the certificate authorities in that file.
     pub fn build(
         cfg: &ExecutorConfig,
         client: &reqwest::Client,
@@ -175,7 +197,12 @@ impl Executor {
                 url,
                 headers: extra,
                 non_retryable_4xx,
+                ca_file,
             } => {
+                let client = match ca_file {
+                    Some(path) => client_trusting(path)?,
+                    None => client.clone(),
+                };
                 let url = reqwest::Url::parse(url)
                     .map_err(|e| ExecutorBuildError::Http(e.to_string()))?;
                 let mut map = reqwest::header::HeaderMap::new();
@@ -187,7 +214,7 @@ impl Executor {
                     map.insert(name, value);
                 }
                 Executor::Http {
-                    client: client.clone(),
+                    client,
                     url,
                     headers: map,
                     non_retryable_4xx: *non_retryable_4xx,
@@ -345,7 +372,7 @@ async fn http_call(
     let mut resp = req
         .send()
         .await
-        .map_err(|e| ExecError::retryable_failure(format!("HTTP request failed: {e}")))?;
+        .map_err(|e| ExecError::retryable_failure(format!("HTTP request failed: {}", chain(&e))))?;
     let status = resp.status();
     let mut body = Vec::new();
     loop {
@@ -383,6 +410,22 @@ async fn http_call(
         message: format!("HTTP {}: {}", status.as_u16(), bounded_text(&body)),
         retryable: !final_4xx,
     })
+}
+
+/// An error with its causes, `outer: inner: …`, so that a TLS failure says why (an
+/// unknown issuer, an expired certificate) instead of only "error sending request".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// Reads a stream to its end, keeping at most `limit` bytes.

@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -35,8 +38,21 @@ pub enum KafkaOpError {
         /// The error.
         source: KafkaError,
     },
+    /// The cluster refused this client's credentials, or TLS with it failed: waiting does
+    /// not help.
+    #[error("Kafka at {bootstrap} refused the connection ({identity}): {reason}")]
+    Refused {
+        /// Bootstrap servers.
+        bootstrap: String,
+        /// Who the client tried to be, e.g. `SASL SCRAM-SHA-512 as user "alice"`.
+        identity: String,
+        /// What failed and what to check, from librdkafka's report.
+        reason: String,
+        /// librdkafka's error code (`Authentication`, `SSL`…).
+        code: RDKafkaErrorCode,
+    },
     /// Topics the configuration needs are missing.
-    #[error("topics missing on the cluster: {}; create them with `tidewater topics init`", .0.join(", "))]
+    #[error("topics missing on the cluster, or not visible to this principal: {}; create them with `tidewater topics init`, or grant the ACLs `tidewater acl` lists", .0.join(", "))]
     MissingTopics(Vec<String>),
     /// Creating a topic failed.
     #[error("cannot create topic {topic}: {code}")]
@@ -62,10 +78,14 @@ pub enum KafkaOpError {
 /// How long admin and metadata calls wait.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The base configuration of every client: bootstrap servers and the raw properties.
+/// The base configuration of every client: bootstrap servers, the `[kafka.security]`
+/// settings (with the password) and the raw properties. Never print it.
 pub fn client_config(config: &Config) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &config.kafka.bootstrap_servers);
+    for (k, v) in config.kafka.security.client_properties() {
+        cc.set(k, v);
+    }
     for (k, v) in &config.kafka.properties {
         cc.set(k, v);
     }
@@ -127,6 +147,88 @@ pub async fn send(
         })
 }
 
+/// A client context that keeps the first authentication or TLS failure librdkafka
+/// reports, so that a metadata request that times out can say why.
+#[derive(Default)]
+pub struct RefusalRecorder {
+    refused: Mutex<Option<(RDKafkaErrorCode, String)>>,
+}
+
+impl RefusalRecorder {
+    /// The first refusal seen, if any.
+    pub fn refusal(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.refused.lock().ok().and_then(|r| r.clone())
+    }
+
+    fn record(&self, code: RDKafkaErrorCode, reason: &str) {
+        if let Ok(mut r) = self.refused.lock() {
+            r.get_or_insert_with(|| (code, reason.to_string()));
+        }
+    }
+}
+
+impl ClientContext for RefusalRecorder {
+    // librdkafka reports a failed login or handshake in its log at once, from its own
+    // threads; the error event waits for a poll.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let code = if log_message.contains("SASL authentication error")
+            || log_message.contains("Authentication failed")
+        {
+            Some(RDKafkaErrorCode::Authentication)
+        } else if log_message.contains("SSL handshake failed") {
+            Some(RDKafkaErrorCode::SSL)
+        } else {
+            None
+        };
+        if let Some(code) = code {
+            self.record(code, log_message);
+        }
+        DefaultClientContext.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code().filter(|c| is_refusal_code(*c)) {
+            self.record(code, reason);
+        }
+        DefaultClientContext.error(error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for RefusalRecorder {}
+
+/// Error codes that mean the cluster refused this client (credentials, TLS, ACLs on the
+/// cluster itself).
+fn is_refusal_code(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::SSL
+            | C::ClusterAuthorizationFailed
+            | C::UnsupportedSASLMechanism
+            | C::IllegalSASLState
+    )
+}
+
+/// The error of a refused connection: what failed, for whom, and what to check.
+fn refused(config: &Config, code: RDKafkaErrorCode, detail: &str) -> KafkaOpError {
+    let security = &config.kafka.security;
+    let hint = match code {
+        RDKafkaErrorCode::SSL => {
+            "TLS failed; check kafka.security.ca_file (it must hold the CA that signed the brokers' certificates) and, for mutual TLS, cert_file and key_file"
+        }
+        RDKafkaErrorCode::ClusterAuthorizationFailed => "the principal lacks an ACL on the cluster",
+        _ => "authentication failed; check kafka.security.username and the password",
+    };
+    KafkaOpError::Refused {
+        bootstrap: config.kafka.bootstrap_servers.clone(),
+        identity: security.identity(),
+        reason: format!("{hint} ({detail})"),
+        code,
+    }
+}
+
 /// Topics that exist on the cluster, with their partition counts.
 pub fn existing_topics(config: &Config) -> Result<BTreeMap<String, usize>, KafkaOpError> {
     existing_topics_within(config, ADMIN_TIMEOUT)
@@ -137,21 +239,35 @@ pub fn existing_topics_within(
     config: &Config,
     timeout: Duration,
 ) -> Result<BTreeMap<String, usize>, KafkaOpError> {
-    let consumer: BaseConsumer =
-        client_config(config)
-            .create()
-            .map_err(|source| KafkaOpError::Client {
-                what: "metadata client",
-                source,
-            })?;
-    let md =
-        consumer
-            .fetch_metadata(None, timeout)
-            .map_err(|source| KafkaOpError::Unreachable {
-                bootstrap: config.kafka.bootstrap_servers.clone(),
-                timeout,
-                source,
-            })?;
+    let consumer: BaseConsumer<RefusalRecorder> = client_config(config)
+        .create_with_context(RefusalRecorder::default())
+        .map_err(|source| KafkaOpError::Client {
+            what: "metadata client",
+            source,
+        })?;
+    // Asked in short rounds, so that a refusal (reported beside the request, which only
+    // times out) ends the wait within a round.
+    let deadline = std::time::Instant::now() + timeout;
+    let md = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match consumer.fetch_metadata(None, left.min(Duration::from_secs(2))) {
+            Ok(md) => break md,
+            Err(source) => {
+                // Serves pending error events to the context.
+                let _ = consumer.poll(Duration::ZERO);
+                if let Some((code, detail)) = consumer.context().refusal() {
+                    return Err(refused(config, code, &detail));
+                }
+                if left <= Duration::from_secs(2) {
+                    return Err(KafkaOpError::Unreachable {
+                        bootstrap: config.kafka.bootstrap_servers.clone(),
+                        timeout,
+                        source,
+                    });
+                }
+            }
+        }
+    };
     Ok(md
         .topics()
         .iter()
@@ -160,20 +276,45 @@ pub fn existing_topics_within(
 }
 
 /// Whether a failed request was refused for the client's credentials (a wrong password, a
-/// certificate the broker does not accept): waiting does not help.
+/// certificate the broker does not accept, or one the client does not trust): waiting
+/// does not help.
 pub fn is_auth_error(e: &KafkaOpError) -> bool {
-    use RDKafkaErrorCode as C;
     let source = match e {
+        KafkaOpError::Refused { .. } => return true,
         KafkaOpError::Unreachable { source, .. }
         | KafkaOpError::Admin(source)
         | KafkaOpError::Client { source, .. }
         | KafkaOpError::Produce { source, .. } => source,
         _ => return false,
     };
-    matches!(
-        source.rdkafka_error_code(),
-        Some(C::Authentication | C::SaslAuthenticationFailed | C::SSL)
-    )
+    source.rdkafka_error_code().is_some_and(is_refusal_code)
+}
+
+/// How often a denied write to the same topic is logged again.
+const DENIED_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Logs, at most every few seconds per topic, that the cluster refused to let this
+/// principal write to `topic` (a missing WRITE ACL): the records wait, uncommitted, and
+/// are sent again until the ACL is granted.
+pub fn report_denied_write(e: &KafkaError, topic: &str) {
+    if e.rdkafka_error_code() != Some(RDKafkaErrorCode::TopicAuthorizationFailed) {
+        return;
+    }
+    static LAST: Mutex<BTreeMap<String, std::time::Instant>> = Mutex::new(BTreeMap::new());
+    let Ok(mut last) = LAST.lock() else { return };
+    let now = std::time::Instant::now();
+    if last
+        .get(topic)
+        .is_some_and(|at| now.duration_since(*at) < DENIED_LOG_EVERY)
+    {
+        return;
+    }
+    last.insert(topic.to_string(), now);
+    tracing::error!(
+        topic,
+        operation = "WRITE",
+        "Kafka denied WRITE on topic {topic}: the principal lacks that ACL (see `tidewater acl`); outcomes wait, uncommitted, and are sent again until it is granted"
+    );
 }
 
 /// One topic the configuration implies.

@@ -5,6 +5,7 @@
 //! See `README.md` and `docs/` for the user's view; this crate is also usable as a library
 //! (embed a [`scheduler::Scheduler`] with your own in-process handlers).
 
+pub mod acl;
 pub mod api;
 pub mod client;
 pub mod clock;

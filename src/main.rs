@@ -60,6 +60,8 @@ enum Command {
     Tasks(cli::tasks::TasksCommand),
     /// Show queue backlogs and recent task counts through the API of `tidewater serve`.
     Queues(cli::tasks::QueuesArgs),
+    /// Print the least-privilege Kafka ACLs of a role for a principal (docs/security.md).
+    Acl(cli::acl::AclArgs),
 }
 
 fn load(cli: &Cli) -> Result<Config> {
@@ -117,5 +119,6 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Serve(args) => cli::serve::serve(load(&cli)?, args).await,
         Command::Tasks(cmd) => cli::tasks::tasks(&cli.config, cmd).await,
         Command::Queues(args) => cli::tasks::queues(&cli.config, args).await,
+        Command::Acl(args) => cli::acl::print(&load(&cli)?, args),
     }
 }

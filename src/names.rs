@@ -51,6 +51,22 @@ pub mod topics {
         format!("{prefix}.controllers")
     }
 
+    /// The group id of the schedulers' stop-request readers (never joined or committed):
+    /// `<prefix>.control-readers`.
+    pub fn control_readers_group(prefix: &str) -> String {
+        format!("{prefix}.control-readers")
+    }
+
+    /// What every indexer group id starts with: `<prefix>.indexer.`.
+    pub fn indexer_group_prefix(prefix: &str) -> String {
+        format!("{prefix}.indexer.")
+    }
+
+    /// The group id of one indexer: `<prefix>.indexer.<id>`.
+    pub fn indexer_group(prefix: &str, id: &str) -> String {
+        format!("{}{id}", indexer_group_prefix(prefix))
+    }
+
     /// The transactional id of the controller leader's producer (fences a deposed leader).
     pub fn controller_transactional_id(prefix: &str) -> String {
         format!("{prefix}.controller-leader")

@@ -35,6 +35,8 @@ use crate::store::{Lookup, Reader, StoreError};
 use crate::submit::{SubmitError, Submitter};
 use crate::types::TopicPartition;
 
+pub mod tls;
+
 /// Why `tidewater serve` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -53,6 +55,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("API server: {0}")]
     Http(std::io::Error),
+    /// TLS for the API could not be set up.
+    #[error(transparent)]
+    Tls(Box<tls::TlsSetupError>),
 }
 
 /// An error answer: a status and a JSON body `{"error": "…", "parameter": "…"}`.
@@ -78,6 +83,15 @@ impl ApiError {
             message: message.into(),
             parameter: Some(parameter.to_string()),
         }
+    }
+
+    /// A 500 answer: the cause goes to the log, the client learns only that it failed.
+    fn internal(what: &str, cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "{what} failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error ({what}); the server's log has the details"),
+        )
     }
 
     fn not_found(id: &str) -> Self {
@@ -110,8 +124,7 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "task store query failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        Self::internal("task store query", e)
     }
 }
 
@@ -240,10 +253,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("query worker failed: {e}"),
-        )),
+        Err(e) => Err(ApiError::internal("query worker", e)),
     }
 }
 
@@ -296,9 +306,10 @@ fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
     }
 }
 
-/// The routes.
+/// The routes, with the size limits of `[api]`.
 pub fn router(state: Arc<ApiState>) -> axum::Router {
-    axum::Router::new()
+    let api = state.config.api.clone();
+    let routes = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/tasks", get(list_tasks).post(submit_task))
@@ -307,7 +318,8 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/v1/tasks/{id}/stop", post(stop_task))
         .route("/v1/queues", get(queues))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .with_state(state)
+        .with_state(state);
+    tls::with_limits(routes, &api)
 }
 
 async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
@@ -455,7 +467,14 @@ async fn submit_task(
     body: Result<Json<SubmitRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers)?;
-    let Json(req) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let Json(req) = body.map_err(|e| ApiError {
+        status: match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        },
+        message: e.body_text(),
+        parameter: Some("body".into()),
+    })?;
     let tenant = match (&who, &req.tenant) {
         (Principal::Tenant(own), Some(asked)) if asked != own => {
             return Err(ApiError {
@@ -569,7 +588,7 @@ async fn stop_task(
         requested_by: who.name().to_string(),
     };
     let value = codec::encode_stop_request(&req)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| ApiError::internal("encoding a stop request", e))?;
     let topic = topics::control(&s.config.topics.prefix);
     kafka::send(
         &s.producer,
@@ -632,7 +651,7 @@ async fn queues(
         crate::scale::lag::group_offsets(&consumer, &names, Duration::from_secs(10))
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::internal("reading group offsets", e))?
     .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     let mut activity = activity;
     let (start, _) = crate::store::query::minute_window(now, minutes);
@@ -699,10 +718,21 @@ pub async fn run(
     let thread = indexer.spawn(stop_indexer.clone())?;
     let app = router(state);
     let http_stop = shutdown.clone();
+    let tls = tls::acceptor(&config.api).map_err(|e| ServeError::Tls(Box::new(e)))?;
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await
+        let stop = async move { http_stop.cancelled().await };
+        match tls {
+            Some(acceptor) => {
+                let tls = tls::TlsListener::new(listener, acceptor)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                axum::serve(tls, app).with_graceful_shutdown(stop).await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        }
     });
     let indexer_done = tokio::task::spawn_blocking(move || {
         thread

@@ -2,6 +2,7 @@
 //! command (run, serve, the supervisor) starts its metrics endpoint and signal handlers,
 //! and how `name=value` arguments are read.
 
+pub mod acl;
 pub mod check;
 pub mod events;
 pub mod run;

@@ -3,11 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::de::{check_name, invalid};
+use super::de::{check_name, invalid, nz};
+use super::security::{load_certificates, load_private_key};
 use super::tenants::TenantConfig;
 
 /// The task query API of `tidewater serve`.
@@ -22,10 +25,30 @@ pub struct ApiConfig {
     /// Default none: every request except `/healthz` and `/readyz` is then refused.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// PEM file of the API's certificate (chain): with `tls_key_file`, `serve` answers
+    /// HTTPS only. Default none (plain HTTP).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Largest request body, in bytes; a larger one is answered 413. Default 4194304
+    /// (4 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: NonZeroUsize,
+    /// Largest query string, in bytes; a longer one is answered 414. Default 8192.
+    #[serde(default = "default_max_query")]
+    pub max_query_bytes: NonZeroUsize,
 }
 
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
+}
+fn default_max_body() -> NonZeroUsize {
+    nz(4 * 1024 * 1024)
+}
+fn default_max_query() -> NonZeroUsize {
+    nz(8192)
 }
 
 impl Default for ApiConfig {
@@ -33,6 +56,10 @@ impl Default for ApiConfig {
         Self {
             listen: default_listen(),
             tokens: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_body_bytes: default_max_body(),
+            max_query_bytes: default_max_query(),
         }
     }
 }
@@ -126,6 +153,25 @@ impl ApiConfig {
     /// Checks what the types alone do not; `tenants` are the configured tenants.
     pub fn validate(&self, tenants: &BTreeMap<String, TenantConfig>) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                load_certificates("api.tls_cert_file", cert)?;
+                load_private_key("api.tls_key_file", key)?;
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "api.tls_key_file",
+                    "is required with `tls_cert_file`",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "api.tls_cert_file",
+                    "is required with `tls_key_file`",
+                ));
+            }
+            (None, None) => {}
+        }
         let mut seen = BTreeSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
             let field = |k: &str| format!("api.tokens[{i}]{k}");

@@ -4,8 +4,9 @@
 //! [`Config::validate`], whose errors name the field (`tenants.acme.functions.resize.timeout`)
 //! and say why. `docs/configuration.md` is the reference for users and mirrors these files.
 //!
-//! One file per section: [`KafkaConfig`] (`[kafka]`), [`TopicsConfig`] (`[topics]`),
-//! [`SchedulerConfig`] (`[scheduler]`), [`TelemetryConfig`] (`[telemetry]`),
+//! One file per section: [`KafkaConfig`] (`[kafka]`) with its [`SecurityConfig`]
+//! (`[kafka.security]`), [`TopicsConfig`] (`[topics]`), [`SchedulerConfig`]
+//! (`[scheduler]`), [`TelemetryConfig`] (`[telemetry]`),
 //! [`TenantConfig`] with its functions, executors and destinations (`[tenants.*]`),
 //! [`ApiConfig`] (`[api]`), [`IndexerConfig`] (`[indexer]`) and [`ScaleConfig`]
 //! (`[scale]`). Each checks itself; the components read them and this module depends on
@@ -17,6 +18,7 @@ mod indexer;
 mod kafka;
 mod scale;
 mod scheduler;
+mod security;
 mod telemetry;
 mod tenants;
 mod topics;
@@ -33,6 +35,10 @@ pub use indexer::IndexerConfig;
 pub use kafka::KafkaConfig;
 pub use scale::{QueueScale, ScaleConfig};
 pub use scheduler::{Delivery, SchedulerConfig};
+pub use security::{
+    SaslMechanism, Secret, SecurityConfig, SecurityProtocol, is_secret_property, load_certificates,
+    load_private_key,
+};
 pub use telemetry::{LogFormat, TelemetryConfig};
 pub use tenants::{Destination, ExecutorConfig, FunctionConfig, QueueMode, TenantConfig};
 pub use topics::TopicsConfig;
@@ -95,10 +101,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses TOML text and validates it.
+    /// Parses TOML text, validates it and reads the secrets it names (the Kafka password
+    /// from its environment variable or file).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text)?;
+        let mut config: Config = toml::from_str(text)?;
         config.validate()?;
+        config.kafka.security.resolve()?;
         Ok(config)
     }
 

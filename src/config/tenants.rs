@@ -119,6 +119,10 @@ pub enum ExecutorConfig {
         /// Treat 4xx answers (except 408 and 429) as final: no further attempts. Default true.
         #[serde(default = "default_true")]
         non_retryable_4xx: bool,
+        /// PEM file of the certificate authorities an `https://` URL's certificate must
+        /// chain to; only these are trusted then. Default: the system's trusted roots.
+        #[serde(default)]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Run `program` with `args` (no shell), the payload on stdin; exit 0 is success and
     /// stdout the result.
@@ -256,22 +260,28 @@ impl ExecutorConfig {
     pub fn validate(&self, path: &str) -> Result<(), ConfigError> {
         let field = |k: &str| format!("{path}.{k}");
         match self {
-            ExecutorConfig::Http { url, headers, .. } => {
+            ExecutorConfig::Http {
+                url,
+                headers,
+                ca_file,
+                ..
+            } => {
                 let u = reqwest::Url::parse(url)
                     .map_err(|e| invalid(field("url"), format!("`{url}` is not a URL ({e})")))?;
-                if u.scheme() == "https" {
+                if u.scheme() != "http" && u.scheme() != "https" {
                     return Err(invalid(
                         field("url"),
-                        format!(
-                            "`{url}`: https is not supported by this build yet; use http:// (e.g. through a local TLS-terminating proxy)"
-                        ),
+                        format!("`{url}` must be an http:// or https:// URL"),
                     ));
                 }
-                if u.scheme() != "http" {
-                    return Err(invalid(
-                        field("url"),
-                        format!("`{url}` must be an http:// URL"),
-                    ));
+                if let Some(path) = ca_file {
+                    if u.scheme() != "https" {
+                        return Err(invalid(
+                            field("ca_file"),
+                            format!("has no effect with `{url}`; use an https:// URL"),
+                        ));
+                    }
+                    super::security::load_certificates(&field("ca_file"), path)?;
                 }
                 if u.host_str().is_none() {
                     return Err(invalid(field("url"), format!("`{url}` has no host")));

@@ -87,7 +87,7 @@ pub fn read_loop(config: Arc<Config>, tx: mpsc::UnboundedSender<StopRequest>, si
     // Never joins or commits: the group id only satisfies the client.
     cc.set(
         "group.id",
-        format!("{}.control-readers", config.topics.prefix),
+        crate::names::topics::control_readers_group(&config.topics.prefix),
     );
     cc.set("enable.auto.commit", "false");
     kafka::set_default(&mut cc, "isolation.level", "read_committed");

@@ -90,7 +90,8 @@ impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
-        if let Err((e, _)) = result {
+        if let Err((e, msg)) = result {
+            crate::kafka::report_denied_write(e, rdkafka::Message::topic(msg));
             debug!(error = %e, "delivery failed");
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -518,7 +519,11 @@ impl<T: Send + 'static> Publisher<T> {
                     "abort_transaction",
                     (signal, stall),
                     Some((ABORT_LIMIT, TxnError::Fatal)),
-                    || self.producer.abort_transaction(CALL_TIMEOUT),
+                    || {
+                        // An abort waits for the delivery reports of what was sent: serve them.
+                        self.producer.poll(Duration::ZERO);
+                        self.producer.abort_transaction(CALL_TIMEOUT)
+                    },
                 )
                 .map_err(|a| match a {
                     TxnError::Abort(a) => TxnError::Fatal(a),

@@ -268,7 +268,7 @@ impl Indexer {
             .unwrap_or_else(crate::clock::default_instance_id);
         cc.set(
             "group.id",
-            format!("{}.indexer.{id}", self.config.topics.prefix),
+            crate::names::topics::indexer_group(&self.config.topics.prefix, &id),
         );
         cc.set("enable.auto.commit", "false");
         cc.set("enable.auto.offset.store", "false");
