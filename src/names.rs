@@ -230,6 +230,41 @@ pub mod metrics {
     /// Counter: scheduler processes the supervisor restarted after a crash.
     pub const REPLICA_RESTARTS: &str = "tidewater_replica_restarts_total";
 
+    /// Every metric above: the README's metrics table must list exactly these (tested).
+    pub const ALL: &[&str] = &[
+        TASKS_SUBMITTED,
+        TASKS_COMPLETED,
+        TASKS_FAILED,
+        TASKS_RUNNING,
+        ATTEMPTS,
+        EXECUTION_SECONDS,
+        QUEUE_WAIT_SECONDS,
+        OFFSET_COMMITS,
+        REBALANCES,
+        INDEXER_RECORDS,
+        INDEXER_BATCH_SECONDS,
+        TASKS_QUEUED,
+        BUFFERED_TASKS,
+        BUFFERED_BYTES,
+        PARTITIONS_PAUSED,
+        RETRIES,
+        TRANSACTIONS,
+        SKIPPED,
+        TASKS_DELAYED,
+        READY,
+        PRODUCER_RESTARTS,
+        OUTCOMES_FENCED,
+        QUEUE_LAG,
+        QUEUE_LAG_TOTAL,
+        QUEUE_PARTITIONS,
+        DESIRED_REPLICAS,
+        REPLICAS,
+        PARTITION_EXPANSIONS,
+        CONTROLLER_LEADER,
+        CONTROLLER_TERM,
+        REPLICA_RESTARTS,
+    ];
+
     /// Label: tenant name.
     pub const L_TENANT: &str = "tenant";
     /// Label: function name (`_unknown` for names not in the config).
@@ -395,5 +430,32 @@ mod tests {
         assert_eq!(parse_queue("tw", "tw.q."), None);
         assert_eq!(parse_queue("tw", "tw.q.a.b.c"), None);
         assert_eq!(parse_queue("tw", "other.q.acme"), None);
+    }
+}
+
+#[cfg(test)]
+mod readme_tests {
+    use std::collections::BTreeSet;
+
+    /// The README's metrics table lists every metric the code defines, and nothing else.
+    #[test]
+    fn the_readme_metrics_table_lists_exactly_the_metrics() {
+        let readme = include_str!("../README.md");
+        let listed: BTreeSet<String> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `tidewater_"))
+            .filter_map(|rest| rest.split('`').next())
+            .map(|name| format!("tidewater_{name}"))
+            .collect();
+        let defined: BTreeSet<String> = super::metrics::ALL
+            .iter()
+            .map(|m| (*m).to_string())
+            .collect();
+        let missing: Vec<_> = defined.difference(&listed).collect();
+        let extra: Vec<_> = listed.difference(&defined).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "README metrics table: missing {missing:?}, not emitted {extra:?}"
+        );
     }
 }
