@@ -95,4 +95,4 @@ if [[ $secure == 1 ]]; then
   done < <(secure_kafka env)
 fi
 
-cargo test --all-targets "$@"
+cargo test --no-fail-fast --all-targets "$@"

@@ -152,6 +152,9 @@ impl SecureEnv {
 
     fn as_admin(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_tidewater"))
+            // The secured config names its listener; the suite's TW_BOOTSTRAP_SERVERS
+            // (the shared plain broker) must not override it.
+            .env_remove("TW_BOOTSTRAP_SERVERS")
             .arg("--config")
             .arg(&self.admin_path)
             .args(args)
@@ -311,6 +314,9 @@ fn a_task_runs_over_mutual_tls() {
 fn run_to_exit(config_path: &Path, extra_env: &[(&str, &str)]) -> (bool, String, Duration) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+        // The secured config names its listener; the suite's TW_BOOTSTRAP_SERVERS
+        // (the shared plain broker) must not override it.
+        .env_remove("TW_BOOTSTRAP_SERVERS")
         .arg("--config")
         .arg(config_path)
         .arg("run")
@@ -583,6 +589,9 @@ store = "{{dir}}/store.db"
     e.init_topics();
     let log = e.env.dir.path().join("serve.log");
     let child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+        // The secured config names its listener; the suite's TW_BOOTSTRAP_SERVERS
+        // (the shared plain broker) must not override it.
+        .env_remove("TW_BOOTSTRAP_SERVERS")
         .arg("--config")
         .arg(&e.env.config_path)
         .arg("serve")

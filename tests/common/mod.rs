@@ -107,6 +107,9 @@ impl TestEnv {
     /// Runs the binary with this env's config and waits for it.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_tidewater"))
+            // The env's config names its cluster; the suite's own TW_BOOTSTRAP_SERVERS
+            // (the shared broker) must not override it.
+            .env_remove("TW_BOOTSTRAP_SERVERS")
             .arg("--config")
             .arg(&self.config_path)
             .args(args)
@@ -126,6 +129,9 @@ impl TestEnv {
         let log = self.dir.path().join(format!("scheduler-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+            // The env's config names its cluster; the suite's own TW_BOOTSTRAP_SERVERS
+            // (the shared broker) must not override it.
+            .env_remove("TW_BOOTSTRAP_SERVERS")
             .arg("--config")
             .arg(&self.config_path)
             .arg("run")

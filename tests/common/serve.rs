@@ -25,6 +25,9 @@ impl Serve {
     pub fn start(env: &TestEnv, store: &Path, n: usize) -> Self {
         let log = env.dir.path().join(format!("serve-{n}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+            // The env's config names its cluster; the suite's own TW_BOOTSTRAP_SERVERS
+            // (the shared broker) must not override it.
+            .env_remove("TW_BOOTSTRAP_SERVERS")
             .arg("--config")
             .arg(&env.config_path)
             .args([
