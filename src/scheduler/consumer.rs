@@ -6,6 +6,7 @@
 //! revoke, the callback stops new work of the revoked partitions, gives their running
 //! attempts a bounded grace period, commits what is done, and only then lets them go.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,9 @@ pub struct Shared {
     /// Signalled whenever a partition may have stopped being busy (an attempt ended, an
     /// outcome became durable), so a revoke waits without polling.
     less_busy: Condvar,
+    /// Set while outcomes cannot be made durable (the cluster is away, an ACL is
+    /// missing): the engine then fetches nothing new.
+    stalled: AtomicBool,
     /// Grace for running attempts of revoked partitions.
     pub rebalance_grace: Duration,
     /// Offsets are committed in the publisher's transactions, never by the consumer.
@@ -143,6 +147,7 @@ impl Shared {
         Self {
             tracker: Mutex::new(OffsetTracker::new()),
             less_busy: Condvar::new(),
+            stalled: AtomicBool::new(false),
             rebalance_grace,
             exactly_once,
         }
@@ -151,6 +156,16 @@ impl Shared {
     /// Locks the tracker (a panic elsewhere leaves it consistent: each method is a step).
     pub fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
         self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether outcomes cannot be made durable now.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// Outcomes cannot be made durable (`true`), or can again.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Relaxed);
     }
 
     /// An attempt of `tp` (assignment `epoch`) is no longer running.

@@ -137,6 +137,8 @@ pub(super) struct Engine {
     /// topic before their time).
     retries: RetryQueue<Entry<Box<Job>>>,
     paused: HashSet<TopicPartition>,
+    /// Fetching is paused because outcomes cannot be made durable.
+    fetch_held: bool,
     summary: RunSummary,
     draining: bool,
 }
@@ -181,6 +183,7 @@ impl Engine {
             outstanding: 0,
             retries: RetryQueue::default(),
             paused: HashSet::new(),
+            fetch_held: false,
             summary: RunSummary::default(),
             draining: false,
         }
@@ -671,9 +674,22 @@ impl Engine {
     fn backpressure(&mut self) {
         let sc = &self.ctx.config.scheduler;
         let total = self.dispatcher.total();
-        let process_full =
-            total.count >= sc.max_buffered.get() || total.bytes >= sc.max_buffered_bytes.get();
-        let process_low = total.count * 4 <= sc.max_buffered.get() * 3
+        // While outcomes cannot be made durable, nothing new is fetched: what is held
+        // waits, and what is in Kafka stays there.
+        let stalled = self.shared.is_stalled();
+        if stalled != self.fetch_held {
+            self.fetch_held = stalled;
+            if stalled {
+                warn!("outcomes cannot be made durable: fetching paused until they can");
+            } else {
+                info!("outcomes are durable again: fetching resumes");
+            }
+        }
+        let process_full = stalled
+            || total.count >= sc.max_buffered.get()
+            || total.bytes >= sc.max_buffered_bytes.get();
+        let process_low = !stalled
+            && total.count * 4 <= sc.max_buffered.get() * 3
             && total.bytes * 4 <= sc.max_buffered_bytes.get() * 3;
         let assigned = self.shared.tracker().partitions();
         let mut pause = TopicPartitionList::new();

@@ -242,13 +242,22 @@ const STALL_LOG_EVERY: Duration = Duration::from_secs(5);
 const COMPONENT: &str = "publisher";
 
 /// Since when the current batch has not become durable, and when that was last said.
-#[derive(Default)]
 struct Stall {
     since: Cell<Option<Instant>>,
     logged: Cell<Option<Instant>>,
+    /// Tells the engine to stop fetching while outcomes cannot be made durable.
+    shared: Arc<Shared>,
 }
 
 impl Stall {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            since: Cell::new(None),
+            logged: Cell::new(None),
+            shared,
+        }
+    }
+
     /// A call failed: report it once the stall is long enough, every few seconds.
     fn failed(&self, what: &str, e: &KafkaError) {
         let now = Instant::now();
@@ -271,6 +280,7 @@ impl Stall {
         warn!(error = %e, call = what, stalled_for = ?Duration::from_secs(stalled.as_secs()),
             "outcomes are not durable; still trying (is the Kafka cluster reachable?)");
         Health::global().not_ready(COMPONENT, reason);
+        self.shared.set_stalled(true);
     }
 
     /// A batch became durable.
@@ -281,13 +291,14 @@ impl Stall {
             }
         }
         Health::global().ready(COMPONENT);
+        self.shared.set_stalled(false);
     }
 }
 
 impl<T: Send + 'static> Publisher<T> {
     /// Runs until stopped (and drained) or abandoned.
     pub fn run(mut self, signal: Signal) {
-        let stall = Stall::default();
+        let stall = Stall::new(self.shared.clone());
         Health::global().ready(COMPONENT);
         loop {
             if signal.is_abandoned() {
