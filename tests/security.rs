@@ -441,6 +441,17 @@ on_success = "{prefix}.done"
         "the scheduler stopped:\n{}",
         run.log_text()
     );
+    // It stops taking new work while outcomes cannot be made durable.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run.log_text().contains("fetching paused until they can") {
+        assert!(
+            Instant::now() < deadline,
+            "fetching was not paused:\n{}",
+            run.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Submitted while fetching is paused: it waits in Kafka and runs after the grant.
     e.submit("acme", vec![task("later", "echo", "y")]);
     assert!(e.outcomes(&s, &dlq, 1, Duration::from_secs(3)).is_empty());
     acl(&s, "add", std::slice::from_ref(&withheld));
@@ -455,6 +466,11 @@ on_success = "{prefix}.done"
     let done = e.done(&s, 1);
     assert_eq!(done.len(), 1, "the later task was lost\n{}", run.log_text());
     assert_eq!(done[0].task_id, "later");
+    assert!(
+        run.log_text().contains("fetching resumes"),
+        "fetching resumed after the grant\n{}",
+        run.log_text()
+    );
     assert!(run.terminate(Duration::from_secs(30)).success());
 }
 
