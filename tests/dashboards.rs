@@ -149,8 +149,9 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     }
 }
 
-/// The shape every dashboard keeps: a unique uid, a one-line question per panel, and
-/// only metric names that Tidewater defines.
+/// The shape every dashboard keeps: a unique uid, unique panel ids on a 24-column grid,
+/// a one-line question per panel, and only metric names that Tidewater defines, with a
+/// panel for each.
 #[test]
 fn every_panel_says_which_question_it_answers_and_uses_known_metrics() {
     let boards = dashboards();
@@ -170,8 +171,18 @@ fn every_panel_says_which_question_it_answers_and_uses_known_metrics() {
             uids.insert(d["uid"].as_str().unwrap().to_string()),
             "{file}: uid repeated"
         );
+        let mut ids = BTreeSet::new();
         for p in panels(d) {
             let title = p["title"].as_str().unwrap_or_default();
+            assert!(
+                ids.insert(p["id"].as_u64().unwrap()),
+                "{file}: {title:?}: panel id repeated"
+            );
+            let pos = &p["gridPos"];
+            assert!(
+                pos["x"].as_u64().unwrap() + pos["w"].as_u64().unwrap() <= 24,
+                "{file}: {title:?} is wider than the grid"
+            );
             if p["type"] == "row" {
                 continue;
             }
