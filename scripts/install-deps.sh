@@ -3,7 +3,8 @@
 # ones from Debian's packages when run as root (CI machines, fresh developer machines).
 #   Rust (cargo), a C toolchain (gcc, make, perl: librdkafka is built from source),
 #   Java 17+ and Maven (the local Kafka broker), curl, OpenSSL's headers (librdkafka's
-#   TLS) and the openssl tool (the secured test broker's certificates).
+#   TLS), the openssl tool (the secured test broker's certificates), and Prometheus with
+#   promtool (tests/dashboards.rs runs the dashboards' queries and the alert rules on them).
 set -euo pipefail
 
 missing=()
@@ -17,6 +18,7 @@ command -v mvn >/dev/null || missing+=(maven)
 [[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
+{ command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

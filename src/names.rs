@@ -229,6 +229,9 @@ pub mod metrics {
     pub const CONTROLLER_TERM: &str = "tidewater_controller_term";
     /// Counter: scheduler processes the supervisor restarted after a crash.
     pub const REPLICA_RESTARTS: &str = "tidewater_replica_restarts_total";
+    /// Gauge: the concurrency limit of each function in this scheduler (most attempts it
+    /// runs at once), by tenant and function.
+    pub const CONCURRENCY_LIMIT: &str = "tidewater_function_concurrency_limit";
 
     /// Every metric above: the README's metrics table must list exactly these (tested).
     pub const ALL: &[&str] = &[
@@ -263,6 +266,7 @@ pub mod metrics {
         CONTROLLER_LEADER,
         CONTROLLER_TERM,
         REPLICA_RESTARTS,
+        CONCURRENCY_LIMIT,
     ];
 
     /// Label: tenant name.
@@ -310,6 +314,10 @@ pub mod metrics {
             "Tasks that ended failed, by reason (executor, timeout, non_retryable, malformed, unknown_function, payload_too_large, tenant_mismatch)."
         );
         describe_gauge!(TASKS_RUNNING, "Tasks executing now.");
+        describe_gauge!(
+            CONCURRENCY_LIMIT,
+            "Concurrency limit of the function in this scheduler: most attempts at once."
+        );
         describe_counter!(ATTEMPTS, "Executor attempts (result=success|failure).");
         describe_histogram!(
             EXECUTION_SECONDS,

@@ -8,32 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, http_get, metric, task};
+use common::{TestEnv, children_of, http_get, metric, task};
 use tidewater::codec::OutcomeStatus;
 use tidewater::names::topics;
 use tidewater::scale::controller::Decision;
-
-/// Processes whose parent is `pid` (from /proc).
-fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid …`; comm may hold spaces, so split after the last `)`.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
-}
 
 fn partitions(env: &TestEnv, topic: &str) -> usize {
     tidewater::kafka::existing_topics(&env.config).unwrap()[topic]

@@ -732,6 +732,8 @@ impl Engine {
         gauge!(m::TASKS_DELAYED).set(self.retries.len() as f64);
         for f in self.ctx.functions.iter() {
             let (t, fname) = f.labels.clone();
+            gauge!(m::CONCURRENCY_LIMIT, m::L_TENANT => t.clone(), m::L_FUNCTION => fname.clone())
+                .set(f64::from(f.cfg.concurrency.get()));
             gauge!(m::TASKS_QUEUED, m::L_TENANT => t, m::L_FUNCTION => fname)
                 .set(self.dispatcher.queued(f.id) as f64);
         }

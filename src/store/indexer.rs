@@ -24,6 +24,7 @@ use super::{Ingest, QueuedTask, StoreError, Writer};
 use crate::clock::now_ms;
 use crate::codec;
 use crate::config::Config;
+use crate::health::Health;
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, metrics as m, topics};
 use crate::types::TopicPartition;
@@ -53,6 +54,9 @@ pub enum IndexerError {
     #[error("indexer thread: {0}")]
     Thread(String),
 }
+
+/// The indexer's name in [`Health`] (`tidewater_ready{component="indexer"}`).
+const HEALTH_COMPONENT: &str = "indexer";
 
 /// What the indexer has done so far; shared with the API (`/readyz`).
 #[derive(Debug, Default)]
@@ -101,6 +105,31 @@ impl IndexerStatus {
             _ => {}
         }
         *current = reason;
+        drop(current);
+        self.report();
+    }
+
+    /// Shows the readiness `/readyz` answers as `tidewater_ready{component="indexer"}` and
+    /// on the metrics port's `/readyz`.
+    fn report(&self) {
+        let reason = self
+            .failure()
+            .or_else(|| {
+                self.kafka_unreachable()
+                    .map(|e| format!("cannot reach Kafka: {e}"))
+            })
+            .or_else(|| {
+                (!self.is_ready()).then(|| {
+                    format!(
+                        "catching up: {} partitions behind",
+                        self.partitions_behind()
+                    )
+                })
+            });
+        match reason {
+            None => Health::global().ready(HEALTH_COMPONENT),
+            Some(r) => Health::global().not_ready(HEALTH_COMPONENT, r),
+        }
     }
 
     /// Why the indexer stopped, if it failed.
@@ -239,6 +268,7 @@ impl Indexer {
                 let out = self.run_blocking(shutdown);
                 if let Err(e) = &out {
                     *status.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    status.report();
                 }
                 out
             })
@@ -417,6 +447,7 @@ impl Indexer {
         if behind.is_empty() {
             self.status.ready.store(true, Ordering::Release);
         }
+        self.status.report();
         Ok(Reading {
             kinds,
             partitions,
@@ -622,6 +653,7 @@ impl Indexer {
         if behind.is_empty() && !self.status.is_ready() {
             info!(records = self.status.records(), "indexer caught up: ready");
             self.status.ready.store(true, Ordering::Release);
+            self.status.report();
         }
     }
 }

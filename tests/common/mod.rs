@@ -302,6 +302,28 @@ pub fn reader_on(bootstrap: &str, topic: &str) -> BaseConsumer {
     consumer
 }
 
+/// Processes whose parent is `pid` (from /proc).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces, so split after the last `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
 /// Resident memory, in bytes, of process `pid` (`self` for this one), from /proc.
 pub fn vm_rss(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -23,6 +23,11 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(env: &TestEnv, store: &Path, n: usize) -> Self {
+        Self::start_with_metrics(env, store, n, "off")
+    }
+
+    /// [`Serve::start`] with its metrics served at `metrics_listen` (`host:port`).
+    pub fn start_with_metrics(env: &TestEnv, store: &Path, n: usize, metrics_listen: &str) -> Self {
         let log = env.dir.path().join(format!("serve-{n}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidewater"))
             // The env's config names its cluster; the suite's own TW_BOOTSTRAP_SERVERS
@@ -35,7 +40,7 @@ impl Serve {
                 "--listen",
                 "127.0.0.1:0",
                 "--metrics-listen",
-                "off",
+                metrics_listen,
             ])
             .arg("--store")
             .arg(store)
