@@ -210,6 +210,8 @@ pub mod metrics {
     pub const CONTROLLER_TERM: &str = "tidewater_controller_term";
     /// Counter: scheduler processes the supervisor restarted after a crash.
     pub const REPLICA_RESTARTS: &str = "tidewater_replica_restarts_total";
+    /// Counter: API requests whose handler panicked (answered 500, connection kept).
+    pub const API_PANICS: &str = "tidewater_api_panics_total";
 
     /// Label: tenant name.
     pub const L_TENANT: &str = "tenant";
@@ -344,6 +346,10 @@ pub mod metrics {
         describe_counter!(
             SKIPPED,
             "Re-delivered records skipped because their outcome was already committed."
+        );
+        describe_counter!(
+            API_PANICS,
+            "API requests whose handler panicked; each was answered 500."
         );
     }
 }
