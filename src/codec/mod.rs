@@ -11,6 +11,16 @@
 //! the single-object framing; `task` reads and writes tasks (Avro and JSON); `records` the
 //! outcome, status, delayed-task, log and control records; `json` renders records for
 //! people.
+//!
+//! Every decoder here reads bytes from anyone who can produce to a topic: no byte-index
+//! slicing, no indexing and no unchecked arithmetic (the lints below enforce it), no
+//! `unwrap` on decoded data. Fuzzed by `fuzz/` (`task_record`, `delayed_control`).
+
+#![deny(
+    clippy::string_slice,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 mod json;
 mod records;
@@ -59,4 +69,5 @@ pub enum CodecError {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests;

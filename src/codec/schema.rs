@@ -65,7 +65,9 @@ pub fn fingerprint(schema: &Schema) -> [u8; 8] {
     }
     let mut fp = EMPTY;
     for b in canonical_form(schema).bytes() {
-        fp = (fp >> 8) ^ table[((fp ^ u64::from(b)) & 0xff) as usize];
+        // The low byte of the state, as the specification's `& 0xff`.
+        let slot = usize::from((fp ^ u64::from(b)) as u8);
+        fp = (fp >> 8) ^ table.get(slot).copied().unwrap_or_default();
     }
     fp.to_le_bytes()
 }
@@ -131,11 +133,15 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
         return Err(CodecError::Empty);
     }
     let mut body = bytes;
-    if bytes.len() >= 10 && bytes[..2] == SINGLE_OBJECT_MAGIC {
-        if &bytes[2..10] != fp {
-            return Err(CodecError::UnknownFingerprint(hex(&bytes[2..10])));
+    if let Some((magic, rest)) = bytes.split_first_chunk::<2>() {
+        if let (true, Some((found, datum))) =
+            (*magic == SINGLE_OBJECT_MAGIC, rest.split_first_chunk::<8>())
+        {
+            if found != fp {
+                return Err(CodecError::UnknownFingerprint(hex(found)));
+            }
+            body = datum;
         }
-        body = &bytes[10..];
     }
     let reader = GenericDatumReader::builder(schema)
         .human_readable(false)
