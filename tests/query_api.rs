@@ -1272,6 +1272,19 @@ fn hostile_requests_get_documented_json_answers() {
         "invalid_parameter",
     );
     assert_eq!(err.parameter.as_deref(), Some("function"));
+    // `null` is not in the specification for `tenant` or `id` (found by Schemathesis).
+    for body in [
+        br#"{"function":"resize","tenant":null}"#.to_vec(),
+        br#"{"function":"resize","id":null}"#.to_vec(),
+    ] {
+        expect(
+            Method::POST,
+            "/v1/tasks",
+            Some(body),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        );
+    }
     // Still serving.
     let (status, _) = raw(Method::GET, "/v1/tasks", None);
     assert_eq!(status, StatusCode::OK);

@@ -364,13 +364,21 @@ async fn task_logs(
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// Tenant; a tenant token may leave it out (or must name its own tenant), an admin
-    /// token must give it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// token must give it. Not `null`: left out or a name.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub tenant: Option<String>,
     /// Function to run.
     pub function: String,
-    /// Task id; a new ULID when left out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Task id; a new ULID when left out. Not `null`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub id: Option<String>,
     /// Payload: a string is passed as its UTF-8 bytes, other JSON as compact JSON text
     /// (as for JSON tasks on a queue topic).
@@ -379,6 +387,12 @@ pub struct SubmitRequest {
     /// Free-form headers carried to the outcome event.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+}
+
+/// An optional field that, when present, must be a string (the specification has no
+/// `null` for it).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// The answer of `POST /v1/tasks`.
