@@ -51,18 +51,9 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
                 rest = after_space;
             }
         }
-        let digits_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let (digits, after) = rest.split_at_checked(digits_end)?;
-        if digits.is_empty() || digits.len() > MAX_DIGITS {
-            return None;
-        }
+        let (digits, after) = leading(rest, |c| c.is_ascii_digit(), MAX_DIGITS)?;
         let n: i64 = digits.parse().ok()?;
-        let unit_end = after
-            .find(|c: char| !c.is_ascii_lowercase())
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at_checked(unit_end)?;
+        let (unit, after) = leading(after, |c| c.is_ascii_lowercase(), 2)?;
         let unit_ms: i64 = match unit {
             "ms" => 1,
             "s" => 1_000,
@@ -80,6 +71,14 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
         rest = after;
     }
     (terms > 0).then_some(total)
+}
+
+/// Splits off the longest run of 1 to `max` leading characters that `keep`, or `None`
+/// when there is none or it is longer.
+fn leading(s: &str, keep: impl Fn(char) -> bool, max: usize) -> Option<(&str, &str)> {
+    let end = s.find(|c: char| !keep(c)).unwrap_or(s.len());
+    let (run, rest) = s.split_at_checked(end)?;
+    (!run.is_empty() && run.len() <= max).then_some((run, rest))
 }
 
 /// Reads exactly `n` ASCII digits off the front of `s`.
@@ -151,13 +150,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let mut millis = 0i64;
     if let Some(fraction) = s.strip_prefix('.') {
-        let end = fraction
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(fraction.len());
-        let (frac, tail) = fraction.split_at_checked(end)?;
-        if frac.is_empty() || frac.len() > MAX_FRACTION_DIGITS {
-            return None;
-        }
+        let (frac, tail) = leading(fraction, |c| c.is_ascii_digit(), MAX_FRACTION_DIGITS)?;
         // Milliseconds: the first three digits, padded.
         for (i, b) in frac
             .bytes()
