@@ -2,7 +2,8 @@
 # Checks for the tools Tidewater's build, demo and tests need, and installs the missing
 # ones from Debian's packages when run as root (CI machines, fresh developer machines).
 #   Rust (cargo), a C toolchain (gcc, make, perl: librdkafka is built from source),
-#   Java 17+ and Maven (the local Kafka broker), curl.
+#   Java 17+ and Maven (the local Kafka broker), curl, Python 3 with venv (Schemathesis,
+#   which scripts/schemathesis.sh installs from PyPI into a virtual environment).
 set -euo pipefail
 
 missing=()
@@ -13,6 +14,8 @@ command -v curl >/dev/null || missing+=(curl)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 [[ -e /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

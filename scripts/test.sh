@@ -4,8 +4,10 @@
 #   scripts/test.sh [extra cargo test arguments]
 #
 # Uses the broker named by TW_BOOTSTRAP_SERVERS when set; otherwise starts the local
-# broker (scripts/kafka.sh) unless it is already running. Runs every test target and
-# stops the broker it started.
+# broker (scripts/kafka.sh) unless it is already running. Runs every test target
+# (tests/fuzz_replay.rs replays the fuzz corpora among them), then Schemathesis against
+# docs/openapi.yaml and a live `serve` (scripts/schemathesis.sh), and stops the broker
+# it started.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,3 +40,9 @@ else
 fi
 
 cargo test --all-targets "$@"
+
+# The API against its specification, with a live `serve` on the same broker (a few
+# minutes at most; TW_SCHEMATHESIS_SECONDS bounds it, 0 skips it).
+if [[ "${TW_SCHEMATHESIS_SECONDS:-120}" != 0 ]]; then
+  scripts/schemathesis.sh
+fi
