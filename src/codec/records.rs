@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::CodecError;
-use super::schema::{decode, encode, extra_schemas, schemas};
+use super::schema::{decode, encode, schemas};
 
 /// Terminal status of an outcome event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,37 +252,37 @@ pub struct DelayedTask {
 /// Encodes an outcome event as Avro (single-object encoding).
 pub fn encode_outcome(outcome: &Outcome) -> Result<Vec<u8>, CodecError> {
     let s = schemas()?;
-    encode("outcome", &s.outcome, &s.outcome_fp, outcome)
+    encode("outcome", &s.outcome, outcome)
 }
 
 /// Decodes an outcome event.
 pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, CodecError> {
     let s = schemas()?;
-    decode("outcome", &s.outcome, &s.outcome_fp, bytes)
+    decode("outcome", &s.outcome, bytes)
 }
 
 /// Encodes a status event as Avro (single-object encoding).
 pub fn encode_status(event: &StatusEvent) -> Result<Vec<u8>, CodecError> {
     let s = schemas()?;
-    encode("status event", &s.status, &s.status_fp, event)
+    encode("status event", &s.status, event)
 }
 
 /// Encodes a delayed task as Avro (single-object encoding).
 pub fn encode_delayed(task: &DelayedTask) -> Result<Vec<u8>, CodecError> {
     let s = schemas()?;
-    encode("delayed task", &s.delayed, &s.delayed_fp, task)
+    encode("delayed task", &s.delayed, task)
 }
 
 /// Decodes a delayed task.
 pub fn decode_delayed(bytes: &[u8]) -> Result<DelayedTask, CodecError> {
     let s = schemas()?;
-    decode("delayed task", &s.delayed, &s.delayed_fp, bytes)
+    decode("delayed task", &s.delayed, bytes)
 }
 
 /// Decodes a status event.
 pub fn decode_status(bytes: &[u8]) -> Result<StatusEvent, CodecError> {
     let s = schemas()?;
-    decode("status event", &s.status, &s.status_fp, bytes)
+    decode("status event", &s.status, bytes)
 }
 
 /// Which output a [`TaskLog`] chunk comes from.
@@ -345,24 +345,24 @@ pub struct StopRequest {
 
 /// Encodes captured output as Avro (single-object encoding).
 pub fn encode_task_log(log: &TaskLog) -> Result<Vec<u8>, CodecError> {
-    let s = extra_schemas()?;
-    encode("task log", &s.task_log, &s.task_log_fp, log)
+    let s = schemas()?;
+    encode("task log", &s.task_log, log)
 }
 
 /// Decodes captured output.
 pub fn decode_task_log(bytes: &[u8]) -> Result<TaskLog, CodecError> {
-    let s = extra_schemas()?;
-    decode("task log", &s.task_log, &s.task_log_fp, bytes)
+    let s = schemas()?;
+    decode("task log", &s.task_log, bytes)
 }
 
 /// Encodes a stop request as Avro (single-object encoding).
 pub fn encode_stop_request(req: &StopRequest) -> Result<Vec<u8>, CodecError> {
-    let s = extra_schemas()?;
-    encode("stop request", &s.stop, &s.stop_fp, req)
+    let s = schemas()?;
+    encode("stop request", &s.stop, req)
 }
 
 /// Decodes a stop request.
 pub fn decode_stop_request(bytes: &[u8]) -> Result<StopRequest, CodecError> {
-    let s = extra_schemas()?;
-    decode("stop request", &s.stop, &s.stop_fp, bytes)
+    let s = schemas()?;
+    decode("stop request", &s.stop, bytes)
 }

@@ -25,15 +25,30 @@ pub const TASK_LOG_SCHEMA: &str = include_str!("../../schemas/tasklog.avsc");
 /// Avro schema of a stop request (`schemas/control.avsc`).
 pub const STOP_REQUEST_SCHEMA: &str = include_str!("../../schemas/control.avsc");
 
+/// A schema Tidewater reads and writes, with its fingerprint.
+pub(super) struct Known {
+    pub(super) schema: Schema,
+    pub(super) fp: [u8; 8],
+}
+
+impl Known {
+    fn parse(text: &str) -> Result<Self, String> {
+        let schema = Schema::parse_str(text).map_err(|e| e.to_string())?;
+        Ok(Self {
+            fp: fingerprint(&schema),
+            schema,
+        })
+    }
+}
+
+/// Every schema of `schemas/`, parsed once.
 pub(super) struct Schemas {
-    pub(super) delayed: Schema,
-    pub(super) delayed_fp: [u8; 8],
-    pub(super) task: Schema,
-    pub(super) task_fp: [u8; 8],
-    pub(super) outcome: Schema,
-    pub(super) outcome_fp: [u8; 8],
-    pub(super) status: Schema,
-    pub(super) status_fp: [u8; 8],
+    pub(super) task: Known,
+    pub(super) outcome: Known,
+    pub(super) status: Known,
+    pub(super) delayed: Known,
+    pub(super) task_log: Known,
+    pub(super) stop: Known,
 }
 
 /// The schema's Parsing Canonical Form as the Avro specification defines it.
@@ -76,20 +91,13 @@ pub(super) fn schemas() -> Result<&'static Schemas, CodecError> {
     static SCHEMAS: OnceLock<Result<Schemas, String>> = OnceLock::new();
     SCHEMAS
         .get_or_init(|| {
-            let parse = |s: &str| Schema::parse_str(s).map_err(|e| e.to_string());
-            let task = parse(TASK_SCHEMA)?;
-            let outcome = parse(OUTCOME_SCHEMA)?;
-            let status = parse(STATUS_SCHEMA)?;
-            let delayed = parse(DELAYED_SCHEMA)?;
             Ok(Schemas {
-                delayed_fp: fingerprint(&delayed),
-                delayed,
-                task_fp: fingerprint(&task),
-                outcome_fp: fingerprint(&outcome),
-                status_fp: fingerprint(&status),
-                task,
-                outcome,
-                status,
+                task: Known::parse(TASK_SCHEMA)?,
+                outcome: Known::parse(OUTCOME_SCHEMA)?,
+                status: Known::parse(STATUS_SCHEMA)?,
+                delayed: Known::parse(DELAYED_SCHEMA)?,
+                task_log: Known::parse(TASK_LOG_SCHEMA)?,
+                stop: Known::parse(STOP_REQUEST_SCHEMA)?,
             })
         })
         .as_ref()
@@ -108,10 +116,10 @@ fn avro_err(what: &'static str) -> impl Fn(apache_avro::Error) -> CodecError {
 
 pub(super) fn encode<T: Serialize>(
     what: &'static str,
-    schema: &Schema,
-    fp: &[u8; 8],
+    known: &Known,
     value: &T,
 ) -> Result<Vec<u8>, CodecError> {
+    let Known { schema, fp } = known;
     let writer = GenericDatumWriter::builder(schema)
         .human_readable(false)
         .build()
@@ -125,10 +133,10 @@ pub(super) fn encode<T: Serialize>(
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
     what: &'static str,
-    schema: &Schema,
-    fp: &[u8; 8],
+    known: &Known,
     bytes: &[u8],
 ) -> Result<T, CodecError> {
+    let Known { schema, fp } = known;
     if bytes.is_empty() {
         return Err(CodecError::Empty);
     }
@@ -159,32 +167,4 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
 
 pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(super) struct ExtraSchemas {
-    pub(super) task_log: Schema,
-    pub(super) task_log_fp: [u8; 8],
-    pub(super) stop: Schema,
-    pub(super) stop_fp: [u8; 8],
-}
-
-pub(super) fn extra_schemas() -> Result<&'static ExtraSchemas, CodecError> {
-    static SCHEMAS: OnceLock<Result<ExtraSchemas, String>> = OnceLock::new();
-    SCHEMAS
-        .get_or_init(|| {
-            let parse = |s: &str| Schema::parse_str(s).map_err(|e| e.to_string());
-            let task_log = parse(TASK_LOG_SCHEMA)?;
-            let stop = parse(STOP_REQUEST_SCHEMA)?;
-            Ok(ExtraSchemas {
-                task_log_fp: fingerprint(&task_log),
-                stop_fp: fingerprint(&stop),
-                task_log,
-                stop,
-            })
-        })
-        .as_ref()
-        .map_err(|e| CodecError::Avro {
-            what: "schema",
-            detail: e.clone(),
-        })
 }

@@ -32,7 +32,7 @@ pub struct Task {
 /// Encodes a task as Avro (single-object encoding).
 pub fn encode_task(task: &Task) -> Result<Vec<u8>, CodecError> {
     let s = schemas()?;
-    encode("task", &s.task, &s.task_fp, task)
+    encode("task", &s.task, task)
 }
 
 /// The JSON form of a task, for clients without Avro.
@@ -128,7 +128,7 @@ pub fn decode_task(bytes: &[u8], content_type: Option<&str>) -> Result<Task, Cod
     };
     let avro = |bytes: &[u8]| -> Result<Task, CodecError> {
         let s = schemas()?;
-        decode("task", &s.task, &s.task_fp, bytes)
+        decode("task", &s.task, bytes)
     };
     let task: Task = match encoding {
         Encoding::Json => match serde_json::from_slice::<JsonTask>(bytes) {
