@@ -3,8 +3,10 @@
 # ones from Debian's packages when run as root (CI machines, fresh developer machines).
 #   Rust (cargo), a C toolchain (gcc, make, perl: librdkafka is built from source),
 #   Java 17+ and Maven (the local Kafka broker), curl, OpenSSL's headers (librdkafka's
-#   TLS), the openssl tool (the secured test broker's certificates), and Prometheus with
-#   promtool (tests/dashboards.rs runs the dashboards' queries and the alert rules on them).
+#   TLS), the openssl tool (the secured test broker's certificates), Prometheus with
+#   promtool (tests/dashboards.rs runs the dashboards' queries and the alert rules on them),
+#   and Python 3 with venv (Schemathesis, which scripts/schemathesis.sh installs from PyPI
+#   into a virtual environment).
 set -euo pipefail
 
 missing=()
@@ -19,6 +21,8 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

@@ -9,8 +9,9 @@
 # (19392) and a three-node cluster on TW_CLUSTER_KAFKA_PORT (19192-19194). The tests of a
 # secured cluster (tests/security.rs) use the secured broker (TW_KAFKA_SECURITY=1
 # scripts/kafka.sh), unless TW_SECURE_DIR names one already (TW_SECURE=0 skips them).
-# All are started here, side by side. Runs every test target and stops the brokers it
-# started.
+# All are started here, side by side. Runs every test target (tests/fuzz_replay.rs
+# replays the fuzz corpora among them), then Schemathesis against docs/openapi.yaml and a
+# live `serve` (scripts/schemathesis.sh), and stops the brokers it started.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -95,4 +96,12 @@ if [[ $secure == 1 ]]; then
   done < <(secure_kafka env)
 fi
 
-cargo test --no-fail-fast --all-targets "$@"
+status=0
+cargo test --no-fail-fast --all-targets "$@" || status=$?
+
+# The API against its specification, with a live `serve` on the same broker (a few
+# minutes at most; TW_SCHEMATHESIS_SECONDS bounds it, 0 skips it).
+if [[ "${TW_SCHEMATHESIS_SECONDS:-120}" != 0 ]]; then
+  scripts/schemathesis.sh || status=$?
+fi
+exit "$status"

@@ -229,6 +229,9 @@ pub mod metrics {
     pub const CONTROLLER_TERM: &str = "tidewater_controller_term";
     /// Counter: scheduler processes the supervisor restarted after a crash.
     pub const REPLICA_RESTARTS: &str = "tidewater_replica_restarts_total";
+    /// Counter: API requests whose handler panicked (answered 500, connection kept).
+    pub const API_PANICS: &str = "tidewater_api_panics_total";
+
     /// Gauge: the concurrency limit of each function in this scheduler (most attempts it
     /// runs at once), by tenant and function.
     pub const CONCURRENCY_LIMIT: &str = "tidewater_function_concurrency_limit";
@@ -267,6 +270,7 @@ pub mod metrics {
         CONTROLLER_TERM,
         REPLICA_RESTARTS,
         CONCURRENCY_LIMIT,
+        API_PANICS,
     ];
 
     /// Label: tenant name.
@@ -410,6 +414,10 @@ pub mod metrics {
         describe_counter!(
             SKIPPED,
             "Re-delivered records skipped because their outcome was already committed."
+        );
+        describe_counter!(
+            API_PANICS,
+            "API requests whose handler panicked; each was answered 500."
         );
     }
 }

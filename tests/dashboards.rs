@@ -42,6 +42,10 @@ const NOT_IN_THIS_WORKLOAD: &[(&str, &str)] = &[
         "a transactional producer is rebuilt only after a fatal error or fencing: a broker fault (tests/faults.rs)",
     ),
     (
+        m::API_PANICS,
+        "counted only when an API handler panics, a bug (tests/query_api.rs provokes one)",
+    ),
+    (
         m::OUTCOMES_FENCED,
         "an outcome is fenced only when a scheduler loses its partitions while it publishes (session timeout): a fault (tests/faults.rs)",
     ),

@@ -813,7 +813,7 @@ fn a_produced_task_is_queued_before_any_scheduler_and_can_be_submitted_and_stopp
     let e = api_error(block(acme.submit(&unknown)).unwrap_err());
     assert_eq!(
         (e.0, e.1.as_deref()),
-        (StatusCode::BAD_REQUEST, Some("function"))
+        (StatusCode::NOT_FOUND, Some("function"))
     );
 
     // The same through the command line.
@@ -1019,4 +1019,148 @@ backoff = "50ms"
     assert_eq!((submitted, completed, failed), (3, 3, 1), "{shared:?}");
     let last = shared.per_minute.last().unwrap();
     assert_eq!((last.queued, last.running), (0, 0));
+}
+
+/// Requests found to crash or confuse the API, each answered as `docs/openapi.yaml` says:
+/// one JSON error shape with a code, the right status, and the process still serving.
+#[test]
+fn hostile_requests_get_documented_json_answers() {
+    let env = TestEnv::new("qhostile", BODY);
+    env.init_topics();
+    let serve = Serve::start(&env, &env.dir.path().join("index.db"), 0);
+    let acme = serve.client(ACME);
+    let raw = |method: Method, path_and_query: &str, body: Option<Vec<u8>>| {
+        let url = reqwest::Url::parse(&format!("{}{path_and_query}", serve.url)).unwrap();
+        let (status, body) = block(acme.raw(method, url, body)).unwrap();
+        let err = serde_json::from_slice::<ErrorBody>(&body).ok();
+        (status, err)
+    };
+    let expect =
+        |method: Method, path: &str, body: Option<Vec<u8>>, want: StatusCode, code: &str| {
+            let (status, err) = raw(method.clone(), path, body);
+            assert_eq!(status, want, "{method} {path}");
+            let err = err.unwrap_or_else(|| panic!("{method} {path}: not the JSON error shape"));
+            assert_eq!(
+                serde_json::to_value(err.code).unwrap(),
+                code,
+                "{method} {path}"
+            );
+            assert!(!err.error.is_empty());
+            err
+        };
+    // Multi-byte text in a time parameter once panicked the parser (no answer at all).
+    let err = expect(
+        Method::GET,
+        "/v1/tasks?submitted_after=%C3%A9%C3%A9%C3%A9%C3%A9a",
+        None,
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+    );
+    assert_eq!(err.parameter.as_deref(), Some("submitted_after"));
+    // An empty range is valid and matches nothing.
+    let (status, _) = raw(
+        Method::GET,
+        "/v1/tasks?submitted_after=24h&submitted_before=24h",
+        None,
+    );
+    assert_eq!(status, StatusCode::OK);
+    let err = expect(
+        Method::GET,
+        "/v1/tasks?status=failed,,",
+        None,
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+    );
+    assert_eq!(err.parameter.as_deref(), Some("status"));
+    let err = expect(
+        Method::GET,
+        "/v1/tasks/%FF%FE",
+        None,
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+    );
+    assert_eq!(err.parameter.as_deref(), Some("id"));
+    expect(
+        Method::POST,
+        "/v1/tasks/x/stop?colour=red",
+        None,
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+    );
+    expect(
+        Method::PATCH,
+        "/v1/tasks",
+        None,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    expect(
+        Method::GET,
+        "/v1/nothing",
+        None,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let long = format!(
+        "/v1/tasks?id_prefix={}",
+        "x".repeat(tidewater::api::MAX_URI_BYTES)
+    );
+    expect(
+        Method::GET,
+        &long,
+        None,
+        StatusCode::URI_TOO_LONG,
+        "uri_too_long",
+    );
+    // Payload sizes: over the function's limit (256 KiB by default) is refused at once,
+    // a body over the API's limit too; neither is a server fault.
+    let submit = |payload_len: usize| {
+        serde_json::to_vec(&serde_json::json!({
+            "function": "resize",
+            "payload": "p".repeat(payload_len),
+        }))
+        .unwrap()
+    };
+    for len in [300 * 1024, 2 * 1024 * 1024, 3 * 1024 * 1024] {
+        let err = expect(
+            Method::POST,
+            "/v1/tasks",
+            Some(submit(len)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        );
+        assert!(err.parameter.is_some(), "{len}");
+    }
+    expect(
+        Method::POST,
+        "/v1/tasks",
+        Some(br#"{"function":"nope"}"#.to_vec()),
+        StatusCode::NOT_FOUND,
+        "unknown_function",
+    );
+    let err = expect(
+        Method::POST,
+        "/v1/tasks",
+        Some(br#"{"function":""}"#.to_vec()),
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+    );
+    assert_eq!(err.parameter.as_deref(), Some("function"));
+    // `null` is not in the specification for `tenant` or `id` (found by Schemathesis).
+    for body in [
+        br#"{"function":"resize","tenant":null}"#.to_vec(),
+        br#"{"function":"resize","id":null}"#.to_vec(),
+    ] {
+        expect(
+            Method::POST,
+            "/v1/tasks",
+            Some(body),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        );
+    }
+    // Still serving.
+    let (status, _) = raw(Method::GET, "/v1/tasks", None);
+    assert_eq!(status, StatusCode::OK);
+    serve.stop();
 }

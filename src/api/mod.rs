@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,17 +25,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::codec::{self, JsonTask, StopRequest};
-use crate::config::{Config, ConfigError, Principal, ResolvedToken};
+use crate::config::{Config, ConfigError, Principal, ResolvedToken, check_name};
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, topics};
 use crate::store::indexer::{Indexer, IndexerError, IndexerStatus};
 use crate::store::model::{PartitionBacklog, QueueView, QueuesOverview, TaskLogs};
 use crate::store::query::TaskFilter;
 use crate::store::{Lookup, Reader, StoreError};
-use crate::submit::{SubmitError, Submitter};
+use crate::submit::Submitter;
 use crate::types::TopicPartition;
 
+mod error;
 pub mod tls;
+
+pub use error::{ApiError, ErrorBody, ErrorCode, MAX_URI_BYTES};
 
 /// Why `tidewater serve` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -58,80 +61,6 @@ pub enum ServeError {
     /// TLS for the API could not be set up.
     #[error(transparent)]
     Tls(Box<tls::TlsSetupError>),
-}
-
-/// An error answer: a status and a JSON body `{"error": "…", "parameter": "…"}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-    parameter: Option<String>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            parameter: None,
-        }
-    }
-
-    fn bad(parameter: &str, message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            parameter: Some(parameter.to_string()),
-        }
-    }
-
-    /// A 500 answer: the cause goes to the log, the client learns only that it failed.
-    fn internal(what: &str, cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "{what} failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error ({what}); the server's log has the details"),
-        )
-    }
-
-    fn not_found(id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, format!("no task `{id}`"))
-    }
-}
-
-/// The JSON body of an error answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: String,
-    /// The query parameter or body field at fault, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameter: Option<String>,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Json(ErrorBody {
-            error: self.message,
-            parameter: self.parameter,
-        });
-        if self.status == StatusCode::UNAUTHORIZED {
-            return (self.status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
-        }
-        (self.status, body).into_response()
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        Self::internal("task store query", e)
-    }
-}
-
-impl From<crate::store::query::ParamError> for ApiError {
-    fn from(e: crate::store::query::ParamError) -> Self {
-        Self::bad(&e.parameter, e.to_string())
-    }
 }
 
 /// What the handlers share.
@@ -168,7 +97,7 @@ impl ApiState {
     }
 
     fn auth(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+        let unauthorized = ApiError::unauthorized;
         let value = headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>` header"))?;
@@ -202,9 +131,7 @@ impl ApiState {
         let who = self.auth(headers)?;
         let params = params(q)?;
         let map = only(&params, &["tenant"])?;
-        let task = self
-            .lookup(&who, map.get("tenant").map(|t| t.to_string()), id)
-            .await?;
+        let task = self.lookup(&who, tenant_param(&map)?, id).await?;
         Ok((who, task))
     }
 
@@ -216,7 +143,7 @@ impl ApiState {
     ) -> Result<crate::store::model::TaskView, ApiError> {
         let scope = match (who, tenant) {
             (Principal::Tenant(own), Some(asked)) if asked != *own => {
-                return Err(ApiError::not_found(id));
+                return Err(ApiError::task_not_found(id));
             }
             (Principal::Tenant(own), _) => Some(own.clone()),
             (Principal::Admin, asked) => asked,
@@ -225,15 +152,16 @@ impl ApiState {
         let key = id.to_string();
         match blocking(move || reader.get(scope.as_deref(), &key)).await? {
             Lookup::Found(t) => Ok(*t),
-            Lookup::NotFound => Err(ApiError::not_found(id)),
-            Lookup::Ambiguous(tenants) => Err(ApiError {
-                status: StatusCode::CONFLICT,
-                message: format!(
+            Lookup::NotFound => Err(ApiError::task_not_found(id)),
+            Lookup::Ambiguous(tenants) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::Ambiguous,
+                format!(
                     "task id `{id}` is used by several tenants ({}); pass `tenant`",
                     tenants.join(", ")
                 ),
-                parameter: Some("tenant".into()),
-            }),
+            )
+            .at("tenant")),
         }
     }
 }
@@ -253,15 +181,33 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError::internal("query worker", e)),
+        Err(e) => Err(ApiError::internal(&format_args!(
+            "query worker failed: {e}"
+        ))),
     }
 }
 
 type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 fn params(q: Params) -> Result<Vec<(String, String)>, ApiError> {
-    q.map(|Query(v)| v)
-        .map_err(|e| ApiError::bad("query", format!("malformed query string: {e}")))
+    Ok(q.map(|Query(v)| v)?)
+}
+
+/// The task id of the path, refused with the JSON shape when it is not UTF-8.
+fn task_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    Ok(path.map(|Path(id)| id)?)
+}
+
+/// The optional `tenant` parameter of the task routes: a tenant name when given.
+fn tenant_param(map: &BTreeMap<&str, &str>) -> Result<Option<String>, ApiError> {
+    match map.get("tenant") {
+        None => Ok(None),
+        Some(t) => {
+            check_name(t)
+                .map_err(|m| ApiError::bad("tenant", format!("not a tenant name: {m}")))?;
+            Ok(Some(t.to_string()))
+        }
+    }
 }
 
 /// Checks that only `known` parameters are present, at most once each.
@@ -317,9 +263,12 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/v1/tasks/{id}/logs", get(task_logs))
         .route("/v1/tasks/{id}/stop", post(stop_task))
         .route("/v1/queues", get(queues))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
+        })
         .with_state(state);
-    tls::with_limits(routes, &api)
+    // The guard is outermost: the size limits' answers get the JSON shape too.
+    tls::with_limits(routes, &api).layer(axum::middleware::from_fn(error::guard))
 }
 
 async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
@@ -373,9 +322,10 @@ async fn list_tasks(
 async fn get_task(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     q: Params,
 ) -> Result<Response, ApiError> {
+    let id = task_id(id)?;
     let (_, task) = s.caller_and_task(&headers, &id, q).await?;
     let reader = s.reader.clone();
     let detail = blocking(move || reader.detail(task)).await?;
@@ -388,10 +338,11 @@ const MAX_LOG_LIMIT: u32 = 10_000;
 async fn task_logs(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     q: Params,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers)?;
+    let id = task_id(id)?;
     let params = params(q)?;
     let map = only(&params, &["tenant", "after", "limit"])?;
     let limit = number(&map, "limit", 1000u32, 1, MAX_LOG_LIMIT)?;
@@ -405,9 +356,7 @@ async fn task_logs(
                 .ok_or_else(|| ApiError::bad("after", "must be a `seq` from an earlier answer"))?,
         ),
     };
-    let task = s
-        .lookup(&who, map.get("tenant").map(|t| t.to_string()), &id)
-        .await?;
+    let task = s.lookup(&who, tenant_param(&map)?, &id).await?;
     let reader = s.reader.clone();
     let (tenant, task_id) = (task.tenant.clone(), task.id.clone());
     let logs = blocking(move || reader.logs(&tenant, &task_id, after, limit)).await?;
@@ -428,13 +377,21 @@ async fn task_logs(
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// Tenant; a tenant token may leave it out (or must name its own tenant), an admin
-    /// token must give it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// token must give it. Not `null`: left out or a name.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub tenant: Option<String>,
     /// Function to run.
     pub function: String,
-    /// Task id; a new ULID when left out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Task id; a new ULID when left out. Not `null`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub id: Option<String>,
     /// Payload: a string is passed as its UTF-8 bytes, other JSON as compact JSON text
     /// (as for JSON tasks on a queue topic).
@@ -443,6 +400,12 @@ pub struct SubmitRequest {
     /// Free-form headers carried to the outcome event.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+}
+
+/// An optional field that, when present, must be a string (the specification has no
+/// `null` for it).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// The answer of `POST /v1/tasks`.
@@ -458,7 +421,7 @@ pub struct Submitted {
     pub offset: i64,
 }
 
-/// Longest task id accepted by `POST /v1/tasks`, in bytes.
+/// Longest task id accepted by `POST /v1/tasks`, in characters.
 pub const MAX_ID_LEN: usize = 1024;
 
 async fn submit_task(
@@ -467,21 +430,15 @@ async fn submit_task(
     body: Result<Json<SubmitRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers)?;
-    let Json(req) = body.map_err(|e| ApiError {
-        status: match e.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        },
-        message: e.body_text(),
-        parameter: Some("body".into()),
-    })?;
+    let Json(req) = body?;
     let tenant = match (&who, &req.tenant) {
         (Principal::Tenant(own), Some(asked)) if asked != own => {
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                message: format!("this token may submit tasks for tenant `{own}` only"),
-                parameter: Some("tenant".into()),
-            });
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                format!("this token may submit tasks for tenant `{own}` only"),
+            )
+            .at("tenant"));
         }
         (Principal::Tenant(own), _) => own.clone(),
         (Principal::Admin, Some(t)) => t.clone(),
@@ -492,21 +449,15 @@ async fn submit_task(
             ));
         }
     };
-    if req.function.is_empty() {
-        return Err(ApiError::bad("function", "must not be empty"));
-    }
+    check_name(&tenant).map_err(|m| ApiError::bad("tenant", format!("not a tenant name: {m}")))?;
+    check_name(&req.function)
+        .map_err(|m| ApiError::bad("function", format!("not a function name: {m}")))?;
     let id = match req.id {
         None => ulid::Ulid::new().to_string(),
-        Some(id) if id.is_empty() => {
+        Some(id) if !valid_task_id(&id) => {
             return Err(ApiError::bad(
                 "id",
-                "must not be empty (leave it out for a new id)",
-            ));
-        }
-        Some(id) if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) => {
-            return Err(ApiError::bad(
-                "id",
-                format!("must be at most {MAX_ID_LEN} bytes without control characters"),
+                format!("must be 1 to {MAX_ID_LEN} characters, none of them a control character"),
             ));
         }
         Some(id) => id,
@@ -521,15 +472,22 @@ async fn submit_task(
         not_before: None,
     }
     .into();
-    let topic = s
-        .submitter
-        .topic_for(&tenant, &task.function)
-        .map_err(submit_error)?;
-    let (partition, offset) = s
-        .submitter
-        .submit(&tenant, &task)
-        .await
-        .map_err(submit_error)?;
+    let topic = s.submitter.topic_for(&tenant, &task.function)?;
+    // The scheduler would fail an oversized task with `payload_too_large`: say so now.
+    if let Some(f) = s.config.function(&tenant, &task.function) {
+        let max = s.config.max_payload(f);
+        if task.payload.len() > max {
+            return Err(ApiError::too_large(
+                "payload",
+                format!(
+                    "payload of {} bytes is over the limit of {max} bytes of function `{}`",
+                    task.payload.len(),
+                    task.function
+                ),
+            ));
+        }
+    }
+    let (partition, offset) = s.submitter.submit(&tenant, &task).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Submitted {
@@ -544,16 +502,9 @@ async fn submit_task(
         .into_response())
 }
 
-fn submit_error(e: SubmitError) -> ApiError {
-    match e {
-        SubmitError::UnknownTenant(t) => ApiError::bad("tenant", format!("no tenant `{t}`")),
-        SubmitError::UnknownFunction { tenant, function } => ApiError::bad(
-            "function",
-            format!("tenant `{tenant}` has no function `{function}`"),
-        ),
-        SubmitError::Codec(e) => ApiError::bad("payload", e.to_string()),
-        SubmitError::Kafka(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
+/// A task id a client may choose: 1 to [`MAX_ID_LEN`] characters, no control characters.
+fn valid_task_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().count() <= MAX_ID_LEN && !id.chars().any(char::is_control)
 }
 
 /// The answer of `POST /v1/tasks/{id}/stop`.
@@ -571,13 +522,15 @@ pub struct StopAccepted {
 async fn stop_task(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     q: Params,
 ) -> Result<Response, ApiError> {
+    let id = task_id(id)?;
     let (who, task) = s.caller_and_task(&headers, &id, q).await?;
     if task.status.is_terminal() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
+            ErrorCode::TaskEnded,
             format!("task `{id}` has already ended: {}", task.status.as_str()),
         ));
     }
@@ -587,8 +540,7 @@ async fn stop_task(
         requested_at: now_ms(),
         requested_by: who.name().to_string(),
     };
-    let value = codec::encode_stop_request(&req)
-        .map_err(|e| ApiError::internal("encoding a stop request", e))?;
+    let value = codec::encode_stop_request(&req).map_err(|e| ApiError::internal(&e))?;
     let topic = topics::control(&s.config.topics.prefix);
     kafka::send(
         &s.producer,
@@ -603,7 +555,7 @@ async fn stop_task(
         ]),
     )
     .await
-    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    .map_err(|e| ApiError::unavailable("Kafka did not acknowledge the stop request", &e))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(StopAccepted {
@@ -651,8 +603,10 @@ async fn queues(
         crate::scale::lag::group_offsets(&consumer, &names, Duration::from_secs(10))
     })
     .await
-    .map_err(|e| ApiError::internal("reading group offsets", e))?
-    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    .map_err(|e| ApiError::internal(&e))?
+    .map_err(|e| {
+        ApiError::unavailable("Kafka did not answer the offset and watermark queries", &e)
+    })?;
     let mut activity = activity;
     let (start, _) = crate::store::query::minute_window(now, minutes);
     let queues = topics

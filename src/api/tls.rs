@@ -135,12 +135,11 @@ pub fn with_limits(router: axum::Router, api: &ApiConfig) -> axum::Router {
 }
 
 fn too_long(len: usize, max: usize) -> Response {
-    (
+    super::ApiError::new(
         StatusCode::URI_TOO_LONG,
-        axum::Json(super::ErrorBody {
-            error: format!("the query string has {len} bytes; at most {max} are accepted"),
-            parameter: Some("query".into()),
-        }),
+        super::ErrorCode::UriTooLong,
+        format!("the query string has {len} bytes; at most {max} are accepted"),
     )
-        .into_response()
+    .at("query")
+    .into_response()
 }

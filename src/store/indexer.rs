@@ -503,7 +503,7 @@ impl Indexer {
                 }
                 batch.pending.insert(
                     TopicPartition::new(msg.topic(), msg.partition()),
-                    msg.offset() + 1,
+                    msg.offset().saturating_add(1),
                 );
                 batch.first_at.get_or_insert_with(Instant::now);
             }
@@ -646,7 +646,7 @@ impl Indexer {
         behind.retain(|tp, high| {
             let stored = next.get(tp).copied().unwrap_or(-1);
             let pos = positions.get(tp).copied().unwrap_or(-1).max(stored);
-            !(pos >= *high || (eof.contains(&tp.partition) && pos >= *high - 1))
+            !(pos >= *high || (eof.contains(&tp.partition) && pos >= high.saturating_sub(1)))
         });
         eof.clear();
         self.status.behind.store(behind.len(), Ordering::Relaxed);

@@ -33,6 +33,7 @@ mod reader;
 mod retention;
 mod row;
 mod schema;
+mod time_param;
 mod writer;
 
 #[cfg(test)]

@@ -1,0 +1,266 @@
+use std::collections::BTreeMap;
+
+use apache_avro::Schema;
+
+use super::schema::SINGLE_OBJECT_MAGIC;
+use super::*;
+
+fn task() -> Task {
+    Task {
+        id: "order-1".into(),
+        tenant: Some("acme".into()),
+        function: "resize".into(),
+        payload: vec![0, 1, 2, 255],
+        headers: [("k".to_string(), "v".to_string())].into(),
+        submitted_at: Some(1_700_000_000_000),
+        not_before: Some(1_700_000_005_000),
+    }
+}
+
+fn outcome() -> Outcome {
+    Outcome {
+        task_id: "order-1".into(),
+        tenant: "acme".into(),
+        function: "resize".into(),
+        status: OutcomeStatus::Failed,
+        reason: Some(FailureReason::Timeout),
+        error: Some("timed out after 5s".into()),
+        result: None,
+        payload: b"{}".to_vec(),
+        task_headers: BTreeMap::new(),
+        attempts: vec![Attempt {
+            attempt: 1,
+            started_at: 1,
+            finished_at: 2,
+            error: Some("boom".into()),
+        }],
+        submitted_at: 1,
+        finished_at: 3,
+        source: Source {
+            topic: "tw.q.acme".into(),
+            partition: 2,
+            offset: 7,
+        },
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        scheduler_id: "s1".into(),
+    }
+}
+
+#[test]
+fn task_round_trips_through_avro() {
+    let bytes = encode_task(&task()).unwrap();
+    assert_eq!(&bytes[..2], &SINGLE_OBJECT_MAGIC);
+    assert_eq!(decode_task(&bytes, None).unwrap(), task());
+    assert_eq!(
+        decode_task(&bytes, Some("application/avro")).unwrap(),
+        task()
+    );
+    // A bare datum, without the single-object header, is read too.
+    assert_eq!(decode_task(&bytes[10..], None).unwrap(), task());
+}
+
+#[test]
+fn outcome_and_status_round_trip() {
+    let o = outcome();
+    assert_eq!(decode_outcome(&encode_outcome(&o).unwrap()).unwrap(), o);
+    let mut ok = o.clone();
+    ok.status = OutcomeStatus::Succeeded;
+    ok.reason = None;
+    ok.error = None;
+    ok.result = Some(b"done".to_vec());
+    ok.traceparent = None;
+    assert_eq!(decode_outcome(&encode_outcome(&ok).unwrap()).unwrap(), ok);
+    let s = StatusEvent {
+        task_id: "t".into(),
+        tenant: "acme".into(),
+        function: "f".into(),
+        status: TaskStatus::Running,
+        attempt: 1,
+        at: 5,
+        submitted_at: 4,
+        reason: None,
+        error: None,
+        source: o.source.clone(),
+        scheduler_id: "s".into(),
+    };
+    assert_eq!(decode_status(&encode_status(&s).unwrap()).unwrap(), s);
+    let d = DelayedTask {
+        task_id: "t".into(),
+        tenant: "acme".into(),
+        function: "f".into(),
+        payload: vec![1, 2],
+        headers: BTreeMap::new(),
+        submitted_at: 1,
+        due_at: 2,
+        attempts: o.attempts.clone(),
+        origin: o.source.clone(),
+        traceparent: None,
+    };
+    assert_eq!(decode_delayed(&encode_delayed(&d).unwrap()).unwrap(), d);
+    let mut stopped = o.clone();
+    stopped.status = OutcomeStatus::Stopped;
+    assert_eq!(
+        decode_outcome(&encode_outcome(&stopped).unwrap()).unwrap(),
+        stopped
+    );
+}
+
+/// Fingerprints computed by the Java reference implementation
+/// (`SchemaNormalization.parsingFingerprint64`, Avro 1.12.0) for `schemas/*.avsc`,
+/// written little-endian. They change whenever a schema changes: recompute them then.
+#[test]
+fn fingerprints_match_the_reference_implementation() {
+    let hex = |s: &str| {
+        let schema = Schema::parse_str(s).unwrap();
+        schema::hex(&fingerprint(&schema))
+    };
+    assert_eq!(hex(TASK_SCHEMA), "2f368cdf800033fb");
+    assert_eq!(hex(OUTCOME_SCHEMA), "7e867ae6eb17a7a2");
+    assert_eq!(hex(STATUS_SCHEMA), "2e87fd9edfb935b5");
+    assert_eq!(hex(DELAYED_SCHEMA), "f681d02b485e9137");
+    assert_eq!(hex(TASK_LOG_SCHEMA), "8f30ed70f240d57a");
+    assert_eq!(hex(STOP_REQUEST_SCHEMA), "9fcd69d21d6cbd18");
+}
+
+#[test]
+fn task_log_and_stop_request_round_trip() {
+    let log = TaskLog {
+        task_id: "order-1".into(),
+        tenant: "acme".into(),
+        function: "report".into(),
+        attempt: 2,
+        at: 1_700_000_000_123,
+        stream: LogStream::HttpResponse,
+        data: vec![0, 159, 146, 150, b'x'],
+        truncated: true,
+    };
+    let bytes = encode_task_log(&log).unwrap();
+    assert_eq!(&bytes[..2], &SINGLE_OBJECT_MAGIC);
+    assert_eq!(decode_task_log(&bytes).unwrap(), log);
+    let stop = StopRequest {
+        task_id: "order-1".into(),
+        tenant: "acme".into(),
+        requested_at: 5,
+        requested_by: "acme".into(),
+    };
+    assert_eq!(
+        decode_stop_request(&encode_stop_request(&stop).unwrap()).unwrap(),
+        stop
+    );
+    // Each schema's records are told apart by their fingerprint.
+    assert!(matches!(
+        decode_task_log(&encode_stop_request(&stop).unwrap()),
+        Err(CodecError::UnknownFingerprint(_))
+    ));
+}
+
+#[test]
+fn a_record_of_another_schema_is_rejected() {
+    let bytes = encode_outcome(&outcome()).unwrap();
+    assert!(matches!(
+        decode_task(&bytes, None),
+        Err(CodecError::UnknownFingerprint(_))
+    ));
+}
+
+#[test]
+fn json_tasks_decode() {
+    let t = decode_task(
+        br#" {"id":"a","function":"f","payload":{"x":1},"headers":{"h":"v"}}"#,
+        None,
+    )
+    .unwrap();
+    assert_eq!(t.id, "a");
+    assert_eq!(t.payload, br#"{"x":1}"#);
+    let t = decode_task(
+        br#"{"function":"f","payload":"hello"}"#,
+        Some("application/json"),
+    )
+    .unwrap();
+    assert_eq!(t.id, "");
+    assert_eq!(t.payload, b"hello");
+    assert!(decode_task(br#"{"function":"f","extra":1}"#, None).is_err());
+    assert!(decode_task(br#"{"function":""}"#, None).is_err());
+    assert!(decode_task(b"not a task", None).is_err());
+    assert!(decode_task(b"{}", Some("text/plain")).is_err());
+    assert!(matches!(decode_task(b"", None), Err(CodecError::Empty)));
+}
+
+#[test]
+fn json_encoding_round_trips() {
+    let mut t = task();
+    t.payload = br#"{"w":100}"#.to_vec();
+    let bytes = encode_task_as(&t, Encoding::Json).unwrap();
+    assert_eq!(decode_task(&bytes, None).unwrap(), t);
+    t.payload = b"plain text".to_vec();
+    let bytes = encode_task_as(&t, Encoding::Json).unwrap();
+    assert_eq!(decode_task(&bytes, None).unwrap(), t);
+}
+
+/// Every status; the match fails to compile when a status is added and not listed.
+fn every_status() -> [TaskStatus; 7] {
+    let all = [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Retrying,
+        TaskStatus::Stopped,
+        TaskStatus::Expired,
+    ];
+    for s in all {
+        match s {
+            TaskStatus::Queued
+            | TaskStatus::Running
+            | TaskStatus::Succeeded
+            | TaskStatus::Failed
+            | TaskStatus::Retrying
+            | TaskStatus::Stopped
+            | TaskStatus::Expired => {}
+        }
+    }
+    all
+}
+
+#[test]
+fn status_names_round_trip_and_match_the_wire_names() {
+    for s in every_status() {
+        assert_eq!(s.as_str().parse::<TaskStatus>(), Ok(s));
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            format!("\"{}\"", s.as_str()),
+            "the JSON and Avro name of {s:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_status_names_are_errors() {
+    for name in ["", "done", "Queued", " running", "succeeded "] {
+        assert_eq!(
+            name.parse::<TaskStatus>(),
+            Err(UnknownStatus(name.to_string()))
+        );
+    }
+    assert_eq!(
+        "done".parse::<TaskStatus>().unwrap_err().to_string(),
+        "unknown task status `done`"
+    );
+}
+
+#[test]
+fn terminal_statuses_are_the_final_ones() {
+    let terminal: Vec<TaskStatus> = every_status()
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .collect();
+    assert_eq!(
+        terminal,
+        [
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Stopped,
+            TaskStatus::Expired
+        ]
+    );
+}
