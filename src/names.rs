@@ -199,6 +199,10 @@ pub mod metrics {
     pub const TRANSACTIONS: &str = "tidewater_transactions_total";
     /// Counter: re-delivered records skipped because their outcome was already committed.
     pub const SKIPPED: &str = "tidewater_tasks_skipped_total";
+    /// Counter: records of Tidewater's own topics that could not be decoded and were
+    /// skipped (a task record that cannot be decoded fails to the dead-letter topic
+    /// instead), by kind (`control`, `delayed`).
+    pub const RECORDS_SKIPPED: &str = "tidewater_records_skipped_total";
     /// Gauge: tasks this scheduler holds until their time (a retry's backoff, or
     /// `not_before` read back from a delay topic).
     pub const TASKS_DELAYED: &str = "tidewater_tasks_delayed";
@@ -271,6 +275,7 @@ pub mod metrics {
         REPLICA_RESTARTS,
         CONCURRENCY_LIMIT,
         API_PANICS,
+        RECORDS_SKIPPED,
     ];
 
     /// Label: tenant name.
@@ -332,6 +337,10 @@ pub mod metrics {
             QUEUE_WAIT_SECONDS,
             Unit::Seconds,
             "Time from a task's submission to the start of its first attempt."
+        );
+        describe_counter!(
+            RECORDS_SKIPPED,
+            "Undecodable records of Tidewater's own control and delay topics, skipped (kind=control|delayed)."
         );
         describe_gauge!(
             TASKS_DELAYED,

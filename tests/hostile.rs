@@ -230,6 +230,10 @@ fn hostile_records_never_crash_or_block_the_scheduler() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // And counted.
+    let page = common::http_get(&scheduler.metrics_url(Duration::from_secs(10)));
+    let skipped = common::metric(&page, tidewater::names::metrics::RECORDS_SKIPPED);
+    assert_eq!(skipped, (2 * SIDE) as f64, "skips counted in the metric");
     assert!(scheduler.is_running(), "the scheduler exited");
     let log = scheduler.log_text();
     assert!(!log.contains("panicked"), "a panic in the scheduler log");

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::counter;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -15,6 +16,7 @@ use tracing::{debug, warn};
 use crate::codec::{self, StopRequest};
 use crate::config::Config;
 use crate::kafka;
+use crate::names::metrics as m;
 use crate::types::TaskKey;
 
 use super::worker::Signal;
@@ -150,6 +152,7 @@ pub fn read_loop(config: Arc<Config>, tx: mpsc::UnboundedSender<StopRequest>, si
                     }
                 }
                 Err(e) => {
+                    counter!(m::RECORDS_SKIPPED, m::L_KIND => "control").increment(1);
                     warn!(error = %e, offset = msg.offset(), "undecodable stop request skipped")
                 }
             },

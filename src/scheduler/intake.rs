@@ -239,6 +239,7 @@ pub(super) fn prepare_delayed(ctx: &Ctx, record: Record, epoch: u64) -> Prepared
         Ok(d) => d,
         Err(e) => {
             // Only Tidewater writes delay topics: this is not a user's task to dead-letter.
+            counter!(m::RECORDS_SKIPPED, m::L_KIND => "delayed").increment(1);
             error!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %e,
                 "undecodable record in a delay topic skipped");
             return Prepared::Skip(record, epoch);

@@ -137,7 +137,8 @@ impl OffsetTracker {
     pub fn start(&mut self, tp: &TopicPartition, offset: i64) -> Option<u64> {
         let p = self.parts.get_mut(tp).filter(|p| !p.revoking)?;
         p.pending.insert(offset);
-        p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        let after = offset.saturating_add(1);
+        p.next = Some(p.next.map_or(after, |n| n.max(after)));
         Some(p.epoch)
     }
 
