@@ -218,7 +218,10 @@ cluster_main() {
       ;;
     stop)
       if [[ -n "${2:-}" ]]; then check_node "$2"; stop_node "$2"; return 0; fi
-      for ((i = 1; i <= nodes; i++)); do stop_node "$i"; done
+      # All at once: the last node alone cannot finish a controlled shutdown without
+      # its quorum, and would wait out the 30 s before being killed.
+      for ((i = 1; i <= nodes; i++)); do stop_node "$i" & done
+      wait
       ;;
     kill)
       local pid
