@@ -159,8 +159,9 @@ pub fn init_transactions(
     }
 }
 
-/// Longest a transactional call that may block without end is waited for.
-const WATCHDOG: Duration = Duration::from_secs(30);
+/// Longest a transactional call that may block without end is waited for: three times
+/// the timeout it is given.
+const WATCHDOG: Duration = Duration::from_secs(15);
 
 /// Makes `call` on a helper thread and waits at most [`WATCHDOG`] for it.
 ///
@@ -261,7 +262,7 @@ impl Stall {
     /// A call failed: report it once the stall is long enough, every few seconds.
     fn failed(&self, what: &str, e: &KafkaError) {
         let now = Instant::now();
-        let since = *self.since.get().get_or_insert(now);
+        let since = self.since.get().unwrap_or(now);
         self.since.set(Some(since));
         let stalled = now.duration_since(since);
         if stalled < STALL_AFTER {

@@ -63,21 +63,26 @@ impl Kafka {
 
     /// Runs `scripts/kafka.sh <args>` for this deployment; returns its stdout.
     pub fn script(&self, args: &[&str]) -> String {
-        let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "scripts", "kafka.sh"]
-            .iter()
-            .collect();
-        let out = Command::new(script)
-            .args(args)
-            .env("TW_KAFKA_NODES", self.nodes.to_string())
-            .env("TW_KAFKA_PORT", self.port.to_string())
-            .output()
-            .unwrap();
+        let out = self.run(args);
         assert!(
             out.status.success(),
             "scripts/kafka.sh {args:?} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs `scripts/kafka.sh <args>` for this deployment, whatever its exit status.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "scripts", "kafka.sh"]
+            .iter()
+            .collect();
+        Command::new(script)
+            .args(args)
+            .env("TW_KAFKA_NODES", self.nodes.to_string())
+            .env("TW_KAFKA_PORT", self.port.to_string())
+            .output()
+            .unwrap()
     }
 
     /// Starts whatever is not running (every node), and waits until all serve.
@@ -114,16 +119,8 @@ impl Kafka {
     /// waiting for one to exist.
     pub fn txn_coordinator(&self, prefix: &str, timeout: Duration) -> u32 {
         let deadline = Instant::now() + timeout;
-        let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "scripts", "kafka.sh"]
-            .iter()
-            .collect();
         loop {
-            let out = Command::new(&script)
-                .args(["txn-coordinator", prefix])
-                .env("TW_KAFKA_NODES", self.nodes.to_string())
-                .env("TW_KAFKA_PORT", self.port.to_string())
-                .output()
-                .unwrap();
+            let out = self.run(&["txn-coordinator", prefix]);
             let text = String::from_utf8_lossy(&out.stdout);
             if let Some(node) = text.split_whitespace().next().and_then(|n| n.parse().ok()) {
                 return node;
