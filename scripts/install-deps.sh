@@ -5,8 +5,9 @@
 #   Java 17+ and Maven (the local Kafka broker), curl, OpenSSL's headers (librdkafka's
 #   TLS), the openssl tool (the secured test broker's certificates), Prometheus with
 #   promtool (tests/dashboards.rs runs the dashboards' queries and the alert rules on them),
-#   and Python 3 with venv (Schemathesis, which scripts/schemathesis.sh installs from PyPI
-#   into a virtual environment).
+#   Python 3 with venv (Schemathesis, which scripts/schemathesis.sh installs from PyPI
+#   into a virtual environment, and the Python client example), and Node.js with npm (the
+#   Node client example; scripts/examples.sh installs the packages of both examples).
 set -euo pipefail
 
 missing=()
@@ -23,6 +24,8 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

@@ -11,7 +11,9 @@
 # scripts/kafka.sh), unless TW_SECURE_DIR names one already (TW_SECURE=0 skips them).
 # All are started here, side by side. Runs every test target (tests/fuzz_replay.rs
 # replays the fuzz corpora among them), then Schemathesis against docs/openapi.yaml and a
-# live `serve` (scripts/schemathesis.sh), and stops the brokers it started.
+# live `serve` (scripts/schemathesis.sh), then the client examples in Python and Node
+# (scripts/examples.sh), and stops the brokers it started. A failing test step does not
+# stop the later ones; the exit status is non-zero if any of them failed.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -103,5 +105,12 @@ cargo test --no-fail-fast --all-targets "$@" || status=$?
 # minutes at most; TW_SCHEMATHESIS_SECONDS bounds it, 0 skips it).
 if [[ "${TW_SCHEMATHESIS_SECONDS:-120}" != 0 ]]; then
   scripts/schemathesis.sh || status=$?
+fi
+
+# The client examples (examples/python, examples/node) against the same broker, with a
+# scheduler of their own (TW_EXAMPLES=0 skips them).
+if [[ "${TW_EXAMPLES:-1}" != 0 ]]; then
+  if [[ -z "${TW_BIN:-}" ]]; then cargo build -q --bin tidewater || status=$?; fi
+  scripts/examples.sh || status=$?
 fi
 exit "$status"
