@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tidewater::codec::{self, FailureReason, Source, StatusEvent, TaskStatus};
 use tidewater::store::indexer::Indexer;
 use tidewater::store::query::{Cursor, TaskFilter, TimeRange};
-use tidewater::store::{Ingest, QueuedTask, Reader, Writer};
+use tidewater::store::{Ingest, QueuedTask, Reader, Run, Writer};
 use tokio_util::sync::CancellationToken;
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
@@ -90,9 +90,16 @@ fn task_records(i: usize, n: usize, now: i64, rng: &mut Lcg) -> Vec<Ingest> {
         topic: format!("tw.q.{tenant}"),
         partition: (i % 6) as i32,
         offset: i as i64,
+        run: Run::default(),
+        redrive_by: None,
     })];
     let roll = rng.next(100);
-    let s = |st, a, at| Ingest::Status(status(&id, tenant, function, st, a, at, submitted));
+    let s = |st, a, at| {
+        Ingest::Status(
+            status(&id, tenant, function, st, a, at, submitted),
+            Run::default(),
+        )
+    };
     match roll {
         0..70 => {
             out.push(s(TaskStatus::Running, 1, submitted + 100));
@@ -139,7 +146,7 @@ fn main() {
         if batch.len() >= 5_000 || i + 1 == n {
             statuses += batch
                 .iter()
-                .filter(|b| matches!(b, Ingest::Status(_)))
+                .filter(|b| matches!(b, Ingest::Status(..)))
                 .count() as u64;
             records += batch.len() as u64;
             writer

@@ -140,6 +140,19 @@ pub mod headers {
     pub const ORDERED: &str = "tw-ordered";
     /// Idempotency key sent to HTTP executors (the task id).
     pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+    /// The redrive that re-submitted a task: a task header of the redriven task (carried
+    /// to its outcome event), and a record header of the status, log and outcome records
+    /// of that run, so the indexer tells the run apart from earlier ones.
+    pub const REDRIVE_ID: &str = "tw-redrive-id";
+    /// Task header of a redriven task: who asked for the redrive (`admin` or a tenant).
+    pub const REDRIVE_BY: &str = "tw-redrive-by";
+    /// Task header of a redriven task: when the redrive was asked for (RFC 3339).
+    pub const REDRIVE_AT: &str = "tw-redrive-at";
+    /// Task header of a redriven task: the queue record it was re-submitted from
+    /// (`<topic>[<partition>]@<offset>`).
+    pub const REDRIVE_FROM: &str = "tw-redrive-from";
+    /// Every task header a redrive sets: replaced, never accumulated, on a second redrive.
+    pub const REDRIVE_ALL: &[&str] = &[REDRIVE_ID, REDRIVE_BY, REDRIVE_AT, REDRIVE_FROM];
 }
 
 /// Environment variables set for `command` executors.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use metrics::{counter, gauge, histogram};
 use tokio_util::sync::CancellationToken;
 
-use super::records::{log_records, status_event, status_record};
+use super::records::{log_records, redrive_of, status_event, status_record};
 use super::{Ctx, Job};
 use crate::clock::now_ms;
 use crate::codec::{Attempt, TaskStatus};
@@ -46,7 +46,11 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
             .record((started_at - job.outcome.submitted_at).max(0) as f64 / 1000.0);
     }
     let running_ev = status_event(ctx, &job.outcome, TaskStatus::Running, attempt_i32, None);
-    ctx.send_nowait(status_record(ctx, &running_ev).into_iter().collect());
+    ctx.send_nowait(
+        status_record(ctx, &running_ev, redrive_of(&job.outcome))
+            .into_iter()
+            .collect(),
+    );
     let running = gauge!(m::TASKS_RUNNING, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone());
     running.increment(1.0);
     let inv = Invocation {

@@ -2,7 +2,7 @@
 //! remembers recent stop requests, so a running task is cancelled and a queued or delayed
 //! one is skipped when its turn comes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +25,12 @@ use super::worker::Signal;
 /// its stop request would still run.
 pub const LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 
-/// Recent task ids of each tenant (stop requests, or tasks finished here), bounded: the
-/// oldest are forgotten first. Looking one up allocates nothing.
+/// Recent task ids of each tenant (stop requests, or tasks finished here), each with a
+/// time (when the stop was requested), bounded: the oldest are forgotten first. Looking
+/// one up allocates nothing.
 #[derive(Debug, Default)]
 pub struct StopSet {
-    ids: HashMap<String, HashSet<String>>,
+    ids: HashMap<String, HashMap<String, i64>>,
     order: VecDeque<TaskKey>,
     cap: usize,
 }
@@ -45,13 +46,24 @@ impl StopSet {
 
     /// Adds task `task_id` of `tenant`.
     pub fn insert(&mut self, tenant: &str, task_id: &str) {
-        if self.contains(tenant, task_id) {
+        self.insert_at(tenant, task_id, i64::MIN);
+    }
+
+    /// Adds task `task_id` of `tenant` with time `at`; a task already there keeps the
+    /// later of its times.
+    pub fn insert_at(&mut self, tenant: &str, task_id: &str, at: i64) {
+        if let Some(known) = self
+            .ids
+            .get_mut(tenant)
+            .and_then(|ids| ids.get_mut(task_id))
+        {
+            *known = (*known).max(at);
             return;
         }
         self.ids
             .entry(tenant.to_string())
             .or_default()
-            .insert(task_id.to_string());
+            .insert(task_id.to_string(), at);
         self.order.push_back(TaskKey::new(tenant, task_id));
         while self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
@@ -76,9 +88,12 @@ impl StopSet {
 
     /// Whether task `task_id` of `tenant` is in the set.
     pub fn contains(&self, tenant: &str, task_id: &str) -> bool {
-        self.ids
-            .get(tenant)
-            .is_some_and(|ids| ids.contains(task_id))
+        self.get(tenant, task_id).is_some()
+    }
+
+    /// The time task `task_id` of `tenant` was added with, when it is in the set.
+    pub fn get(&self, tenant: &str, task_id: &str) -> Option<i64> {
+        self.ids.get(tenant)?.get(task_id).copied()
     }
 }
 
@@ -179,5 +194,16 @@ mod tests {
         s.insert("b", "9");
         assert!(s.contains("a", "3") && s.contains("b", "9"));
         assert!(!s.contains("a", "2"), "the oldest goes first");
+    }
+
+    #[test]
+    fn a_stop_keeps_its_latest_time() {
+        let mut s = StopSet::new(4);
+        s.insert_at("a", "1", 50);
+        s.insert_at("a", "1", 40);
+        assert_eq!(s.get("a", "1"), Some(50));
+        s.insert_at("a", "1", 60);
+        assert_eq!(s.get("a", "1"), Some(60));
+        assert_eq!(s.get("a", "2"), None);
     }
 }

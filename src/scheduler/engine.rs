@@ -28,7 +28,8 @@ use super::intake::{Prepared, prepare};
 use super::offsets::TopicPartition;
 use super::publisher::{DoneRef, FromPublisher, OutRecord, Unit};
 use super::records::{
-    Target, delay_record, outcome_records, status_event, status_record, tier_for,
+    Target, delay_record, finished_id, outcome_records, redrive_of, status_event, status_record,
+    stop_applies, tier_for,
 };
 use super::worker::Worker;
 use super::{Ctx, Job, RunSummary, SchedulerError, TASK_OVERHEAD_BYTES};
@@ -413,7 +414,7 @@ impl Engine {
             if self
                 .finished
                 .as_ref()
-                .is_some_and(|f| f.contains(&key.tenant, &key.id))
+                .is_some_and(|f| f.contains(&key.tenant, &finished_id(&entry.item.outcome)))
             {
                 // Already has its terminal outcome: an idempotent no-op, not a second run.
                 debug!(task_id = %key.id, tenant = %key.tenant, "task already finished here; not run again");
@@ -423,7 +424,11 @@ impl Engine {
                 self.send_unit(Vec::new(), done, Published::Moved(entry));
                 continue;
             }
-            if self.stops.contains(&key.tenant, &key.id) {
+            if self
+                .stops
+                .get(&key.tenant, &key.id)
+                .is_some_and(|at| stop_applies(&entry.item.outcome, at))
+            {
                 self.dispatcher.attempt_finished(entry.function);
                 self.stop_task(entry);
                 continue;
@@ -531,8 +536,11 @@ impl Engine {
             attempt_i32,
             Some(message),
         );
-        self.ctx
-            .send_nowait(status_record(&self.ctx, &ev).into_iter().collect());
+        self.ctx.send_nowait(
+            status_record(&self.ctx, &ev, redrive_of(&job.outcome))
+                .into_iter()
+                .collect(),
+        );
         if entry.key.is_some() {
             // Keyed: later tasks of the key wait behind it, so it waits here.
             self.retries.push(Instant::now() + delay, entry);
@@ -549,7 +557,7 @@ impl Engine {
         let (lt, lf) = job.f.labels.clone();
         let label = job.outcome.status.as_str();
         if let Some(finished) = self.finished.as_mut() {
-            finished.insert(&job.f.tenant, &job.outcome.task_id);
+            finished.insert(&job.f.tenant, &finished_id(&job.outcome));
         }
         if let Some(reason) = job.outcome.reason {
             counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => reason.as_str()).increment(1);
@@ -572,7 +580,8 @@ impl Engine {
 
     /// A stop request: remembered for queued and delayed tasks; a running one is cancelled.
     fn on_stop(&mut self, req: codec::StopRequest) {
-        self.stops.insert(&req.tenant, &req.task_id);
+        self.stops
+            .insert_at(&req.tenant, &req.task_id, req.requested_at);
         let key = TaskKey::new(req.tenant, req.task_id);
         if let Some(token) = self.running_tokens.get(&key) {
             info!(task_id = %key.id, tenant = %key.tenant, by = %req.requested_by, "stopping a running task");
@@ -648,7 +657,7 @@ impl Engine {
         match published {
             Published::Task(entry) | Published::Moved(entry) => {
                 if let Some(finished) = self.finished.as_mut() {
-                    finished.remove(&entry.item.f.tenant, &entry.item.outcome.task_id);
+                    finished.remove(&entry.item.f.tenant, &finished_id(&entry.item.outcome));
                 }
                 self.dispatcher.task_finished(&entry);
             }

@@ -2,6 +2,7 @@
 //! captured logs and delayed copies. Building only: the engine hands them to the
 //! publisher.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -59,6 +60,39 @@ fn headers(
     out
 }
 
+/// The redrive a task's run belongs to (its `tw-redrive-id` task header), if any.
+pub(super) fn redrive_of(o: &Outcome) -> Option<&str> {
+    o.task_headers.get(h::REDRIVE_ID).map(String::as_str)
+}
+
+/// The id a task's run is remembered by once it finished here (`scheduler.dedupe_window`):
+/// the task id, and for a redriven run the task id and redrive, so a redrive runs a task
+/// that finished here before, and the same redrive delivered twice runs it once.
+pub(super) fn finished_id(o: &Outcome) -> Cow<'_, str> {
+    match redrive_of(o) {
+        Some(r) => Cow::Owned(format!("{}\u{1f}{r}", o.task_id)),
+        None => Cow::Borrowed(&o.task_id),
+    }
+}
+
+/// Whether a stop request made at `requested_at` applies to this run of the task: always,
+/// except to a redriven run submitted after the request (the redrive came later).
+pub(super) fn stop_applies(o: &Outcome, requested_at: i64) -> bool {
+    redrive_of(o).is_none() || o.submitted_at <= requested_at
+}
+
+/// `headers` with the redrive of the run added, when the task was redriven: the indexer
+/// tells the runs of one task apart by it.
+fn with_redrive(
+    mut headers: Vec<(&'static str, String)>,
+    redrive: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    if let Some(r) = redrive {
+        headers.push((h::REDRIVE_ID, r.to_string()));
+    }
+    headers
+}
+
 /// A status event for a task at `status`, stamped now.
 pub(super) fn status_event(
     ctx: &Ctx,
@@ -82,8 +116,12 @@ pub(super) fn status_event(
     }
 }
 
-/// The `<prefix>.status` record of a status event.
-pub(super) fn status_record(ctx: &Ctx, ev: &StatusEvent) -> Option<OutRecord> {
+/// The `<prefix>.status` record of a status event of a run of `redrive` (if redriven).
+pub(super) fn status_record(
+    ctx: &Ctx,
+    ev: &StatusEvent,
+    redrive: Option<&str>,
+) -> Option<OutRecord> {
     let value = match codec::encode_status(ev) {
         Ok(v) => v,
         Err(e) => {
@@ -95,12 +133,15 @@ pub(super) fn status_record(ctx: &Ctx, ev: &StatusEvent) -> Option<OutRecord> {
         topic: ctx.status_topic.clone(),
         key: ev.task_id.clone(),
         value,
-        headers: headers(
-            h::EVENT_STATUS,
-            &ev.task_id,
-            &ev.tenant,
-            Some(&ev.function),
-            None,
+        headers: with_redrive(
+            headers(
+                h::EVENT_STATUS,
+                &ev.task_id,
+                &ev.tenant,
+                Some(&ev.function),
+                None,
+            ),
+            redrive,
         ),
     })
 }
@@ -128,19 +169,22 @@ pub(super) fn outcome_records(
                 topic: topic.clone(),
                 key: o.task_id.clone(),
                 value,
-                headers: headers(
-                    h::EVENT_OUTCOME,
-                    &o.task_id,
-                    &o.tenant,
-                    Some(&o.function),
-                    o.traceparent.as_deref(),
+                headers: with_redrive(
+                    headers(
+                        h::EVENT_OUTCOME,
+                        &o.task_id,
+                        &o.tenant,
+                        Some(&o.function),
+                        o.traceparent.as_deref(),
+                    ),
+                    redrive_of(o),
                 ),
             }),
             Err(e) => error!(task_id = %o.task_id, error = %e, "cannot encode outcome"),
         },
         None => {}
     }
-    records.extend(status_record(ctx, &ev));
+    records.extend(status_record(ctx, &ev, redrive_of(o)));
     records
 }
 
@@ -213,7 +257,10 @@ pub(super) fn log_records(
                 topic: topic.clone(),
                 key: log.task_id.clone(),
                 value,
-                headers: headers(h::EVENT_LOG, &log.task_id, &log.tenant, None, None),
+                headers: with_redrive(
+                    headers(h::EVENT_LOG, &log.task_id, &log.tenant, None, None),
+                    redrive_of(o),
+                ),
             })
         })
         .collect()
@@ -276,6 +323,49 @@ mod tests {
         assert_eq!(tier_for(&tiers, Duration::from_secs(59)), Some("d10s"));
         assert_eq!(tier_for(&tiers, Duration::from_secs(3600)), Some("d1m"));
         assert_eq!(tier_for(&[], Duration::from_secs(1)), None);
+    }
+
+    fn outcome(headers: &[(&str, &str)], submitted_at: i64) -> Outcome {
+        Outcome {
+            task_id: "t1".into(),
+            tenant: "acme".into(),
+            function: "f".into(),
+            status: OutcomeStatus::Failed,
+            reason: None,
+            error: None,
+            result: None,
+            payload: Vec::new(),
+            task_headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            attempts: Vec::new(),
+            submitted_at,
+            finished_at: 0,
+            source: codec::Source {
+                topic: "q".into(),
+                partition: 0,
+                offset: 0,
+            },
+            traceparent: None,
+            scheduler_id: "s".into(),
+        }
+    }
+
+    #[test]
+    fn a_redriven_run_is_remembered_apart_and_outlives_earlier_stops() {
+        let first = outcome(&[], 100);
+        let redriven = outcome(&[(h::REDRIVE_ID, "r1")], 500);
+        assert_eq!(finished_id(&first), "t1");
+        assert_eq!(finished_id(&redriven), "t1\u{1f}r1");
+        assert_ne!(
+            finished_id(&redriven),
+            finished_id(&outcome(&[(h::REDRIVE_ID, "r2")], 500))
+        );
+        assert!(stop_applies(&first, 50), "a first run obeys any stop");
+        assert!(!stop_applies(&redriven, 400), "stopped before the redrive");
+        assert!(stop_applies(&redriven, 600), "stopped after the redrive");
+        assert_eq!(redrive_of(&redriven), Some("r1"));
     }
 
     #[test]

@@ -111,6 +111,7 @@ pub(super) fn task_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TaskVi
         reason: reason(r, 10)?,
         scheduler_id: r.get(11)?,
         queue: queue(r, 12)?,
+        redrive_id: r.get(15)?,
     }))
 }
 

@@ -20,7 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Ingest, QueuedTask, StoreError, Writer};
+use super::{Ingest, QueuedTask, Run, StoreError, Writer};
 use crate::clock::now_ms;
 use crate::codec;
 use crate::config::Config;
@@ -658,6 +658,16 @@ impl Indexer {
     }
 }
 
+/// The `tw-redrive-id` header of a status or log record: the redrive whose run wrote it.
+fn redrive_header(msg: &BorrowedMessage<'_>) -> Option<String> {
+    msg.headers()?
+        .iter()
+        .find(|hd| hd.key == h::REDRIVE_ID)
+        .and_then(|hd| hd.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
+}
+
 /// The record as something to index; `None` for records that are skipped (compaction
 /// tombstones, undecodable status or log records).
 fn to_ingest(prefix: &str, kind: Kind, msg: &BorrowedMessage<'_>) -> Option<Ingest> {
@@ -687,19 +697,25 @@ fn to_ingest(prefix: &str, kind: Kind, msg: &BorrowedMessage<'_>) -> Option<Inge
                         format!("{}-{}-{}", msg.topic(), msg.partition(), msg.offset())
                     })
             };
-            let (id, function, submitted_at) = match codec::decode_task(value, content_type) {
-                Ok(task) => {
-                    let id = if task.id.is_empty() {
-                        fallback()
-                    } else {
-                        task.id
-                    };
-                    (id, task.function, task.submitted_at.unwrap_or(timestamp))
-                }
-                Err(_) => {
-                    counter!(m::INDEXER_RECORDS, m::L_KIND => "undecodable").increment(1);
-                    (fallback(), String::new(), timestamp)
-                }
+            let (id, function, submitted_at, mut headers) =
+                match codec::decode_task(value, content_type) {
+                    Ok(task) => {
+                        let id = if task.id.is_empty() {
+                            fallback()
+                        } else {
+                            task.id
+                        };
+                        let at = task.submitted_at.unwrap_or(timestamp);
+                        (id, task.function, at, task.headers)
+                    }
+                    Err(_) => {
+                        counter!(m::INDEXER_RECORDS, m::L_KIND => "undecodable").increment(1);
+                        (fallback(), String::new(), timestamp, Default::default())
+                    }
+                };
+            let run = match headers.get(h::REDRIVE_ID) {
+                Some(r) => Run::redrive(r, submitted_at),
+                None => Run::default(),
             };
             Some(Ingest::Queued(QueuedTask {
                 tenant,
@@ -709,6 +725,11 @@ fn to_ingest(prefix: &str, kind: Kind, msg: &BorrowedMessage<'_>) -> Option<Inge
                 topic: msg.topic().to_string(),
                 partition: msg.partition(),
                 offset: msg.offset(),
+                redrive_by: run
+                    .redrive_id
+                    .as_ref()
+                    .and_then(|_| headers.remove(h::REDRIVE_BY)),
+                run,
             }))
         }
         Kind::Status => {
@@ -716,7 +737,13 @@ fn to_ingest(prefix: &str, kind: Kind, msg: &BorrowedMessage<'_>) -> Option<Inge
                 return None;
             }
             match codec::decode_status(value) {
-                Ok(ev) => Some(Ingest::Status(ev)),
+                Ok(ev) => {
+                    let run = match redrive_header(msg) {
+                        Some(r) => Run::redrive(&r, ev.submitted_at),
+                        None => Run::default(),
+                    };
+                    Some(Ingest::Status(ev, run))
+                }
                 Err(e) => {
                     counter!(m::INDEXER_RECORDS, m::L_KIND => "undecodable").increment(1);
                     debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %e, "status record skipped");
@@ -731,6 +758,7 @@ fn to_ingest(prefix: &str, kind: Kind, msg: &BorrowedMessage<'_>) -> Option<Inge
             match codec::decode_task_log(value) {
                 Ok(log) => Some(Ingest::Log {
                     log,
+                    redrive_id: redrive_header(msg),
                     partition: msg.partition(),
                     offset: msg.offset(),
                 }),

@@ -91,6 +91,29 @@ fn open_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     }
 }
 
+/// Which run of a task a record belongs to. A task runs once per task record; a
+/// redrive submits another record of the same task, whose status events and logs carry
+/// the redrive's id. The runs of a task are ordered by their epoch: 0 for records of no
+/// redrive, the redriven record's submission time for a redrive. A later run's status
+/// always replaces an earlier run's, whatever order the topics are read in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Run {
+    /// 0, or the submission time of the redriven task record.
+    pub epoch: i64,
+    /// The redrive (`tw-redrive-id`), for a redriven run.
+    pub redrive_id: Option<String>,
+}
+
+impl Run {
+    /// The run of a redrive whose record was submitted at `submitted_at`.
+    pub fn redrive(redrive_id: &str, submitted_at: i64) -> Self {
+        Self {
+            epoch: submitted_at,
+            redrive_id: Some(redrive_id.to_string()),
+        }
+    }
+}
+
 /// A task record read from a queue topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedTask {
@@ -107,6 +130,10 @@ pub struct QueuedTask {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// The run it starts: a redrive's, or the first.
+    pub run: Run,
+    /// Who asked for the redrive (`tw-redrive-by`), for a redriven record.
+    pub redrive_by: Option<String>,
 }
 
 impl QueuedTask {
@@ -128,11 +155,13 @@ impl QueuedTask {
 pub enum Ingest {
     /// A task record from a queue topic.
     Queued(QueuedTask),
-    /// A status event.
-    Status(StatusEvent),
+    /// A status event, and the run it belongs to.
+    Status(StatusEvent, Run),
     /// Captured output, with its position in the logs topic (which orders a task's logs).
     Log {
         log: TaskLog,
+        /// The redrive of the run it belongs to, if any.
+        redrive_id: Option<String>,
         /// Partition of the logs topic.
         partition: i32,
         /// Offset in that partition.
@@ -145,7 +174,7 @@ impl Ingest {
     fn task_key(&self) -> Option<TaskKey> {
         match self {
             Ingest::Queued(q) => Some(q.key()),
-            Ingest::Status(ev) => Some(status_key(ev)),
+            Ingest::Status(ev, _) => Some(status_key(ev)),
             Ingest::Log { .. } => None,
         }
     }

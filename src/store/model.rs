@@ -61,7 +61,7 @@ pub mod ms {
 
 /// Where a task's record sits in its queue topic. Positions order by topic, partition,
 /// then offset: of two records of one task, the store keeps the later.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct QueuePosition {
     pub topic: String,
     pub partition: i32,
@@ -98,6 +98,9 @@ pub struct TaskView {
     pub scheduler_id: Option<String>,
     /// Where the task record is, when known.
     pub queue: Option<QueuePosition>,
+    /// The redrive whose run this is; `null` for a task never redriven.
+    #[serde(default)]
+    pub redrive_id: Option<String>,
 }
 
 /// A page of tasks, newest submitted first.
@@ -124,12 +127,24 @@ pub struct HistoryEvent {
     pub reason: Option<FailureReason>,
     /// The scheduler that sent it.
     pub scheduler_id: String,
+    /// The run it belongs to: 0 for the first, 1 for the first redrive, and so on.
+    #[serde(default)]
+    pub run: u32,
+    /// The redrive of that run; `null` for the first run.
+    #[serde(default)]
+    pub redrive_id: Option<String>,
 }
 
 /// One execution attempt, put together from the status events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptView {
-    /// Attempt number, from 1.
+    /// The run it belongs to: 0 for the first, 1 for the first redrive, and so on.
+    #[serde(default)]
+    pub run: u32,
+    /// The redrive of that run; `null` for the first run.
+    #[serde(default)]
+    pub redrive_id: Option<String>,
+    /// Attempt number within its run, from 1.
     pub attempt: i32,
     /// When it started (its `running` event).
     #[serde(with = "ms::opt")]
@@ -150,21 +165,23 @@ pub struct TaskDetail {
     /// The current state.
     #[serde(flatten)]
     pub task: TaskView,
-    /// Every attempt.
+    /// Every attempt of every run, oldest run first.
     pub attempt_history: Vec<AttemptView>,
-    /// Every status event, in lifecycle order.
+    /// Every status event, run by run, each run in lifecycle order.
     pub events: Vec<HistoryEvent>,
 }
 
 impl TaskDetail {
-    /// Builds the per-attempt view from events sorted in lifecycle order.
+    /// Builds the per-attempt view from events sorted by run, then in lifecycle order.
     pub fn new(task: TaskView, events: Vec<HistoryEvent>) -> Self {
-        let mut attempts: BTreeMap<i32, AttemptView> = BTreeMap::new();
+        let mut attempts: BTreeMap<(u32, i32), AttemptView> = BTreeMap::new();
         for e in &events {
             if e.attempt < 1 {
                 continue;
             }
-            let a = attempts.entry(e.attempt).or_insert_with(|| AttemptView {
+            let a = attempts.entry((e.run, e.attempt)).or_insert_with(|| AttemptView {
+                run: e.run,
+                redrive_id: e.redrive_id.clone(),
                 attempt: e.attempt,
                 started_at: None,
                 finished_at: None,
@@ -210,6 +227,9 @@ pub struct LogEntry {
     pub data: String,
     /// Output beyond this chunk was dropped.
     pub truncated: bool,
+    /// The redrive of the run it belongs to; `null` for the first run.
+    #[serde(default)]
+    pub redrive_id: Option<String>,
 }
 
 /// A task's captured output.

@@ -302,7 +302,7 @@ pub struct Sql {
 /// The columns of a task row, in the order [`crate::store`] reads them.
 pub const TASK_COLUMNS: &str = "id, tenant, function, status, submitted_at, started_at, \
      finished_at, status_at, attempts, error, reason, scheduler_id, queue_topic, \
-     queue_partition, queue_offset";
+     queue_partition, queue_offset, redrive_id";
 
 /// One page of tasks matching `f`, newest submitted first, ties broken by id then tenant
 /// (both descending). Fetches `limit + 1` rows so the caller knows whether a next page

@@ -141,8 +141,8 @@ impl Reader {
     pub fn detail(&self, task: TaskView) -> Result<TaskDetail> {
         let events = self.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT status, attempt, at, error, reason, scheduler_id FROM history \
-                 WHERE task_id = ? AND tenant = ? ORDER BY rank, seq",
+                "SELECT status, attempt, at, error, reason, scheduler_id, epoch, redrive_id \
+                 FROM history WHERE task_id = ? AND tenant = ? ORDER BY epoch, rank, seq",
             )?;
             let rows = stmt.query_map(params![task.id, task.tenant], |r| {
                 let status: String = r.get(0)?;
@@ -153,11 +153,23 @@ impl Reader {
                     r.get(3)?,
                     columns::reason(r, 4)?,
                     r.get(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get(7)?,
                 ))
             })?;
             let mut out = Vec::new();
+            // Runs are numbered in epoch order: 0 for the first.
+            let (mut run, mut last_epoch) = (0u32, None);
             for row in rows {
-                let (status, attempt, at, error, reason, scheduler_id) = row?;
+                let (status, attempt, at, error, reason, scheduler_id, epoch, redrive_id) = row?;
+                if last_epoch.is_some_and(|e| e != epoch) {
+                    run = run.saturating_add(1);
+                }
+                if last_epoch.is_none() && epoch != 0 {
+                    // The first run's events are gone (compaction, retention): still count it.
+                    run = 1;
+                }
+                last_epoch = Some(epoch);
                 out.push(HistoryEvent {
                     status: columns::status(status)?,
                     attempt,
@@ -165,6 +177,8 @@ impl Reader {
                     error,
                     reason,
                     scheduler_id,
+                    run,
+                    redrive_id,
                 });
             }
             Ok(out)
@@ -182,7 +196,7 @@ impl Reader {
     ) -> Result<Vec<LogEntry>> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, attempt, at, stream, data, truncated FROM logs \
+                "SELECT seq, attempt, at, stream, data, truncated, redrive_id FROM logs \
                  WHERE task_id = ? AND tenant = ? AND seq > ? ORDER BY seq LIMIT ?",
             )?;
             let rows = stmt.query_map(
@@ -196,6 +210,7 @@ impl Reader {
                         stream: r.get(3)?,
                         data: crate::codec::text(&data),
                         truncated: r.get(5)?,
+                        redrive_id: r.get(6)?,
                     })
                 },
             )?;
@@ -224,6 +239,28 @@ impl Reader {
                 Ok((tp, r.get::<_, i64>(2)?.max(0) as u64))
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Which of `ids` (of `tenant`) redrive `redrive_id` has already submitted, as far as
+    /// the task records read so far tell.
+    pub fn redriven(
+        &self,
+        redrive_id: &str,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT 1 FROM redriven WHERE redrive_id = ? AND tenant = ? AND task_id = ?",
+            )?;
+            let mut out = std::collections::HashSet::new();
+            for id in ids {
+                if stmt.exists(params![redrive_id, tenant, id])? {
+                    out.insert(id.clone());
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -92,6 +92,8 @@ fn delete(
     let mut del_task = tx.prepare_cached("DELETE FROM tasks WHERE id = ? AND tenant = ?")?;
     let mut del_hist = tx.prepare_cached("DELETE FROM history WHERE task_id = ? AND tenant = ?")?;
     let mut del_logs = tx.prepare_cached("DELETE FROM logs WHERE task_id = ? AND tenant = ?")?;
+    let mut del_redriven =
+        tx.prepare_cached("DELETE FROM redriven WHERE task_id = ? AND tenant = ?")?;
     let mut retire = tx.prepare_cached(
         "INSERT OR REPLACE INTO retired (tenant, id, queue_topic, queue_partition, \
          queue_offset, retired_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -101,6 +103,7 @@ fn delete(
         del_task.execute(params![id, tenant])?;
         del_hist.execute(params![id, tenant])?;
         del_logs.execute(params![id, tenant])?;
+        del_redriven.execute(params![id, tenant])?;
         if let Some(pos) = v.unread_record(consumed) {
             retire.execute(params![
                 tenant,

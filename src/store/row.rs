@@ -11,7 +11,7 @@ use crate::types::TaskKey;
 
 use super::columns::Rank;
 use super::model::{QueuePosition, TaskView};
-use super::{ApplyStats, Ingest, QueuedTask, status_key};
+use super::{ApplyStats, Ingest, QueuedTask, Run, status_key};
 
 /// The lifecycle rank of a status event: a later stage of the lifecycle always has a
 /// higher rank, whatever the order the events are read in.
@@ -65,6 +65,10 @@ pub(super) struct Row {
     /// in for it.
     pub queued_seen: bool,
     pub queue: Option<QueuePosition>,
+    /// The run the row describes (see [`Run`]): 0 for the first, a redrive's epoch after.
+    pub epoch: i64,
+    /// The redrive of that run.
+    pub redrive_id: Option<String>,
 }
 
 /// Where the status event says the task record sits.
@@ -77,7 +81,7 @@ fn source_position(ev: &StatusEvent) -> QueuePosition {
 }
 
 impl Row {
-    fn empty(function: &str, submitted_at: i64) -> Self {
+    fn empty(function: &str, submitted_at: i64, run: &Run) -> Self {
         Row {
             function: function.to_string(),
             status: TaskStatus::Queued,
@@ -93,12 +97,20 @@ impl Row {
             scheduler_id: None,
             queued_seen: false,
             queue: None,
+            epoch: run.epoch,
+            redrive_id: run.redrive_id.clone(),
         }
     }
 
     /// The row of a stored task: its view, the ranks of its status and error, and
     /// whether its task record was read.
-    pub fn from_view(v: TaskView, rank: Rank, error_rank: Option<Rank>, queued_seen: bool) -> Self {
+    pub fn from_view(
+        v: TaskView,
+        rank: Rank,
+        error_rank: Option<Rank>,
+        queued_seen: bool,
+        epoch: i64,
+    ) -> Self {
         Row {
             function: v.function,
             status: v.status,
@@ -114,6 +126,8 @@ impl Row {
             scheduler_id: v.scheduler_id,
             queued_seen,
             queue: v.queue,
+            epoch,
+            redrive_id: v.redrive_id,
         }
     }
 
@@ -122,22 +136,53 @@ impl Row {
             rank: status_rank(TaskStatus::Queued, 0, q.submitted_at),
             queued_seen: true,
             queue: Some(q.position()),
-            ..Row::empty(&q.function, q.submitted_at)
+            ..Row::empty(&q.function, q.submitted_at, &q.run)
         }
     }
 
-    fn from_status(ev: &StatusEvent) -> Self {
+    fn from_status(ev: &StatusEvent, run: &Run) -> Self {
         let mut row = Row {
             queue: Some(source_position(ev)),
-            ..Row::empty(&ev.function, ev.submitted_at)
+            ..Row::empty(&ev.function, ev.submitted_at, run)
         };
-        row.apply_status(ev);
+        row.apply_status(ev, run);
         row
+    }
+
+    /// Whether a record of `run` speaks for the run this row describes. A later run
+    /// starts afresh: the row then describes that run only (its status, times, attempts
+    /// and error), while the earlier runs' events stay in the history.
+    fn enter_run(&mut self, run: &Run) -> bool {
+        if run.epoch < self.epoch {
+            return false;
+        }
+        if run.epoch > self.epoch {
+            self.epoch = run.epoch;
+            self.redrive_id = run.redrive_id.clone();
+            self.status = TaskStatus::Queued;
+            self.rank = [-1, 0, 0, 0];
+            self.started_at = None;
+            self.finished_at = None;
+            self.attempts = 0;
+            self.error = None;
+            self.error_rank = None;
+            self.reason = None;
+            self.scheduler_id = None;
+        }
+        true
     }
 
     /// The queue record is the authority on submission time, function and position; of
     /// two records with the same id, the later submission wins.
     fn apply_queued(&mut self, q: &QueuedTask) {
+        if self.enter_run(&q.run) {
+            let rank = status_rank(TaskStatus::Queued, 0, q.submitted_at);
+            if rank > self.rank {
+                self.rank = rank;
+                self.status = TaskStatus::Queued;
+                self.status_at = q.submitted_at;
+            }
+        }
         let pos = q.position();
         let newer = !self.queued_seen
             || (q.submitted_at, &pos) > (self.submitted_at, self.queue.as_ref().unwrap_or(&pos));
@@ -149,7 +194,11 @@ impl Row {
         }
     }
 
-    fn apply_status(&mut self, ev: &StatusEvent) {
+    fn apply_status(&mut self, ev: &StatusEvent, run: &Run) {
+        if !self.enter_run(run) {
+            // An earlier run's event: kept in the history only.
+            return;
+        }
         let rank = status_rank(ev.status, ev.attempt, ev.at);
         if !self.queued_seen {
             self.submitted_at = ev.submitted_at;
@@ -233,15 +282,15 @@ pub(super) fn merge(batch: &[Ingest], stored: Stored) -> Merged {
                 out.changed.insert(key, row);
                 out.stats.tasks += 1;
             }
-            Ingest::Status(ev) => {
+            Ingest::Status(ev, run) => {
                 let key = status_key(ev);
                 let current = out.changed.remove(&key).or_else(|| before.remove(&key));
                 let row = match current {
                     Some(mut r) => {
-                        r.apply_status(ev);
+                        r.apply_status(ev, run);
                         r
                     }
-                    None => Row::from_status(ev),
+                    None => Row::from_status(ev, run),
                 };
                 out.changed.insert(key, row);
                 out.stats.statuses += 1;
@@ -266,7 +315,78 @@ mod tests {
     }
 
     fn status(s: TaskStatus, attempt: i32, at: i64) -> Ingest {
-        Ingest::Status(ev("t", s, attempt, at))
+        Ingest::Status(ev("t", s, attempt, at), Run::default())
+    }
+
+    /// An event of the run of redrive `r1`, submitted at 1000.
+    fn redriven(s: TaskStatus, attempt: i32, at: i64) -> Ingest {
+        let mut e = ev("t", s, attempt, at);
+        e.submitted_at = 1000;
+        Ingest::Status(e, Run::redrive("r1", 1000))
+    }
+
+    fn redrive_record() -> Ingest {
+        let mut q = queued("t", 1000);
+        q.offset = 9;
+        q.run = Run::redrive("r1", 1000);
+        Ingest::Queued(q)
+    }
+
+    #[test]
+    fn a_redriven_run_replaces_the_earlier_one_in_every_order() {
+        let first = [
+            Ingest::Queued(queued("t", 100)),
+            status(TaskStatus::Running, 1, 110),
+            status(TaskStatus::Failed, 1, 140),
+        ];
+        let second = [
+            redrive_record(),
+            redriven(TaskStatus::Running, 1, 1010),
+            redriven(TaskStatus::Retrying, 1, 1020),
+            redriven(TaskStatus::Running, 2, 1030),
+            redriven(TaskStatus::Succeeded, 2, 1040),
+        ];
+        let items: Vec<Ingest> = first.iter().chain(second.iter()).cloned().collect();
+        let expected = row(&items, "t");
+        assert_eq!(expected.status, TaskStatus::Succeeded);
+        assert_eq!((expected.epoch, expected.redrive_id.as_deref()), (1000, Some("r1")));
+        assert_eq!((expected.started_at, expected.finished_at), (Some(1010), Some(1040)));
+        assert_eq!(expected.attempts, 2);
+        assert_eq!(expected.error.as_deref(), Some("error of attempt 1"));
+        assert_eq!(expected.reason, None, "the first run's reason is gone");
+        assert_eq!(expected.submitted_at, 1000);
+        assert_eq!(expected.queue.as_ref().map(|q| q.offset), Some(9));
+        for k in 0..items.len() {
+            let mut order = items.clone();
+            order.rotate_left(k);
+            assert_eq!(row(&order, "t"), expected, "rotated by {k}");
+            order.reverse();
+            assert_eq!(row(&order, "t"), expected, "rotated by {k}, reversed");
+        }
+    }
+
+    #[test]
+    fn a_redriven_task_is_queued_until_its_run_starts() {
+        let r = row(
+            &[
+                Ingest::Queued(queued("t", 100)),
+                status(TaskStatus::Failed, 1, 140),
+                redrive_record(),
+            ],
+            "t",
+        );
+        assert_eq!(r.status, TaskStatus::Queued);
+        assert_eq!((r.finished_at, r.attempts, r.error.as_deref()), (None, 0, None));
+        // A late event of the first run does not bring its status back.
+        let late = row(
+            &[
+                Ingest::Queued(queued("t", 100)),
+                redrive_record(),
+                status(TaskStatus::Failed, 1, 140),
+            ],
+            "t",
+        );
+        assert_eq!(late, r);
     }
 
     #[test]

@@ -39,16 +39,18 @@ pub(super) fn queued(id: &str, submitted_at: i64) -> QueuedTask {
         topic: "tw.q.acme".into(),
         partition: 1,
         offset: 7,
+        run: Run::default(),
+        redrive_by: None,
     }
 }
 
 fn lifecycle() -> Vec<Ingest> {
     vec![
         Ingest::Queued(queued("t", 100)),
-        Ingest::Status(ev("t", TaskStatus::Running, 1, 110)),
-        Ingest::Status(ev("t", TaskStatus::Retrying, 1, 120)),
-        Ingest::Status(ev("t", TaskStatus::Running, 2, 130)),
-        Ingest::Status(ev("t", TaskStatus::Failed, 2, 140)),
+        Ingest::Status(ev("t", TaskStatus::Running, 1, 110), Run::default()),
+        Ingest::Status(ev("t", TaskStatus::Retrying, 1, 120), Run::default()),
+        Ingest::Status(ev("t", TaskStatus::Running, 2, 130), Run::default()),
+        Ingest::Status(ev("t", TaskStatus::Failed, 2, 140), Run::default()),
     ]
 }
 
@@ -146,7 +148,7 @@ fn every_arrival_order_gives_the_same_task() {
 fn a_late_task_record_does_not_regress_the_status() {
     let (_d, mut w, r) = store();
     w.apply(
-        &[Ingest::Status(ev("t", TaskStatus::Succeeded, 1, 150))],
+        &[Ingest::Status(ev("t", TaskStatus::Succeeded, 1, 150), Run::default())],
         &[],
     )
     .unwrap();
@@ -158,7 +160,7 @@ fn a_late_task_record_does_not_regress_the_status() {
         t.submitted_at, 90,
         "the task record sets the submission time"
     );
-    w.apply(&[Ingest::Status(ev("t", TaskStatus::Running, 1, 110))], &[])
+    w.apply(&[Ingest::Status(ev("t", TaskStatus::Running, 1, 110), Run::default())], &[])
         .unwrap();
     let t = get(&r, "t");
     assert_eq!(t.status, TaskStatus::Succeeded);
@@ -186,9 +188,9 @@ fn retention_deletes_finished_tasks_and_ignores_their_late_records() {
     // still running.
     w.apply(
         &[
-            Ingest::Status(ev("old", TaskStatus::Succeeded, 1, 140)),
+            Ingest::Status(ev("old", TaskStatus::Succeeded, 1, 140), Run::default()),
             Ingest::Queued(queued("new", 100)),
-            Ingest::Status(ev("new", TaskStatus::Running, 1, 150)),
+            Ingest::Status(ev("new", TaskStatus::Running, 1, 150), Run::default()),
         ],
         &[],
     )
@@ -244,7 +246,7 @@ fn per_minute_counts_follow_each_task() {
     let status = |id: &str, s, attempt, at, sub| {
         let mut e = ev(id, s, attempt, at);
         e.submitted_at = sub;
-        Ingest::Status(e)
+        Ingest::Status(e, Run::default())
     };
     w.apply(
         &[

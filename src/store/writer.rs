@@ -92,7 +92,7 @@ impl Writer {
 /// it before that record was read.
 fn load(tx: &Transaction<'_>, batch: &[Ingest]) -> Result<Stored> {
     let mut select = tx.prepare_cached(&format!(
-        "SELECT {TASK_COLUMNS}, status_rank, error_rank, queued_seen FROM tasks \
+        "SELECT {TASK_COLUMNS}, status_rank, error_rank, queued_seen, run_epoch FROM tasks \
          WHERE id = ? AND tenant = ?"
     ))?;
     let mut stored = Stored::default();
@@ -155,6 +155,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Row>> {
         rank,
         error_rank.as_deref().and_then(columns::rank_from_bytes),
         r.get(TASK_COLUMN_COUNT + 2)?,
+        r.get(TASK_COLUMN_COUNT + 3)?,
     )))
 }
 
@@ -182,21 +183,39 @@ fn save(
     Ok(())
 }
 
-/// Appends the status events (in batch order, which orders events of the same rank) and
-/// the log chunks of a batch.
+/// Appends the status events (in batch order, which orders events of the same rank), the
+/// log chunks of a batch, and which tasks each redrive submitted.
 fn append(tx: &Transaction<'_>, batch: &[Ingest]) -> Result<()> {
     let mut insert_history = tx.prepare_cached(
         "INSERT INTO history (tenant, task_id, status, rank, attempt, at, error, reason, \
-         scheduler_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         scheduler_id, epoch, redrive_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     let mut insert_log = tx.prepare_cached(
         "INSERT OR REPLACE INTO logs (seq, tenant, task_id, function, attempt, at, stream, \
-         data, truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         data, truncated, redrive_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    let mut insert_redriven = tx.prepare_cached(
+        "INSERT OR IGNORE INTO redriven (redrive_id, tenant, task_id, submitted_at, \
+         redrive_by, queue_topic, queue_partition, queue_offset) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     for item in batch {
         match item {
-            Ingest::Queued(_) => {}
-            Ingest::Status(ev) => {
+            Ingest::Queued(q) => {
+                if let Some(redrive) = &q.run.redrive_id {
+                    insert_redriven.execute(params![
+                        redrive,
+                        q.tenant,
+                        q.id,
+                        q.submitted_at,
+                        q.redrive_by,
+                        q.topic,
+                        q.partition,
+                        q.offset,
+                    ])?;
+                }
+            }
+            Ingest::Status(ev, run) => {
                 insert_history.execute(params![
                     ev.tenant,
                     ev.task_id,
@@ -207,10 +226,13 @@ fn append(tx: &Transaction<'_>, batch: &[Ingest]) -> Result<()> {
                     ev.error,
                     ev.reason.map(FailureReason::as_str),
                     ev.scheduler_id,
+                    run.epoch,
+                    run.redrive_id,
                 ])?;
             }
             Ingest::Log {
                 log,
+                redrive_id,
                 partition,
                 offset,
             } => {
@@ -224,6 +246,7 @@ fn append(tx: &Transaction<'_>, batch: &[Ingest]) -> Result<()> {
                     log.stream.as_str(),
                     log.data,
                     log.truncated,
+                    redrive_id,
                 ])?;
             }
         }
@@ -236,8 +259,9 @@ fn upsert(tx: &Transaction<'_>, rows: &HashMap<TaskKey, Row>) -> Result<()> {
     let mut upsert = tx.prepare_cached(
         "INSERT INTO tasks (tenant, id, function, status, status_rank, status_at, \
          submitted_at, started_at, finished_at, attempts, error, error_rank, reason, \
-         scheduler_id, queued_seen, queue_topic, queue_partition, queue_offset) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         scheduler_id, queued_seen, queue_topic, queue_partition, queue_offset, run_epoch, \
+         redrive_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (id, tenant) DO UPDATE SET function = excluded.function, \
          status = excluded.status, status_rank = excluded.status_rank, \
          status_at = excluded.status_at, submitted_at = excluded.submitted_at, \
@@ -246,7 +270,8 @@ fn upsert(tx: &Transaction<'_>, rows: &HashMap<TaskKey, Row>) -> Result<()> {
          error_rank = excluded.error_rank, reason = excluded.reason, \
          scheduler_id = excluded.scheduler_id, queued_seen = excluded.queued_seen, \
          queue_topic = excluded.queue_topic, queue_partition = excluded.queue_partition, \
-         queue_offset = excluded.queue_offset",
+         queue_offset = excluded.queue_offset, run_epoch = excluded.run_epoch, \
+         redrive_id = excluded.redrive_id",
     )?;
     for (key, r) in rows {
         let (qt, qp, qo) = columns::queue_values(r.queue.as_ref());
@@ -269,6 +294,8 @@ fn upsert(tx: &Transaction<'_>, rows: &HashMap<TaskKey, Row>) -> Result<()> {
             qt,
             qp,
             qo,
+            r.epoch,
+            r.redrive_id,
         ])?;
     }
     Ok(())
@@ -276,7 +303,7 @@ fn upsert(tx: &Transaction<'_>, rows: &HashMap<TaskKey, Row>) -> Result<()> {
 
 /// How many columns [`TASK_COLUMNS`] names: the columns [`load`] selects after them
 /// follow from here.
-const TASK_COLUMN_COUNT: usize = 15;
+const TASK_COLUMN_COUNT: usize = 16;
 
 /// The position of a log record in the logs topic as one sortable number.
 fn log_seq(partition: i32, offset: i64) -> i64 {
