@@ -6,7 +6,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
-use crate::api::{ErrorBody, StopAccepted, SubmitRequest, Submitted};
+use crate::api::{
+    ErrorBody, RedriveReport, RedriveRequest, StopAccepted, SubmitRequest, Submitted, TaskRecord,
+};
 use crate::store::model::{QueuesOverview, TaskDetail, TaskLogs, TaskPage};
 
 /// Why a call failed.
@@ -229,6 +231,27 @@ impl ApiClient {
         })?;
         self.call(Method::POST, &["v1", "tasks"], &[], Some(body))
             .await
+    }
+
+    /// `POST /v1/tasks/redrive`: one page of a redrive.
+    pub async fn redrive(&self, req: &RedriveRequest) -> Result<RedriveReport, ClientError> {
+        let body = serde_json::to_vec(req).map_err(|e| ClientError::Decode {
+            url: self.base.to_string(),
+            detail: e.to_string(),
+        })?;
+        self.call(Method::POST, &["v1", "tasks", "redrive"], &[], Some(body))
+            .await
+    }
+
+    /// `GET /v1/tasks/{id}/record`: the task's record, read back from its queue topic.
+    pub async fn record(&self, id: &str, tenant: Option<&str>) -> Result<TaskRecord, ClientError> {
+        self.call(
+            Method::GET,
+            &["v1", "tasks", id, "record"],
+            &Self::tenant_param(tenant),
+            None,
+        )
+        .await
     }
 
     /// `GET /v1/queues`.

@@ -52,6 +52,8 @@ pub enum ErrorCode {
     Ambiguous,
     /// The task has already ended.
     TaskEnded,
+    /// The queue topic no longer holds the task's record.
+    RecordGone,
     /// The body or the task's payload is over a limit.
     PayloadTooLarge,
     /// The request target is longer than [`MAX_URI_BYTES`].
@@ -77,6 +79,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Ambiguous => "ambiguous",
             Self::TaskEnded => "task_ended",
+            Self::RecordGone => "record_gone",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UriTooLong => "uri_too_long",
             Self::Unavailable => "unavailable",
@@ -417,6 +420,7 @@ mod tests {
             ErrorCode::MethodNotAllowed,
             ErrorCode::Ambiguous,
             ErrorCode::TaskEnded,
+            ErrorCode::RecordGone,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UriTooLong,
             ErrorCode::Unavailable,

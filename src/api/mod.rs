@@ -35,10 +35,15 @@ use crate::store::{Lookup, Reader, StoreError};
 use crate::submit::Submitter;
 use crate::types::TopicPartition;
 
+mod console;
 mod error;
+pub mod records;
+pub mod redrive;
 pub mod tls;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, MAX_URI_BYTES};
+pub use records::TaskRecord;
+pub use redrive::{RedriveAction, RedriveItem, RedriveReport, RedriveRequest, SkipReason};
 
 /// Why `tidewater serve` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +79,11 @@ pub struct ApiState {
     /// group's committed offsets and the watermarks.
     group_reader: Arc<Mutex<BaseConsumer>>,
     indexer: Arc<IndexerStatus>,
+    /// Reads task records back by position (payload previews, redrives).
+    records: Arc<records::RecordReader>,
+    /// What this process's redrives submitted, until the index has read it back; also
+    /// runs one redrive at a time.
+    recent_redrives: tokio::sync::Mutex<redrive::RecentRedrives>,
 }
 
 impl ApiState {
@@ -89,6 +99,8 @@ impl ApiState {
             submitter: Submitter::new(config.clone(), codec::Encoding::Avro)?,
             producer: kafka::producer(&config)?,
             group_reader: Arc::new(Mutex::new(group_reader)),
+            records: Arc::new(records::RecordReader::new(&config)?),
+            recent_redrives: tokio::sync::Mutex::new(redrive::RecentRedrives::default()),
             config,
             reader,
             tokens,
@@ -259,10 +271,18 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/tasks", get(list_tasks).post(submit_task))
+        // A task may be called `redrive`: GET of that path is the task.
+        .route(
+            "/v1/tasks/redrive",
+            get(get_task_named_redrive).post(redrive::redrive),
+        )
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/logs", get(task_logs))
+        .route("/v1/tasks/{id}/record", get(records::task_record))
         .route("/v1/tasks/{id}/stop", post(stop_task))
         .route("/v1/queues", get(queues))
+        .route("/v1/whoami", get(whoami))
+        .merge(console::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
         })
@@ -326,7 +346,24 @@ async fn get_task(
     q: Params,
 ) -> Result<Response, ApiError> {
     let id = task_id(id)?;
-    let (_, task) = s.caller_and_task(&headers, &id, q).await?;
+    task_detail(&s, &headers, &id, q).await
+}
+
+async fn get_task_named_redrive(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    q: Params,
+) -> Result<Response, ApiError> {
+    task_detail(&s, &headers, "redrive", q).await
+}
+
+async fn task_detail(
+    s: &ApiState,
+    headers: &HeaderMap,
+    id: &str,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let (_, task) = s.caller_and_task(headers, id, q).await?;
     let reader = s.reader.clone();
     let detail = blocking(move || reader.detail(task)).await?;
     Ok(Json(detail).into_response())
@@ -568,6 +605,32 @@ async fn stop_task(
         .into_response())
 }
 
+/// The answer of `GET /v1/whoami`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// `admin` or `tenant`.
+    pub principal: String,
+    /// The tenant of a tenant token; `null` for admin.
+    pub tenant: Option<String>,
+}
+
+async fn whoami(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers)?;
+    only(&params(q)?, &[])?;
+    Ok(Json(WhoAmI {
+        principal: match who {
+            Principal::Admin => "admin".into(),
+            Principal::Tenant(_) => "tenant".into(),
+        },
+        tenant: who.scope().map(str::to_string),
+    })
+    .into_response())
+}
+
 async fn queues(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -721,7 +784,10 @@ mod tests {
             "/v1/tasks/{id}:",
             "/v1/tasks/{id}/logs:",
             "/v1/tasks/{id}/stop:",
+            "/v1/tasks/{id}/record:",
+            "/v1/tasks/redrive:",
             "/v1/queues:",
+            "/v1/whoami:",
         ] {
             assert!(doc.contains(&format!("\n  {route}\n")), "{route}");
         }

@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod check;
 pub mod events;
+pub mod redrive;
 pub mod run;
 pub mod serve;
 pub mod submit;

@@ -33,7 +33,7 @@ pub struct ApiArgs {
     token: Option<String>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
-    output: Output,
+    pub(super) output: Output,
 }
 
 #[derive(Subcommand)]
@@ -46,6 +46,9 @@ pub enum TasksCommand {
     Logs(IdArgs),
     /// Ask the schedulers to stop a task (recorded on <prefix>.control).
     Stop(IdArgs),
+    /// Send failed, expired or stopped tasks through again (by id or by the filters of
+    /// `list`), page by page, resumable; `--dry-run` only shows what would go.
+    Redrive(super::redrive::RedriveArgs),
 }
 
 #[derive(Args)]
@@ -102,7 +105,7 @@ pub struct QueuesArgs {
     api: ApiArgs,
 }
 
-fn client(config_path: &Path, api: &ApiArgs) -> Result<ApiClient> {
+pub(super) fn client(config_path: &Path, api: &ApiArgs) -> Result<ApiClient> {
     let url = match &api.url {
         Some(u) => u.clone(),
         None => {
@@ -130,7 +133,7 @@ fn client(config_path: &Path, api: &ApiArgs) -> Result<ApiClient> {
     Ok(ApiClient::new(&url, api.token.clone())?)
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+pub(super) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
@@ -138,7 +141,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 }
 
 /// Prints rows as aligned columns; the last column is not padded.
-fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -269,6 +272,7 @@ pub async fn tasks(config_path: &Path, cmd: &TasksCommand) -> Result<()> {
                 .await?;
             answer(a.api.output, &logs, print_logs)
         }
+        TasksCommand::Redrive(a) => super::redrive::redrive(config_path, a).await,
         TasksCommand::Stop(a) => {
             let r = client(config_path, &a.api)?
                 .stop(&a.id, a.tenant.as_deref())
