@@ -7,7 +7,9 @@
 #   promtool (tests/dashboards.rs runs the dashboards' queries and the alert rules on them),
 #   Python 3 with venv (Schemathesis, which scripts/schemathesis.sh installs from PyPI
 #   into a virtual environment, and the Python client example), and Node.js with npm (the
-#   Node client example; scripts/examples.sh installs the packages of both examples).
+#   Node client example; scripts/examples.sh installs the packages of both examples),
+#   and Chromium (the browser test of the web console, scripts/console-test.sh, which
+#   installs playwright-core from npm and drives Debian's Chromium with it).
 set -euo pipefail
 
 missing=()
@@ -26,6 +28,7 @@ command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

@@ -12,7 +12,8 @@
 # All are started here, side by side. Runs every test target (tests/fuzz_replay.rs
 # replays the fuzz corpora among them), then Schemathesis against docs/openapi.yaml and a
 # live `serve` (scripts/schemathesis.sh), then the client examples in Python and Node
-# (scripts/examples.sh), and stops the brokers it started. A failing test step does not
+# (scripts/examples.sh), then the web console in headless Chromium
+# (scripts/console-test.sh), and stops the brokers it started. A failing test step does not
 # stop the later ones; the exit status is non-zero if any of them failed.
 set -euo pipefail
 
@@ -112,5 +113,12 @@ fi
 if [[ "${TW_EXAMPLES:-1}" != 0 ]]; then
   if [[ -z "${TW_BIN:-}" ]]; then cargo build -q --bin tidewater || status=$?; fi
   scripts/examples.sh || status=$?
+fi
+
+# The web console in a real browser (headless Chromium driven by Playwright), against the
+# same broker, a scheduler and `serve` of its own (TW_CONSOLE_TEST=0 skips it).
+if [[ "${TW_CONSOLE_TEST:-1}" != 0 ]]; then
+  if [[ -z "${TW_BIN:-}" ]]; then cargo build -q --bin tidewater || status=$?; fi
+  scripts/console-test.sh || status=$?
 fi
 exit "$status"

@@ -1,0 +1,221 @@
+// Drives the Tidewater console in headless Chromium against a live `tidewater serve`, a
+// scheduler and a broker that scripts/console-test.sh started. Every step is what a
+// person does; screenshots of each page go to docs/console/.
+//
+//   node tests/console/console.test.mjs   (environment: see scripts/console-test.sh)
+
+import { chromium } from "playwright-core";
+import { mkdtempSync, writeFileSync, rmSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const URL_ = env("TW_CONSOLE_URL");
+const ADMIN = env("TW_CONSOLE_ADMIN_TOKEN");
+const OTHER = env("TW_CONSOLE_OTHER_TOKEN");
+const MARKER = env("TW_CONSOLE_MARKER");
+const SHOTS = process.env.TW_CONSOLE_SCREENSHOTS || "";
+const WIDTH = 1280;
+
+let passed = 0;
+let failed = 0;
+async function step(name, f) {
+  const t0 = Date.now();
+  try {
+    await f();
+    passed++;
+    console.log(`ok   ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}: ${e.stack || e}`);
+    throw e;
+  }
+}
+function check(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+const profile = mkdtempSync(join(tmpdir(), "tw-console-"));
+const browser = await chromium.launch({
+  executablePath: process.env.TW_CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    `--user-data-dir=${profile}`,
+  ],
+});
+const context = await browser.newContext({ viewport: { width: WIDTH, height: 900 } });
+const page = await context.newPage();
+const consoleErrors = [];
+page.on("console", (m) => {
+  if (m.type() === "error") consoleErrors.push(m.text());
+});
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+page.on("dialog", (d) => d.accept());
+const seenUrls = [];
+page.on("request", (r) => seenUrls.push(r.url()));
+
+async function shot(name) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, name + ".png"), fullPage: false });
+}
+async function noHorizontalScroll(where) {
+  const w = await page.evaluate(() => document.documentElement.scrollWidth);
+  check(w <= WIDTH, `${where}: the page is ${w} px wide at ${WIDTH} px`);
+}
+async function signIn(token) {
+  await page.goto(URL_ + "/");
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Tasks" }).waitFor();
+}
+const rows = () => page.locator("table.tasks tbody tr");
+
+try {
+  await step("the page is served with a strict Content-Security-Policy", async () => {
+    const res = await page.goto(URL_ + "/");
+    const csp = res.headers()["content-security-policy"] || "";
+    check(csp.includes("default-src 'none'") && csp.includes("script-src 'self'"), `CSP: ${csp}`);
+    check((res.headers()["content-type"] || "").startsWith("text/html"), "content type of /");
+    await page.getByLabel("API token").waitFor();
+    await shot("signin");
+  });
+
+  await step("a wrong token is refused", async () => {
+    await page.getByLabel("API token").fill("not-a-token");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByText("That token is not known here.").waitFor();
+  });
+
+  await step("sign in as admin; the token stays in sessionStorage only", async () => {
+    await signIn(ADMIN);
+    const stored = await page.evaluate(() => [sessionStorage.length, localStorage.length]);
+    check(stored[0] === 1 && stored[1] === 0, `storage: ${stored}`);
+  });
+
+  await step("filter the failed tasks of one function, by keyboard", async () => {
+    await page.keyboard.press("/");
+    await page.getByRole("checkbox", { name: "failed" }).check();
+    await page.getByLabel("Function").fill("flaky");
+    await page.getByLabel("Function").press("Enter");
+    await page.waitForFunction(() => location.hash.includes("function=flaky") && location.hash.includes("status=failed"));
+    await page.locator("table.tasks tbody tr td.id a").first().waitFor();
+    const n = await rows().count();
+    check(n === 4, `4 failed flaky tasks, not ${n}`);
+    const statuses = await page.locator("table.tasks tbody .badge").allTextContents();
+    check(statuses.every((s) => s === "failed"), `statuses ${statuses}`);
+    await noHorizontalScroll("tasks");
+    await shot("tasks");
+  });
+
+  await step("the filtered view is a shareable URL", async () => {
+    const shared = page.url();
+    const other = await context.newPage();
+    await other.goto(shared);
+    await other.locator("table.tasks tbody tr td.id a").first().waitFor();
+    check((await other.locator("table.tasks tbody tr").count()) === 4, "same 4 tasks in a new tab");
+    await other.close();
+  });
+
+  await step("open a failed task and read its logs", async () => {
+    await page.locator("table.tasks tbody tr td.id a", { hasText: "flaky-1" }).click();
+    await page.getByRole("heading", { name: /Task flaky-1/ }).waitFor();
+    await page.locator("#logs pre", { hasText: "broken on attempt 1" }).first().waitFor();
+    await page.locator("#logs pre", { hasText: "broken on attempt 2" }).first().waitFor();
+    await page.locator("#record pre.payload", { hasText: "order 1" }).waitFor();
+    await page.getByRole("button", { name: "Hex" }).click();
+    await page.locator("#record pre.payload", { hasText: "6f 72 64 65 72" }).waitFor();
+    check(await page.locator("svg.timeline rect").count() === 2, "two attempts on the timeline");
+    await noHorizontalScroll("task");
+    await shot("task");
+  });
+
+  await step("queues show backlog per partition and per-minute charts", async () => {
+    await page.getByRole("link", { name: "Queues" }).click();
+    await page.getByRole("heading", { name: "Queues" }).waitFor();
+    await page.locator("section.queue").first().waitFor();
+    check((await page.locator("svg.chart").count()) >= 5, "charts");
+    check((await page.locator("table.parts tbody tr").count()) >= 1, "partitions");
+    await noHorizontalScroll("queues");
+    await shot("queues");
+  });
+
+  await step("dead letters are grouped by function and reason", async () => {
+    await page.keyboard.press("g");
+    await page.keyboard.press("d");
+    await page.getByRole("heading", { name: "Dead letters" }).waitFor();
+    const group = page.locator("table.dead tbody tr").filter({ hasText: "flaky" }).filter({ hasText: "executor" });
+    await group.waitFor();
+    check((await group.locator("td").nth(3).textContent()) === "4", "4 flaky tasks in the group");
+    await page.locator("table.dead tbody tr", { hasText: "other" }).waitFor();
+    await noHorizontalScroll("dead letters");
+    await shot("dead");
+  });
+
+  await step("stop a queued delayed task", async () => {
+    await page.goto(URL_ + "/#/task/later-1?tenant=acme");
+    await page.getByRole("heading", { name: /Task later-1/ }).waitFor();
+    await page.locator("h1 .badge", { hasText: "queued" }).waitFor();
+    await page.getByRole("button", { name: "Stop" }).click();
+    await page.getByText(/Stop requested/).waitFor();
+    await page.locator("h1 .badge", { hasText: "stopped" }).waitFor({ timeout: 60000 });
+  });
+
+  await step("redrive a dead-lettered task after the function is fixed; it succeeds", async () => {
+    writeFileSync(MARKER, "");
+    await page.goto(URL_ + "/#/task/flaky-1?tenant=acme");
+    await page.locator("h1 .badge", { hasText: "failed" }).waitFor();
+    await page.getByRole("button", { name: "Redrive" }).click();
+    await page.getByText(/Redriven as/).waitFor();
+    await page.locator("h1 .badge", { hasText: "succeeded" }).waitFor({ timeout: 60000 });
+    await page.locator("td", { hasText: "redrive 1" }).first().waitFor();
+    await page.locator("#logs pre", { hasText: "fixed: order 1" }).waitFor();
+    await shot("task-redriven");
+  });
+
+  await step("bulk redrive of a dead-letter group", async () => {
+    await page.goto(URL_ + "/#/dead");
+    const group = page.locator("table.dead tbody tr").filter({ hasText: "flaky" }).filter({ hasText: "executor" });
+    await group.getByRole("button", { name: "Redrive all" }).click();
+    await group.getByText(/3 submitted/).waitFor();
+    await page.goto(URL_ + "/#/tasks?function=flaky&status=succeeded&refresh=1");
+    await page.waitForFunction(() => document.querySelectorAll("table.tasks tbody tr td.id a").length === 4, null, { timeout: 60000 });
+  });
+
+  await step("a tenant token cannot see another tenant's task", async () => {
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await signIn(OTHER);
+    await page.locator("table.tasks tbody tr").first().waitFor();
+    const tenants = await page.locator("table.tasks tbody tr td:nth-child(2)").allTextContents();
+    check(tenants.length > 0 && tenants.every((t) => t === "globex"), `tenants seen: ${tenants}`);
+    await page.goto(URL_ + "/#/task/flaky-1?tenant=acme");
+    await page.getByText("no task `flaky-1`").waitFor();
+  });
+
+  await step("the token never appeared in a URL", async () => {
+    const leaked = seenUrls.filter((u) => u.includes(ADMIN) || u.includes(OTHER));
+    check(leaked.length === 0, `token in ${leaked}`);
+    const errors = consoleErrors.filter((e) => !e.includes("404") && !e.includes("401"));
+    check(errors.length === 0, `console errors: ${errors.join(" | ")}`);
+  });
+} catch (e) {
+  const where = join(process.env.TW_CONSOLE_ARTIFACTS || tmpdir(), "console-failure.png");
+  await page.screenshot({ path: where, fullPage: true }).catch(() => {});
+  console.log(`screenshot of the failure: ${where}`);
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
