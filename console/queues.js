@@ -103,7 +103,7 @@ export async function queuesPage(params) {
         { class: "summary" },
         `${o.queues.length} queue${o.queues.length === 1 ? "" : "s"} · ${parts} partitions · backlog ${backlog} · running ${running} · scheduler group ${o.group_id} · updated ${when(o.generated_at)}`,
       ),
-      o.queues.length ? o.queues.map(queueCard) : el("p", { class: "muted" }, "No queues are configured for this token."),
+      ...(o.queues.length ? o.queues.map(queueCard) : [el("p", { class: "muted" }, "No queues are configured for this token.")]),
     );
   }
   show(el("h1", {}, "Queues"), el("div", { class: "row" }, select, el("span", { class: "muted" }, "Refreshes every 10 s")), body);

@@ -7,8 +7,9 @@ function build(node, attrs, children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith("on") && typeof v === "function") node.addEventListener(k.slice(2), v);
-    else if (k === "class") node.setAttribute("class", v);
-    else if (k in node && typeof v !== "string") node[k] = v;
+    // Booleans of HTML elements are properties (checked, disabled, open…); everything
+    // else, and every SVG attribute, is an attribute.
+    else if (typeof v === "boolean" && !(node instanceof SVGElement) && k in node) node[k] = v;
     else node.setAttribute(k, v === true ? "" : String(v));
   }
   for (const c of children.flat(Infinity)) {

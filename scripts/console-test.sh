@@ -105,7 +105,7 @@ post() { curl -fsS -X POST -H "Authorization: Bearer $admin" -H 'Content-Type: a
 for i in 1 2 3 4; do post "{\"tenant\":\"acme\",\"function\":\"flaky\",\"id\":\"flaky-$i\",\"payload\":\"order $i\"}"; done
 for i in 1 2 3; do post "{\"tenant\":\"acme\",\"function\":\"echo\",\"id\":\"echo-$i\",\"payload\":\"hello $i\"}"; done
 post '{"tenant":"globex","function":"other","id":"globex-1","payload":"x"}'
-"$bin" --config "$config" submit -t acme -f flaky --id later-1 --delay 40s -p 'later' >/dev/null
+"$bin" --config "$config" submit -t acme -f flaky --id later-1 --delay 90s -p 'later' >/dev/null
 
 # Wait until the four flaky tasks have failed for good.
 for _ in $(seq 1 300); do

@@ -57,6 +57,12 @@ pub mod topics {
         format!("{prefix}.control-readers")
     }
 
+    /// The group id of the record readers of `tidewater serve`, which read task records
+    /// back by position (never joined or committed): `<prefix>.record-readers`.
+    pub fn record_readers_group(prefix: &str) -> String {
+        format!("{prefix}.record-readers")
+    }
+
     /// What every indexer group id starts with: `<prefix>.indexer.`.
     pub fn indexer_group_prefix(prefix: &str) -> String {
         format!("{prefix}.indexer.")

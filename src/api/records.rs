@@ -68,6 +68,11 @@ impl RecordReader {
     /// A reader on the configuration's cluster.
     pub fn new(config: &Config) -> Result<Self, KafkaOpError> {
         let mut cc = kafka::client_config(config);
+        // Never joins or commits: the group id only satisfies the client.
+        cc.set(
+            "group.id",
+            crate::names::topics::record_readers_group(&config.topics.prefix),
+        );
         cc.set("enable.auto.commit", "false");
         cc.set("enable.auto.offset.store", "false");
         kafka::set_default(&mut cc, "isolation.level", "read_committed");
