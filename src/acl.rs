@@ -239,6 +239,13 @@ pub fn acls(config: &Config, role: Role) -> Vec<Acl> {
                 &topics::indexer_group_prefix(prefix),
                 &[Read],
             );
+            // Task records read back by position (payload previews, redrives).
+            set.add(
+                Resource::Group,
+                Pattern::Literal,
+                &topics::record_readers_group(prefix),
+                &[Read],
+            );
             // Backlog: the scheduler group's committed offsets.
             set.add(Resource::Group, Pattern::Literal, &group, &[Describe]);
         }
