@@ -60,7 +60,9 @@ fn detail(c: &ApiClient, id: &str) -> TaskDetail {
 }
 
 fn status_is(c: &ApiClient, id: &str, want: TaskStatus) -> Option<TaskDetail> {
-    block(c.get(id, None)).ok().filter(|d| d.task.status == want)
+    block(c.get(id, None))
+        .ok()
+        .filter(|d| d.task.status == want)
 }
 
 fn redrive(c: &ApiClient, req: RedriveRequest) -> RedriveReport {
@@ -105,7 +107,9 @@ fn dead_letters_are_redriven_from_the_cli_and_the_api_once_per_redrive() {
     wait_for("g-1", || status_is(&admin, "g-1", TaskStatus::Failed));
 
     let cli = |args: &[&str]| {
-        let mut all = vec!["tasks", "redrive", "--api", &serve.url, "--token", "tok-acme"];
+        let mut all = vec![
+            "tasks", "redrive", "--api", &serve.url, "--token", "tok-acme",
+        ];
         all.extend_from_slice(args);
         let out = env.cli(&all);
         assert!(
@@ -124,14 +128,28 @@ fn dead_letters_are_redriven_from_the_cli_and_the_api_once_per_redrive() {
     let (dry, _) = cli(&["--function", "flaky", "--dry-run", "-o", "json"]);
     let would: usize = dry.iter().map(|r| r.submitted as usize).sum();
     assert_eq!(would, 5, "{dry:?}");
-    assert!(dry[0].tasks.iter().all(|t| t.action == RedriveAction::WouldSubmit));
+    assert!(
+        dry[0]
+            .tasks
+            .iter()
+            .all(|t| t.action == RedriveAction::WouldSubmit)
+    );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(detail(&acme, "order-1").task.status, TaskStatus::Failed);
 
     // Fixed: the CLI redrives page by page, with progress.
     std::fs::write(&marker, b"").unwrap();
     let (pages, progress) = cli(&[
-        "--function", "flaky", "--status", "failed", "--redrive-id", "fix-1", "--page-size", "2", "-o", "json",
+        "--function",
+        "flaky",
+        "--status",
+        "failed",
+        "--redrive-id",
+        "fix-1",
+        "--page-size",
+        "2",
+        "-o",
+        "json",
     ]);
     assert_eq!(pages.len(), 3, "5 tasks in pages of 2: {progress}");
     assert_eq!(pages.iter().map(|r| r.submitted).sum::<u32>(), 5);
@@ -158,11 +176,17 @@ fn dead_letters_are_redriven_from_the_cli_and_the_api_once_per_redrive() {
         "{d:#?}"
     );
     let logs = block(acme.logs("order-1", None)).unwrap();
-    assert!(logs.logs.iter().any(|l| l.redrive_id.is_none() && l.data.contains("broken")));
-    assert!(logs
-        .logs
-        .iter()
-        .any(|l| l.redrive_id.as_deref() == Some("fix-1") && l.data == "fixed:payload of order-1"));
+    assert!(
+        logs.logs
+            .iter()
+            .any(|l| l.redrive_id.is_none() && l.data.contains("broken"))
+    );
+    assert!(
+        logs.logs
+            .iter()
+            .any(|l| l.redrive_id.as_deref() == Some("fix-1")
+                && l.data == "fixed:payload of order-1")
+    );
     let rec = block(acme.record("order-1", None)).unwrap();
     assert_eq!(rec.payload.text.as_deref(), Some("payload of order-1"));
     let th = rec.task.unwrap().headers;
@@ -174,7 +198,9 @@ fn dead_letters_are_redriven_from_the_cli_and_the_api_once_per_redrive() {
     // at once and later, does not run the task again.
     std::fs::remove_file(&marker).unwrap();
     env.submit("acme", vec![task("order-9", "flaky", "nine")]);
-    wait_for("order-9 failed", || status_is(&acme, "order-9", TaskStatus::Failed));
+    wait_for("order-9 failed", || {
+        status_is(&acme, "order-9", TaskStatus::Failed)
+    });
     let fix2 = || RedriveRequest {
         redrive_id: Some("fix-2".into()),
         ..ids(&["order-9"])
@@ -199,8 +225,16 @@ fn dead_letters_are_redriven_from_the_cli_and_the_api_once_per_redrive() {
     );
     std::thread::sleep(Duration::from_secs(2));
     let d = detail(&acme, "order-9");
-    assert_eq!(d.attempt_history.iter().map(|a| a.run).max(), Some(1), "{d:#?}");
-    assert_eq!(d.attempt_history.len(), 4, "two attempts in each of two runs");
+    assert_eq!(
+        d.attempt_history.iter().map(|a| a.run).max(),
+        Some(1),
+        "{d:#?}"
+    );
+    assert_eq!(
+        d.attempt_history.len(),
+        4,
+        "two attempts in each of two runs"
+    );
 
     // Tenants: another tenant's task is not there for this token, nor in a filter.
     let r = redrive(&globex, ids(&["order-1"]));
@@ -216,27 +250,45 @@ fn dead_letters_are_redriven_from_the_cli_and_the_api_once_per_redrive() {
     assert!(r.tasks.is_empty(), "{r:?}");
     let r = redrive(
         &admin,
-        RedriveRequest { tenant: Some("globex".into()), dry_run: true, ..ids(&["g-1"]) },
+        RedriveRequest {
+            tenant: Some("globex".into()),
+            dry_run: true,
+            ..ids(&["g-1"])
+        },
     );
     assert_eq!(r.tasks[0].action, RedriveAction::WouldSubmit, "{r:?}");
 
     // Not failed: left alone.
     let r = redrive(&acme, ids(&["order-2", "nope"]));
     assert_eq!(r.tasks.len(), 2);
-    assert!(r.tasks.iter().any(|t| t.reason == Some(SkipReason::NotRedrivable)));
-    assert!(r.tasks.iter().any(|t| t.reason == Some(SkipReason::NotFound)));
+    assert!(
+        r.tasks
+            .iter()
+            .any(|t| t.reason == Some(SkipReason::NotRedrivable))
+    );
+    assert!(
+        r.tasks
+            .iter()
+            .any(|t| t.reason == Some(SkipReason::NotFound))
+    );
 
     // A stopped task runs when redriven after its stop.
     std::fs::write(&marker, b"").unwrap();
     let mut delayed = task("later-1", "flaky", "late");
     delayed.not_before = Some(tidewater::clock::now_ms() + 3000);
     env.submit("acme", vec![delayed]);
-    wait_for("later-1 queued", || status_is(&acme, "later-1", TaskStatus::Queued));
+    wait_for("later-1 queued", || {
+        status_is(&acme, "later-1", TaskStatus::Queued)
+    });
     block(acme.stop("later-1", None)).unwrap();
-    wait_for("later-1 stopped", || status_is(&acme, "later-1", TaskStatus::Stopped));
+    wait_for("later-1 stopped", || {
+        status_is(&acme, "later-1", TaskStatus::Stopped)
+    });
     let r = redrive(&acme, ids(&["later-1"]));
     assert_eq!(r.tasks[0].action, RedriveAction::Submitted, "{r:?}");
-    let d = wait_for("later-1 succeeded", || status_is(&acme, "later-1", TaskStatus::Succeeded));
+    let d = wait_for("later-1 succeeded", || {
+        status_is(&acme, "later-1", TaskStatus::Succeeded)
+    });
     assert_eq!(d.attempt_history.last().map(|a| a.run), Some(1));
     serve.stop();
 }

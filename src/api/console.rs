@@ -27,7 +27,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("task.js", JS, include_str!("../../console/task.js")),
     ("queues.js", JS, include_str!("../../console/queues.js")),
     ("dead.js", JS, include_str!("../../console/dead.js")),
-    ("style.css", "text/css; charset=utf-8", include_str!("../../console/style.css")),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../console/style.css"),
+    ),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";
@@ -37,7 +41,10 @@ const INDEX: &str = include_str!("../../console/index.html");
 /// The console's routes.
 pub fn routes() -> axum::Router<Arc<ApiState>> {
     axum::Router::new()
-        .route("/", get(|| async { page("text/html; charset=utf-8", INDEX) }))
+        .route(
+            "/",
+            get(|| async { page("text/html; charset=utf-8", INDEX) }),
+        )
         .route("/console/{file}", get(asset))
 }
 
@@ -64,7 +71,10 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
@@ -80,7 +90,9 @@ mod tests {
         let mut named: Vec<String> = Vec::new();
         for (_, _, body) in ASSETS.iter().chain([("index.html", "", INDEX)].iter()) {
             for part in body.split(['"', '\'']) {
-                let part = part.trim_start_matches("./").trim_start_matches("/console/");
+                let part = part
+                    .trim_start_matches("./")
+                    .trim_start_matches("/console/");
                 if (part.ends_with(".js") || part.ends_with(".css"))
                     && !part.contains(' ')
                     && !part.contains('/')
@@ -100,7 +112,10 @@ mod tests {
         for (name, _, body) in ASSETS.iter().chain([("index.html", "", INDEX)].iter()) {
             // The SVG namespace is a name, not an address the page loads.
             let body = body.replace("http://www.w3.org/2000/svg", "");
-            assert!(!body.contains("http://") && !body.contains("https://"), "{name}");
+            assert!(
+                !body.contains("http://") && !body.contains("https://"),
+                "{name}"
+            );
             assert!(!body.contains("style=\""), "{name}: inline style");
             assert!(!body.contains("innerHTML"), "{name}: no HTML from strings");
         }

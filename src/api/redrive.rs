@@ -38,7 +38,8 @@ use crate::submit::SubmitError;
 use crate::types::TaskKey;
 
 /// The statuses a task can be redriven from.
-pub const REDRIVABLE: [TaskStatus; 3] = [TaskStatus::Failed, TaskStatus::Expired, TaskStatus::Stopped];
+pub const REDRIVABLE: [TaskStatus; 3] =
+    [TaskStatus::Failed, TaskStatus::Expired, TaskStatus::Stopped];
 
 /// Most ids one request may name.
 pub const MAX_IDS: usize = 1000;
@@ -454,7 +455,11 @@ pub async fn redrive(
         let topic = match s.submitter.topic_for(&t.tenant, &task.function) {
             Ok(topic) => topic,
             Err(e @ (SubmitError::UnknownFunction { .. } | SubmitError::UnknownTenant(_))) => {
-                items.push(skipped(&t, SkipReason::UnknownFunction, Some(e.to_string())));
+                items.push(skipped(
+                    &t,
+                    SkipReason::UnknownFunction,
+                    Some(e.to_string()),
+                ));
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -539,7 +544,10 @@ async fn by_ids(
     let scope = match (who, tenant) {
         (Principal::Tenant(own), Some(asked)) if asked != own => {
             // Another tenant's tasks are not there for this token.
-            let items = ids.iter().map(|id| missing(id, SkipReason::NotFound)).collect();
+            let items = ids
+                .iter()
+                .map(|id| missing(id, SkipReason::NotFound))
+                .collect();
             return Ok((Vec::new(), items));
         }
         (Principal::Tenant(own), _) => Some(own.clone()),
@@ -548,7 +556,10 @@ async fn by_ids(
     let reader = s.reader.clone();
     let wanted: Vec<String> = {
         let mut seen = HashSet::new();
-        ids.iter().filter(|i| seen.insert(i.as_str())).cloned().collect()
+        ids.iter()
+            .filter(|i| seen.insert(i.as_str()))
+            .cloned()
+            .collect()
     };
     let lookups = blocking(move || {
         wanted
@@ -612,10 +623,7 @@ mod tests {
     fn only_ended_unsuccessful_tasks_are_redriven_once_per_redrive() {
         for s in REDRIVABLE {
             assert_eq!(precheck(&view(s), false), None);
-            assert_eq!(
-                precheck(&view(s), true),
-                Some(SkipReason::AlreadyRedriven)
-            );
+            assert_eq!(precheck(&view(s), true), Some(SkipReason::AlreadyRedriven));
         }
         for s in [
             TaskStatus::Queued,
@@ -685,7 +693,10 @@ mod tests {
         let t = redriven_task(original.clone(), "order-7", "acme", &from, &stamp);
         assert_eq!(t.id, "order-7");
         assert_eq!(t.tenant.as_deref(), Some("acme"));
-        assert_eq!((t.function.as_str(), &t.payload), ("resize", &original.payload));
+        assert_eq!(
+            (t.function.as_str(), &t.payload),
+            ("resize", &original.payload)
+        );
         assert_eq!((t.submitted_at, t.not_before), (Some(stamp.at), None));
         assert_eq!(t.headers["origin"], "web");
         assert_eq!(t.headers[h::REDRIVE_ID], "r-1");

@@ -136,7 +136,9 @@ fn item_row(i: &RedriveItem) -> Vec<String> {
         i.id.clone(),
         i.tenant.clone().unwrap_or_else(|| "-".into()),
         i.function.clone().unwrap_or_else(|| "-".into()),
-        i.status.map(|s| s.as_str().to_string()).unwrap_or_else(|| "-".into()),
+        i.status
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "-".into()),
         action.to_string(),
         why,
     ]
@@ -168,7 +170,11 @@ pub async fn redrive(config_path: &Path, a: &RedriveArgs) -> Result<()> {
     queue.reverse();
     let mut totals = Totals::default();
     let mut redrive_id = a.redrive_id.clone();
-    let verb = if a.dry_run { "would submit" } else { "submitted" };
+    let verb = if a.dry_run {
+        "would submit"
+    } else {
+        "submitted"
+    };
     while let Some(mut req) = queue.pop() {
         if a.max_pages.is_some_and(|m| totals.pages >= m) {
             if let Some(cursor) = &req.cursor {
@@ -187,7 +193,9 @@ pub async fn redrive(config_path: &Path, a: &RedriveArgs) -> Result<()> {
                 if let (Some(id), Some(cursor)) = (&redrive_id, &req.cursor) {
                     eprintln!("interrupted; resume with: --redrive-id {id} --cursor {cursor}");
                 } else if let Some(id) = &redrive_id {
-                    eprintln!("interrupted; retry with: --redrive-id {id} (tasks already submitted are skipped)");
+                    eprintln!(
+                        "interrupted; retry with: --redrive-id {id} (tasks already submitted are skipped)"
+                    );
                 }
                 return Err(e.into());
             }
@@ -206,7 +214,17 @@ pub async fn redrive(config_path: &Path, a: &RedriveArgs) -> Result<()> {
             Output::Table => {
                 if !report.tasks.is_empty() {
                     let rows: Vec<Vec<String>> = report.tasks.iter().map(item_row).collect();
-                    table(&["ID", "TENANT", "FUNCTION", "STATUS", "ACTION", "TOPIC / REASON"], &rows)?;
+                    table(
+                        &[
+                            "ID",
+                            "TENANT",
+                            "FUNCTION",
+                            "STATUS",
+                            "ACTION",
+                            "TOPIC / REASON",
+                        ],
+                        &rows,
+                    )?;
                 }
             }
         }

@@ -179,16 +179,18 @@ impl TaskDetail {
             if e.attempt < 1 {
                 continue;
             }
-            let a = attempts.entry((e.run, e.attempt)).or_insert_with(|| AttemptView {
-                run: e.run,
-                redrive_id: e.redrive_id.clone(),
-                attempt: e.attempt,
-                started_at: None,
-                finished_at: None,
-                result: None,
-                error: None,
-                scheduler_id: None,
-            });
+            let a = attempts
+                .entry((e.run, e.attempt))
+                .or_insert_with(|| AttemptView {
+                    run: e.run,
+                    redrive_id: e.redrive_id.clone(),
+                    attempt: e.attempt,
+                    started_at: None,
+                    finished_at: None,
+                    result: None,
+                    error: None,
+                    scheduler_id: None,
+                });
             match e.status {
                 TaskStatus::Running => {
                     a.started_at = Some(a.started_at.map_or(e.at, |s| s.min(e.at)));

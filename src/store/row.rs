@@ -349,8 +349,14 @@ mod tests {
         let items: Vec<Ingest> = first.iter().chain(second.iter()).cloned().collect();
         let expected = row(&items, "t");
         assert_eq!(expected.status, TaskStatus::Succeeded);
-        assert_eq!((expected.epoch, expected.redrive_id.as_deref()), (1000, Some("r1")));
-        assert_eq!((expected.started_at, expected.finished_at), (Some(1010), Some(1040)));
+        assert_eq!(
+            (expected.epoch, expected.redrive_id.as_deref()),
+            (1000, Some("r1"))
+        );
+        assert_eq!(
+            (expected.started_at, expected.finished_at),
+            (Some(1010), Some(1040))
+        );
         assert_eq!(expected.attempts, 2);
         assert_eq!(expected.error.as_deref(), Some("error of attempt 1"));
         assert_eq!(expected.reason, None, "the first run's reason is gone");
@@ -376,7 +382,10 @@ mod tests {
             "t",
         );
         assert_eq!(r.status, TaskStatus::Queued);
-        assert_eq!((r.finished_at, r.attempts, r.error.as_deref()), (None, 0, None));
+        assert_eq!(
+            (r.finished_at, r.attempts, r.error.as_deref()),
+            (None, 0, None)
+        );
         // A late event of the first run does not bring its status back.
         let late = row(
             &[

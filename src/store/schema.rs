@@ -178,8 +178,14 @@ mod tests {
         {
             let conn = Connection::open(&path).unwrap();
             let v1 = SCHEMA
-                .replace(",\n    run_epoch       INTEGER NOT NULL DEFAULT 0,\n    redrive_id      TEXT", "")
-                .replace(",\n    epoch        INTEGER NOT NULL DEFAULT 0,\n    redrive_id   TEXT", "")
+                .replace(
+                    ",\n    run_epoch       INTEGER NOT NULL DEFAULT 0,\n    redrive_id      TEXT",
+                    "",
+                )
+                .replace(
+                    ",\n    epoch        INTEGER NOT NULL DEFAULT 0,\n    redrive_id   TEXT",
+                    "",
+                )
                 .replace(",\n    redrive_id TEXT", "");
             conn.execute_batch(&v1).unwrap();
             conn.execute(

@@ -148,7 +148,10 @@ fn every_arrival_order_gives_the_same_task() {
 fn a_late_task_record_does_not_regress_the_status() {
     let (_d, mut w, r) = store();
     w.apply(
-        &[Ingest::Status(ev("t", TaskStatus::Succeeded, 1, 150), Run::default())],
+        &[Ingest::Status(
+            ev("t", TaskStatus::Succeeded, 1, 150),
+            Run::default(),
+        )],
         &[],
     )
     .unwrap();
@@ -160,8 +163,14 @@ fn a_late_task_record_does_not_regress_the_status() {
         t.submitted_at, 90,
         "the task record sets the submission time"
     );
-    w.apply(&[Ingest::Status(ev("t", TaskStatus::Running, 1, 110), Run::default())], &[])
-        .unwrap();
+    w.apply(
+        &[Ingest::Status(
+            ev("t", TaskStatus::Running, 1, 110),
+            Run::default(),
+        )],
+        &[],
+    )
+    .unwrap();
     let t = get(&r, "t");
     assert_eq!(t.status, TaskStatus::Succeeded);
     assert_eq!(t.started_at, Some(110));
