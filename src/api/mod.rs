@@ -40,10 +40,12 @@ mod error;
 pub mod records;
 pub mod redrive;
 pub mod tls;
+mod whoami;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, MAX_URI_BYTES};
 pub use records::TaskRecord;
 pub use redrive::{RedriveAction, RedriveItem, RedriveReport, RedriveRequest, SkipReason};
+pub use whoami::WhoAmI;
 
 /// Why `tidewater serve` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -281,7 +283,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/v1/tasks/{id}/record", get(records::task_record))
         .route("/v1/tasks/{id}/stop", post(stop_task))
         .route("/v1/queues", get(queues))
-        .route("/v1/whoami", get(whoami))
+        .route("/v1/whoami", get(whoami::whoami))
         .merge(console::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
@@ -603,32 +605,6 @@ async fn stop_task(
         }),
     )
         .into_response())
-}
-
-/// The answer of `GET /v1/whoami`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WhoAmI {
-    /// `admin` or `tenant`.
-    pub principal: String,
-    /// The tenant of a tenant token; `null` for admin.
-    pub tenant: Option<String>,
-}
-
-async fn whoami(
-    State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    q: Params,
-) -> Result<Response, ApiError> {
-    let who = s.auth(&headers)?;
-    only(&params(q)?, &[])?;
-    Ok(Json(WhoAmI {
-        principal: match who {
-            Principal::Admin => "admin".into(),
-            Principal::Tenant(_) => "tenant".into(),
-        },
-        tenant: who.scope().map(str::to_string),
-    })
-    .into_response())
 }
 
 async fn queues(

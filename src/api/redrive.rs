@@ -92,7 +92,7 @@ pub struct RedriveRequest {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "not_null"
+        deserialize_with = "whole_number"
     )]
     pub limit: Option<u32>,
     /// Only say what would be submitted.
@@ -106,6 +106,20 @@ fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+/// A whole number, written as JSON likes (`248` or `248.0`); not `null`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|v| u32::try_from(v).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("`{n}` is not a whole number of tasks")))
 }
 
 /// What happened to one selected task.
@@ -659,6 +673,14 @@ mod tests {
         let nulls: Result<RedriveRequest, _> =
             serde_json::from_str(r#"{"filter": {}, "limit": null}"#);
         assert!(nulls.is_err(), "null is not a limit");
+        let whole: RedriveRequest =
+            serde_json::from_str(r#"{"filter": {}, "limit": 248.0}"#).unwrap();
+        assert_eq!(whole.limit, Some(248));
+        for bad in ["2.5", "-1", "1e12", "\"5\""] {
+            let r: Result<RedriveRequest, _> =
+                serde_json::from_str(&format!(r#"{{"filter": {{}}, "limit": {bad}}}"#));
+            assert!(r.is_err(), "{bad}");
+        }
         assert_eq!(e.parameter.as_deref(), Some("filter.cursor"));
         let m = BTreeMap::new();
         let e = selection(&m, Some("nope"), None, 0).unwrap_err();
