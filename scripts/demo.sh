@@ -121,8 +121,10 @@ cat <<INFO
 
 Where to look:
   metrics          $metrics_url
+  web console      $api_url/   (sign in with demo-shop-token)
   task API         $api_url   (tokens in $config; docs/openapi.yaml)
   failed tasks     target/debug/tidewater -c $config tasks list --api $api_url --token demo-shop-token --status failed
+  redrive them     target/debug/tidewater -c $config tasks redrive --api $api_url --token demo-shop-token --function broken --dry-run
   scheduler log    $log
   broker log       $(scripts/kafka.sh logs)
   outcomes         target/debug/tidewater -c $config events demo.shop.done

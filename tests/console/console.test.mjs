@@ -69,6 +69,8 @@ page.on("request", (r) => seenUrls.push(r.url()));
 async function shot(name) {
   if (!SHOTS) return;
   mkdirSync(SHOTS, { recursive: true });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.mouse.move(0, 899);
   await page.screenshot({ path: join(SHOTS, name + ".png"), fullPage: false });
 }
 async function noHorizontalScroll(where) {
