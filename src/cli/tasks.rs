@@ -306,9 +306,14 @@ fn print_logs(logs: &TaskLogs) -> Result<()> {
         eprintln!("no output captured for task {}", logs.task_id);
     }
     for l in &logs.logs {
+        let run = l
+            .redrive_id
+            .as_deref()
+            .map(|r| format!(" of redrive {r}"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "--- attempt {} {} at {}{}",
+            "--- attempt {}{run} {} at {}{}",
             l.attempt,
             l.stream,
             rfc3339(l.at),
@@ -347,6 +352,10 @@ fn print_detail(d: &TaskDetail) -> Result<()> {
             t.scheduler_id.clone().unwrap_or_else(|| "-".into()),
         ),
         (
+            "redrive",
+            t.redrive_id.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
             "queue",
             t.queue
                 .as_ref()
@@ -365,6 +374,10 @@ fn print_detail(d: &TaskDetail) -> Result<()> {
             .iter()
             .map(|a| {
                 vec![
+                    match &a.redrive_id {
+                        Some(r) => format!("{} ({r})", a.run),
+                        None => a.run.to_string(),
+                    },
                     a.attempt.to_string(),
                     when(a.started_at),
                     when(a.finished_at),
@@ -382,6 +395,7 @@ fn print_detail(d: &TaskDetail) -> Result<()> {
             .collect();
         table(
             &[
+                "RUN",
                 "ATTEMPT",
                 "STARTED",
                 "FINISHED",
