@@ -15,6 +15,7 @@ pub mod executor;
 pub mod health;
 pub mod kafka;
 pub mod names;
+pub mod otel;
 pub mod scale;
 pub mod scheduler;
 pub mod store;

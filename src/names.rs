@@ -113,6 +113,8 @@ pub mod headers {
     pub const CONTENT_TYPE_AVRO: &str = "application/avro";
     /// W3C trace context of the task, passed on to executors and outcome events.
     pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace state that goes with [`TRACEPARENT`].
+    pub const TRACESTATE: &str = "tracestate";
     /// Task id, on outcome and status events and on executor requests.
     pub const TASK_ID: &str = "tw-task-id";
     /// Tenant, on outcome and status events.

@@ -37,6 +37,7 @@ use crate::types::TopicPartition;
 
 mod error;
 pub mod tls;
+mod trace;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, MAX_URI_BYTES};
 
@@ -263,6 +264,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/v1/tasks/{id}/logs", get(task_logs))
         .route("/v1/tasks/{id}/stop", post(stop_task))
         .route("/v1/queues", get(queues))
+        .route_layer(axum::middleware::from_fn(trace::traced))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
         })

@@ -40,6 +40,8 @@ pub struct Record {
     pub content_type: Option<String>,
     /// `traceparent` header.
     pub traceparent: Option<String>,
+    /// `tracestate` header.
+    pub tracestate: Option<String>,
     /// Whether the key is an ordering key (`tw-ordered: true`).
     pub ordered: bool,
     /// Record timestamp, ms.
@@ -51,6 +53,7 @@ impl Record {
     pub fn from_message<M: Message>(msg: &M) -> Self {
         let mut content_type = None;
         let mut traceparent = None;
+        let mut tracestate = None;
         let mut ordered = false;
         if let Some(hs) = msg.headers() {
             for hd in hs.iter() {
@@ -59,6 +62,8 @@ impl Record {
                     content_type = value.map(str::to_string);
                 } else if hd.key.eq_ignore_ascii_case(h::TRACEPARENT) {
                     traceparent = value.map(str::to_string);
+                } else if hd.key.eq_ignore_ascii_case(h::TRACESTATE) {
+                    tracestate = value.map(str::to_string);
                 } else if hd.key.eq_ignore_ascii_case(h::ORDERED) {
                     ordered = value.is_some_and(|v| v.eq_ignore_ascii_case("true"));
                 }
@@ -72,6 +77,7 @@ impl Record {
             value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             content_type,
             traceparent,
+            tracestate,
             ordered,
             timestamp_ms: msg.timestamp().to_millis(),
         }

@@ -7,7 +7,7 @@
 //! nothing new is fetched or started; running attempts get `scheduler.shutdown_grace`,
 //! then they are cut off and run again on the next owner.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use super::publisher::{DoneRef, FromPublisher, OutRecord, Unit};
 use super::records::{
     Target, delay_record, outcome_records, status_event, status_record, tier_for,
 };
+use super::retry_queue::RetryQueue;
 use super::worker::Worker;
 use super::{Ctx, Job, RunSummary, SchedulerError, TASK_OVERHEAD_BYTES};
 use crate::clock::now_ms;
@@ -60,59 +61,6 @@ pub(super) struct Workers {
     pub consumer: Worker,
     pub publisher: Worker,
     pub control: Worker,
-}
-
-/// Items waiting until a time, in due order (ties in insertion order).
-pub(super) struct RetryQueue<T> {
-    due: BTreeMap<(Instant, u64), T>,
-    seq: u64,
-}
-
-impl<T> Default for RetryQueue<T> {
-    fn default() -> Self {
-        Self {
-            due: BTreeMap::new(),
-            seq: 0,
-        }
-    }
-}
-
-impl<T> RetryQueue<T> {
-    /// Holds `item` until `at`.
-    pub fn push(&mut self, at: Instant, item: T) {
-        self.seq += 1;
-        self.due.insert((at, self.seq), item);
-    }
-
-    /// Items waiting.
-    pub fn len(&self) -> usize {
-        self.due.len()
-    }
-
-    /// When the first item is due.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.due.keys().next().map(|(at, _)| *at)
-    }
-
-    /// The first item due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<T> {
-        let (&key, _) = self.due.first_key_value()?;
-        if key.0 > now {
-            return None;
-        }
-        self.due.remove(&key)
-    }
-
-    /// Takes out every item `pred` picks.
-    pub fn take_where(&mut self, pred: impl Fn(&T) -> bool) -> Vec<T> {
-        let keys: Vec<_> = self
-            .due
-            .iter()
-            .filter(|(_, item)| pred(item))
-            .map(|(k, _)| *k)
-            .collect();
-        keys.iter().filter_map(|k| self.due.remove(k)).collect()
-    }
 }
 
 type AttemptDone = (Entry<Box<Job>>, AttemptResult);
@@ -548,6 +496,7 @@ impl Engine {
         job.outcome.payload = job.payload.as_ref().clone();
         let (lt, lf) = job.f.labels.clone();
         let label = job.outcome.status.as_str();
+        crate::otel::finish_process(&job.span, label, job.outcome.reason.map(|r| r.as_str()));
         if let Some(finished) = self.finished.as_mut() {
             finished.insert(&job.f.tenant, &job.outcome.task_id);
         }
@@ -597,11 +546,12 @@ impl Engine {
             due_at: due,
             attempts: job.outcome.attempts.clone(),
             origin: job.outcome.source.clone(),
-            traceparent: job.record.traceparent.clone(),
+            traceparent: job.outcome.traceparent.clone(),
         };
         match delay_record(topic, &delayed) {
             Ok(record) => {
                 debug!(task_id = %delayed.task_id, topic = %record.topic, wait = ?wait, "task moved to a delay topic");
+                crate::otel::finish_process(&job.span, "delayed", None);
                 let done = done_ref(&entry);
                 self.send_unit(vec![record], done, Published::Moved(entry));
             }
@@ -772,26 +722,4 @@ fn tpl_of(points: &[(TopicPartition, i64)]) -> TopicPartitionList {
         let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
     }
     tpl
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_retry_queue_hands_out_what_is_due_in_order() {
-        let t0 = Instant::now();
-        let mut q = RetryQueue::default();
-        q.push(t0 + Duration::from_secs(2), "late");
-        q.push(t0 + Duration::from_secs(1), "first");
-        q.push(t0 + Duration::from_secs(1), "second");
-        assert_eq!(q.next_due(), Some(t0 + Duration::from_secs(1)));
-        assert_eq!(q.pop_due(t0), None, "nothing is due yet");
-        let now = t0 + Duration::from_secs(1);
-        assert_eq!(q.pop_due(now), Some("first"));
-        assert_eq!(q.pop_due(now), Some("second"), "ties keep insertion order");
-        assert_eq!(q.pop_due(now), None);
-        assert_eq!(q.take_where(|s| *s == "late"), vec!["late"]);
-        assert_eq!(q.next_due(), None);
-    }
 }

@@ -20,6 +20,7 @@ mod intake;
 pub mod offsets;
 pub mod publisher;
 mod records;
+mod retry_queue;
 mod setup;
 pub mod worker;
 
@@ -145,6 +146,8 @@ struct Ctx {
     outbox: std::sync::mpsc::Sender<Unit<Published>>,
     functions: Functions,
     status_topic: String,
+    /// The scheduler consumer group (named on traces).
+    group_id: String,
     /// Delay tiers and their topics, shortest first.
     delay_tiers: Vec<(Duration, String)>,
     /// Cancelled when the grace period is over: running work is abandoned.
@@ -186,4 +189,6 @@ struct Job {
     outcome: Outcome,
     payload: Arc<Vec<u8>>,
     headers: Arc<BTreeMap<String, String>>,
+    /// Its OpenTelemetry `process` span (disabled when traces are off); ends with it.
+    span: tracing::Span,
 }
