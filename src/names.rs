@@ -140,6 +140,9 @@ pub mod headers {
     /// `true` marks the record key as an ordering key: tasks with the same key (in one
     /// partition) run one at a time, in offset order.
     pub const ORDERED: &str = "tw-ordered";
+    /// On a task forwarded to its function's overflow queue: where it was read,
+    /// `<topic>/<partition>/<offset>`.
+    pub const SPILLED_FROM: &str = "tw-spilled-from";
     /// Idempotency key sent to HTTP executors (the task id).
     pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 }
@@ -208,6 +211,11 @@ pub mod metrics {
     /// Gauge: tasks this scheduler holds until their time (a retry's backoff, or
     /// `not_before` read back from a delay topic).
     pub const TASKS_DELAYED: &str = "tidewater_tasks_delayed";
+    /// Counter: tasks forwarded from a shared queue to their function's overflow queue,
+    /// by tenant and function.
+    pub const TASKS_SPILLED: &str = "tidewater_tasks_spilled_total";
+    /// Gauge: 1 while a function spills in this scheduler, else 0; by tenant and function.
+    pub const FUNCTION_SPILLING: &str = "tidewater_function_spilling";
     /// Gauge: 1 when a component of this process makes progress, 0 when it cannot (for
     /// example, no durable batch while the cluster is away), by component.
     pub const READY: &str = "tidewater_ready";
@@ -263,6 +271,8 @@ pub mod metrics {
         TRANSACTIONS,
         SKIPPED,
         TASKS_DELAYED,
+        TASKS_SPILLED,
+        FUNCTION_SPILLING,
         READY,
         PRODUCER_RESTARTS,
         OUTCOMES_FENCED,
@@ -386,6 +396,14 @@ pub mod metrics {
             "Tasks held in memory (queued, running, waiting to retry)."
         );
         describe_gauge!(BUFFERED_BYTES, Unit::Bytes, "Payload bytes held in memory.");
+        describe_counter!(
+            TASKS_SPILLED,
+            "Tasks forwarded from a shared queue to their function's overflow queue."
+        );
+        describe_gauge!(
+            FUNCTION_SPILLING,
+            "1 while the function spills to its overflow queue in this scheduler."
+        );
         describe_gauge!(
             PARTITIONS_PAUSED,
             "Partitions whose fetching is paused because a buffer is full."

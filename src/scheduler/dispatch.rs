@@ -124,6 +124,8 @@ pub struct Dispatcher<T> {
     /// Keys whose head task is queued or running, with the tasks waiting behind it.
     keys: HashMap<(TopicPartition, String), VecDeque<Entry<T>>>,
     partitions: HashMap<TopicPartition, Buffered>,
+    /// Tasks held per partition and function (indexed by [`FnId`]).
+    by_function: HashMap<TopicPartition, Vec<usize>>,
     total: Buffered,
     running: usize,
     max_running: usize,
@@ -138,6 +140,7 @@ impl<T> Dispatcher<T> {
             functions: Vec::new(),
             keys: HashMap::new(),
             partitions: HashMap::new(),
+            by_function: HashMap::new(),
             total: Buffered::default(),
             running: 0,
             max_running: max_running.max(1),
@@ -157,6 +160,20 @@ impl<T> Dispatcher<T> {
         self.functions.len() - 1
     }
 
+    fn count_function(&mut self, tp: &TopicPartition, f: FnId, held: bool) {
+        if held {
+            let counts = self.by_function.entry(tp.clone()).or_default();
+            if counts.len() <= f {
+                counts.resize(f + 1, 0);
+            }
+            if let Some(c) = counts.get_mut(f) {
+                *c += 1;
+            }
+        } else if let Some(c) = self.by_function.get_mut(tp).and_then(|c| c.get_mut(f)) {
+            *c = c.saturating_sub(1);
+        }
+    }
+
     /// Accepts a fetched task. It waits behind earlier tasks with the same key.
     pub fn push(&mut self, entry: Entry<T>) {
         let b = self.partitions.entry(entry.tp.clone()).or_default();
@@ -164,6 +181,7 @@ impl<T> Dispatcher<T> {
         b.bytes += entry.bytes;
         self.total.count += 1;
         self.total.bytes += entry.bytes;
+        self.count_function(&entry.tp, entry.function, true);
         if let Some(key) = &entry.key {
             let k = (entry.tp.clone(), key.clone());
             if let Some(waiting) = self.keys.get_mut(&k) {
@@ -191,6 +209,37 @@ impl<T> Dispatcher<T> {
     /// [`Dispatcher::requeue`] or [`Dispatcher::task_finished`]. Keys are not held.
     pub fn account(&mut self, entry: &Entry<T>) {
         self.hold(&entry.tp, entry.bytes);
+        self.count_function(&entry.tp, entry.function, true);
+    }
+
+    /// Releases what [`Dispatcher::account`] accounted for a task that never entered the
+    /// queues (forwarded elsewhere); keys are not touched.
+    pub fn unaccount(&mut self, entry: &Entry<T>) {
+        self.release(&entry.tp, entry.bytes);
+        self.count_function(&entry.tp, entry.function, false);
+    }
+
+    /// Tasks of function `f` held from partition `tp`.
+    pub fn held_by(&self, tp: &TopicPartition, f: FnId) -> usize {
+        self.by_function
+            .get(tp)
+            .and_then(|c| c.get(f))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Tasks of function `f` held from the partitions `pick` chooses.
+    pub fn held_from(&self, f: FnId, pick: impl Fn(&TopicPartition) -> bool) -> usize {
+        self.by_function
+            .iter()
+            .filter(|(tp, _)| pick(tp))
+            .filter_map(|(_, c)| c.get(f))
+            .sum()
+    }
+
+    /// Whether a task with ordering key `key` of partition `tp` is held (queued or running).
+    pub fn key_held(&self, tp: &TopicPartition, key: &str) -> bool {
+        self.keys.contains_key(&(tp.clone(), key.to_string()))
     }
 
     /// Accounts memory held for a partition outside any queue (input that cannot run,
@@ -291,6 +340,7 @@ impl<T> Dispatcher<T> {
             b.count = b.count.saturating_sub(1);
             b.bytes = b.bytes.saturating_sub(entry.bytes);
         }
+        self.count_function(&entry.tp, entry.function, false);
         self.total.count = self.total.count.saturating_sub(1);
         self.total.bytes = self.total.bytes.saturating_sub(entry.bytes);
         if let Some(key) = &entry.key {
@@ -335,6 +385,7 @@ impl<T> Dispatcher<T> {
         }
         let mut items = Vec::with_capacity(out.len());
         for e in out {
+            self.count_function(&e.tp, e.function, false);
             if let Some(b) = self.partitions.get_mut(&e.tp) {
                 b.count = b.count.saturating_sub(1);
                 b.bytes = b.bytes.saturating_sub(e.bytes);
@@ -348,6 +399,7 @@ impl<T> Dispatcher<T> {
 
     /// Forgets a partition's accounting (after it was revoked and drained).
     pub fn forget_partition(&mut self, tp: &TopicPartition) {
+        self.by_function.remove(tp);
         if let Some(b) = self.partitions.remove(tp) {
             self.total.count = self.total.count.saturating_sub(b.count);
             self.total.bytes = self.total.bytes.saturating_sub(b.bytes);
@@ -634,5 +686,40 @@ mod tests {
             }
             prop_assert_eq!(d.total(), Buffered::default());
         }
+    }
+
+    #[test]
+    fn holdings_are_counted_per_partition_and_function() {
+        let t0 = Instant::now();
+        let mut d = Dispatcher::new(10);
+        let a = d.add_function(limits(1, 1.0));
+        let b = d.add_function(limits(1, 1.0));
+        let tp = TopicPartition::new("q", 0);
+        d.push(entry(a, 1, Some("k")));
+        d.push(entry(a, 2, None));
+        d.push(entry(b, 3, None));
+        assert_eq!(d.held_by(&tp, a), 2);
+        assert_eq!(d.held_by(&tp, b), 1);
+        assert_eq!(d.held_from(a, |t| t.topic == "q"), 2);
+        assert_eq!(d.held_from(a, |t| t.topic == "other"), 0);
+        assert!(d.key_held(&tp, "k"));
+        assert!(!d.key_held(&tp, "other"));
+        // A task accounted outside the queues, then released without touching keys.
+        let outside = entry(a, 4, Some("k"));
+        d.account(&outside);
+        assert_eq!(d.held_by(&tp, a), 3);
+        d.unaccount(&outside);
+        assert_eq!(d.held_by(&tp, a), 2);
+        assert!(d.key_held(&tp, "k"), "the key's own task still holds it");
+        let first = next(&mut d, t0).unwrap();
+        d.task_finished(&first);
+        d.attempt_finished(first.function);
+        assert_eq!(
+            d.held_by(&tp, first.function),
+            if first.function == a { 1 } else { 0 }
+        );
+        d.drop_partition(&tp);
+        assert_eq!(d.held_by(&tp, a), 0);
+        assert_eq!(d.held_by(&tp, b), 0);
     }
 }

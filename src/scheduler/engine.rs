@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
@@ -31,6 +32,7 @@ use super::records::{
     Target, delay_record, outcome_records, status_event, status_record, tier_for,
 };
 use super::retry_queue::RetryQueue;
+use super::spill::{Seen, Spill};
 use super::worker::Worker;
 use super::{Ctx, Job, RunSummary, SchedulerError, TASK_OVERHEAD_BYTES};
 use crate::clock::now_ms;
@@ -47,6 +49,8 @@ pub(super) enum Published {
     Reject { tp: TopicPartition, bytes: usize },
     /// A task moved to a delay topic (or skipped): its record here is done.
     Moved(Entry<Box<Job>>),
+    /// A task forwarded to its function's overflow queue (it never entered the queues).
+    Forwarded(Entry<Box<Job>>),
 }
 
 /// What flows into the engine.
@@ -61,7 +65,12 @@ pub(super) struct Workers {
     pub consumer: Worker,
     pub publisher: Worker,
     pub control: Worker,
+    /// Watches the overflow queues while a function spills (when any function can).
+    pub spill: Option<Worker>,
 }
+
+#[path = "engine_spill.rs"]
+mod spill_glue;
 
 type AttemptDone = (Entry<Box<Job>>, AttemptResult);
 
@@ -89,6 +98,10 @@ pub(super) struct Engine {
     fetch_held: bool,
     summary: RunSummary,
     draining: bool,
+    spill: Spill,
+    /// The overflow watcher's last look, and whether it should look.
+    spill_seen: Seen,
+    spill_active: Arc<AtomicBool>,
 }
 
 fn task_key(entry: &Entry<Box<Job>>) -> TaskKey {
@@ -115,6 +128,7 @@ impl Engine {
         shared: Arc<Shared>,
         consumer: Arc<BaseConsumer<GroupContext>>,
         dispatcher: Dispatcher<Box<Job>>,
+        spill: (Spill, Seen, Arc<AtomicBool>),
     ) -> Self {
         let sc = &ctx.config.scheduler;
         let finished = (sc.dedupe_window > 0).then(|| StopSet::new(sc.dedupe_window));
@@ -134,6 +148,9 @@ impl Engine {
             fetch_held: false,
             summary: RunSummary::default(),
             draining: false,
+            spill: spill.0,
+            spill_seen: spill.1,
+            spill_active: spill.2,
         }
     }
 
@@ -177,6 +194,7 @@ impl Engine {
                     self.commit(CommitMode::Async);
                     if running {
                         self.export_gauges();
+                        self.review_spill();
                     }
                 }
                 _ = sleep_until(wakeup), if wakeup.is_some() => {
@@ -254,10 +272,16 @@ impl Engine {
         }
         workers.consumer.stop();
         workers.control.stop();
+        if let Some(spill) = &workers.spill {
+            spill.stop();
+        }
         // The consumer thread may wait on a full channel: closing it lets it go.
         drop(inputs);
         workers.consumer.join().await;
         workers.control.join().await;
+        if let Some(spill) = workers.spill {
+            spill.join().await;
+        }
         if let Some(e) = fatal {
             return Err(SchedulerError::Fatal(e));
         }
@@ -325,7 +349,9 @@ impl Engine {
         };
         let now = now_ms();
         let Some(due) = due.filter(|due| *due > now) else {
-            self.dispatcher.push(entry);
+            if let Some(entry) = self.spill_or_keep(entry) {
+                self.dispatcher.push(entry);
+            }
             return;
         };
         let wait = Duration::from_millis(u64::try_from(due - now).unwrap_or(0));
@@ -584,6 +610,7 @@ impl Engine {
                 self.dispatcher.task_finished(entry);
             }
             Published::Moved(entry) => self.dispatcher.task_finished(entry),
+            Published::Forwarded(entry) => self.on_forwarded(entry),
             Published::Reject { tp, bytes } => {
                 self.summary.completed += 1;
                 self.dispatcher.release(tp, *bytes);
@@ -603,6 +630,7 @@ impl Engine {
                 self.dispatcher.task_finished(&entry);
             }
             Published::Reject { tp, bytes } => self.dispatcher.release(&tp, bytes),
+            Published::Forwarded(entry) => self.on_forwarded(&entry),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod publisher;
 mod records;
 mod retry_queue;
 mod setup;
+pub mod spill;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -121,6 +122,8 @@ struct FunctionRt {
     on_success: Option<Target>,
     on_failure: Target,
     max_payload: usize,
+    /// The tenant's shared queue, when the function is on it (tasks read there may spill).
+    shared_queue: Option<String>,
     /// Metric labels (tenant, function).
     labels: (String, String),
 }

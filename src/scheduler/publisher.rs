@@ -44,6 +44,16 @@ pub struct OutRecord {
     pub key: String,
     pub value: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
+    /// Where and when it goes when that is chosen (a task forwarded to an overflow
+    /// queue keeps its partition's order and its record time); else by key, now.
+    pub place: Option<Place>,
+}
+
+/// An explicit partition and record timestamp (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub partition: i32,
+    pub timestamp: Option<i64>,
 }
 
 /// The offset a unit completes.
@@ -490,6 +500,12 @@ impl<T: Send + 'static> Publisher<T> {
                     .key(&r.key)
                     .payload(&r.value)
                     .headers(headers);
+                if let Some(place) = r.place {
+                    record = record.partition(place.partition);
+                    if let Some(ts) = place.timestamp {
+                        record = record.timestamp(ts);
+                    }
+                }
                 loop {
                     match self.producer.send(record) {
                         Ok(()) => break,

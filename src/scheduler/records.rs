@@ -102,6 +102,7 @@ pub(super) fn status_record(ctx: &Ctx, ev: &StatusEvent) -> Option<OutRecord> {
             Some(&ev.function),
             None,
         ),
+        place: None,
     })
 }
 
@@ -135,6 +136,7 @@ pub(super) fn outcome_records(
                     Some(&o.function),
                     o.traceparent.as_deref(),
                 ),
+                place: None,
             }),
             Err(e) => error!(task_id = %o.task_id, error = %e, "cannot encode outcome"),
         },
@@ -179,6 +181,7 @@ fn compensation_record(ctx: &Ctx, o: &Outcome, function: &str) -> Option<OutReco
         key: task.id,
         value,
         headers,
+        place: None,
     })
 }
 
@@ -214,6 +217,7 @@ pub(super) fn log_records(
                 key: log.task_id.clone(),
                 value,
                 headers: headers(h::EVENT_LOG, &log.task_id, &log.tenant, None, None),
+                place: None,
             })
         })
         .collect()
@@ -235,6 +239,7 @@ pub(super) fn delay_record(
             Some(&delayed.function),
             delayed.traceparent.as_deref(),
         ),
+        place: None,
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,6 +19,7 @@ use super::dispatch::{Dispatcher, FnLimits};
 use super::engine::{Engine, Inputs, Published, Workers};
 use super::publisher::{DeliveryCounter, ProducerFactory, Publisher, Unit, init_transactions};
 use super::records::Target;
+use super::spill::{self, Overflow, Seen, Spill};
 use super::worker::Worker;
 use super::{Ctx, FunctionRt, Functions, Job, SchedulerError};
 use crate::clock::default_instance_id;
@@ -72,6 +74,8 @@ pub(super) fn build_functions(
                 on_success: f.on_success.as_deref().map(Target::parse),
                 on_failure: Target::parse(&config.failure_destination(tname, fname)),
                 max_payload: config.max_payload(f),
+                shared_queue: (f.queue == crate::config::QueueMode::Shared)
+                    .then(|| config.queue_topic(tname, fname)),
                 labels: (tname.clone(), fname.clone()),
                 cfg: f.clone(),
             };
@@ -173,7 +177,8 @@ pub(super) async fn start(
         functions,
         hard_stop: CancellationToken::new(),
     });
-    let engine = Engine::new(ctx, shared, consumer, dispatcher);
+    let (spill, spill_worker) = spill_setup(&config, &ctx.functions, exactly_once).await?;
+    let engine = Engine::new(ctx, shared, consumer, dispatcher, spill);
     let inputs = Inputs {
         records,
         published,
@@ -183,8 +188,52 @@ pub(super) async fn start(
         consumer: consumer_worker,
         publisher: publisher_worker,
         control: control_worker,
+        spill: spill_worker,
     };
     Ok((engine, inputs, workers))
+}
+
+/// Each function's overflow queue (they exist: the start checked every topic), and the
+/// thread that watches them while a function spills.
+async fn spill_setup(
+    config: &Arc<Config>,
+    functions: &Functions,
+    exactly_once: bool,
+) -> Result<((Spill, Seen, Arc<AtomicBool>), Option<Worker>), SchedulerError> {
+    let existing = blocking({
+        let c = config.clone();
+        move || kafka::existing_topics(&c).map_err(SchedulerError::from)
+    })
+    .await?;
+    let mut overflows: Vec<Option<Overflow>> = vec![None; functions.iter().count()];
+    for f in functions.iter() {
+        let Some(topic) = config.overflow_topic(&f.tenant, &f.name) else {
+            continue;
+        };
+        let partitions = existing.get(&topic).copied().unwrap_or(1);
+        if let Some(slot) = overflows.get_mut(f.id) {
+            *slot = Some(Overflow {
+                topic,
+                partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
+            });
+        }
+    }
+    let spill = Spill::new(config.scheduler.spill_threshold(), overflows);
+    let seen: Seen = Arc::default();
+    let active = Arc::new(AtomicBool::new(false));
+    let topics = spill.topics();
+    let worker = if topics.is_empty() {
+        None
+    } else {
+        let (c, a, s) = (config.clone(), active.clone(), seen.clone());
+        Some(
+            Worker::spawn("tw-spill", move |signal| {
+                spill::watch(c, topics, exactly_once, a, s, signal)
+            })
+            .map_err(internal)?,
+        )
+    };
+    Ok(((spill, seen, active), worker))
 }
 
 /// How long one probe of the cluster waits for an answer.
