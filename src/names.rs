@@ -240,6 +240,11 @@ pub mod metrics {
     /// runs at once), by tenant and function.
     pub const CONCURRENCY_LIMIT: &str = "tidewater_function_concurrency_limit";
 
+    /// Counter: failed, expired and stopped tasks whose outcome went to a failure
+    /// destination, by tenant, function and destination (the topic, or `function:<name>`
+    /// for a compensation function).
+    pub const DEAD_LETTERED: &str = "tidewater_tasks_dead_lettered_total";
+
     /// Every metric above: the README's metrics table must list exactly these (tested).
     pub const ALL: &[&str] = &[
         TASKS_SUBMITTED,
@@ -276,6 +281,7 @@ pub mod metrics {
         CONCURRENCY_LIMIT,
         API_PANICS,
         RECORDS_SKIPPED,
+        DEAD_LETTERED,
     ];
 
     /// Label: tenant name.
@@ -296,6 +302,9 @@ pub mod metrics {
     pub const L_TOPIC: &str = "topic";
     /// Label: partition number.
     pub const L_PARTITION: &str = "partition";
+    /// Label: where an outcome went (a topic name from the configuration, or
+    /// `function:<name>`).
+    pub const L_DESTINATION: &str = "destination";
 
     /// Label value used for a function or tenant name that is not configured, so input
     /// cannot create unbounded label sets.
@@ -427,6 +436,10 @@ pub mod metrics {
         describe_counter!(
             API_PANICS,
             "API requests whose handler panicked; each was answered 500."
+        );
+        describe_counter!(
+            DEAD_LETTERED,
+            "Failed, expired and stopped tasks whose outcome went to a failure destination (a topic, or function:<name>)."
         );
     }
 }

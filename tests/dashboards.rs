@@ -401,6 +401,9 @@ const WORKLOAD_SERIES: &[&str] = &[
     r#"tidewater_ready{component="indexer"}"#,
     r#"tidewater_queue_lag_total"#,
     r#"tidewater_tasks_running{function="slow"}"#,
+    // Failed after their retry, and stopped: to the tenant's dead-letter topic.
+    r#"tidewater_tasks_dead_lettered_total{function="flaky"}"#,
+    r#"tidewater_tasks_dead_lettered_total{function="hold"}"#,
 ];
 
 #[test]
