@@ -244,6 +244,10 @@ pub mod metrics {
     /// destination, by tenant, function and destination (the topic, or `function:<name>`
     /// for a compensation function).
     pub const DEAD_LETTERED: &str = "tidewater_tasks_dead_lettered_total";
+    /// Gauge: per assigned queue partition, seconds since the submission of its oldest task
+    /// not started, as far as this scheduler knows, by topic and partition (the rules are
+    /// in `scheduler::waiting`).
+    pub const OLDEST_TASK_AGE: &str = "tidewater_queue_oldest_task_age_seconds";
 
     /// Every metric above: the README's metrics table must list exactly these (tested).
     pub const ALL: &[&str] = &[
@@ -282,6 +286,7 @@ pub mod metrics {
         API_PANICS,
         RECORDS_SKIPPED,
         DEAD_LETTERED,
+        OLDEST_TASK_AGE,
     ];
 
     /// Label: tenant name.
@@ -440,6 +445,11 @@ pub mod metrics {
         describe_counter!(
             DEAD_LETTERED,
             "Failed, expired and stopped tasks whose outcome went to a failure destination (a topic, or function:<name>)."
+        );
+        describe_gauge!(
+            OLDEST_TASK_AGE,
+            Unit::Seconds,
+            "Per assigned queue partition: time since the submission of its oldest task not started (0 when none waits)."
         );
     }
 }

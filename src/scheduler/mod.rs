@@ -21,6 +21,7 @@ pub mod offsets;
 pub mod publisher;
 mod records;
 mod setup;
+pub mod waiting;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
