@@ -406,6 +406,10 @@ const WORKLOAD_SERIES: &[&str] = &[
     r#"tidewater_tasks_dead_lettered_total{function="hold"}"#,
     // Slow tasks queue up behind a concurrency of 1.
     r#"tidewater_queue_oldest_task_age_seconds{topic=~".*slow"}"#,
+    // librdkafka's statistics of every kind of client.
+    r#"tidewater_kafka_broker_rtt_seconds{client="consumer"}"#,
+    r#"tidewater_kafka_broker_rtt_seconds{client="producer"}"#,
+    r#"tidewater_kafka_broker_rtt_seconds{client="indexer"}"#,
 ];
 
 #[test]

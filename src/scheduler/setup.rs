@@ -25,6 +25,7 @@ use crate::config::{Config, Delivery};
 use crate::executor::{Executor, ExecutorBuildError, Handlers};
 use crate::health::Health;
 use crate::kafka::{self, KafkaOpError};
+use crate::kafka_stats::{self, Client as StatsClient, KafkaStats};
 use crate::names::topics;
 
 /// Longest wait at start for the transactional producer to be initialised.
@@ -269,9 +270,11 @@ fn group_consumer(
     // buffers what matters in its own bounded queues.
     kafka::set_default(&mut cc, "queued.max.messages.kbytes", "8192");
     kafka::set_default(&mut cc, "fetch.max.bytes", "8388608");
+    kafka_stats::enable(&mut cc, config);
     let ctx = GroupContext {
         shared: shared.clone(),
         tx,
+        stats: KafkaStats::new(StatsClient::Consumer),
     };
     cc.create_with_context(ctx)
         .map_err(|source| KafkaOpError::Client {
@@ -309,7 +312,8 @@ fn publisher_producer(
         // out: keep that short (transactions here last well under a second).
         kafka::set_default(&mut cc, "transaction.timeout.ms", "10000");
     }
-    cc.create_with_context(DeliveryCounter::default())
+    kafka_stats::enable(&mut cc, config);
+    cc.create_with_context(DeliveryCounter::new(StatsClient::Producer))
         .map_err(|source| {
             SchedulerError::Kafka(KafkaOpError::Client {
                 what: "producer",
