@@ -14,6 +14,7 @@ pub mod config;
 pub mod executor;
 pub mod health;
 pub mod kafka;
+pub mod kafka_stats;
 pub mod names;
 pub mod otel;
 pub mod scale;

@@ -1,11 +1,13 @@
-//! `[telemetry]`: the log format and where `/metrics` is served.
+//! `[telemetry]`: the log format, where `/metrics` is served, and how often the Kafka
+//! clients report their statistics.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::de::invalid;
+use super::de::{de_duration, invalid};
 
 /// Log format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -45,6 +47,14 @@ pub struct TelemetryConfig {
     /// `tidewater-api`, `tidewater-submit`, `tidewater-events`.
     #[serde(default)]
     pub service_name: Option<String>,
+    /// How often the scheduler's consumer and producer and the indexer's consumer hand
+    /// librdkafka's statistics to the `tidewater_kafka_*` metrics (librdkafka's
+    /// `statistics.interval.ms`). `0s` turns them off. Default `15s`.
+    #[serde(
+        default = "default_kafka_statistics_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub kafka_statistics_interval: Duration,
 }
 
 /// The one OTLP protocol Tidewater speaks.
@@ -62,6 +72,15 @@ fn default_metrics_listen() -> String {
     "127.0.0.1:9464".into()
 }
 
+fn default_kafka_statistics_interval() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// Shortest statistics interval accepted (other than off).
+const MIN_STATISTICS_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest statistics interval librdkafka accepts.
+const MAX_STATISTICS_INTERVAL: Duration = Duration::from_secs(86_400);
+
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
@@ -71,6 +90,7 @@ impl Default for TelemetryConfig {
             otlp_protocol: default_otlp_protocol(),
             trace_sample_ratio: default_sample_ratio(),
             service_name: None,
+            kafka_statistics_interval: default_kafka_statistics_interval(),
         }
     }
 }
@@ -150,6 +170,45 @@ impl TelemetryConfig {
                 "must not be empty".to_string(),
             ));
         }
+        let every = self.kafka_statistics_interval;
+        if !every.is_zero() && !(MIN_STATISTICS_INTERVAL..=MAX_STATISTICS_INTERVAL).contains(&every)
+        {
+            return Err(invalid(
+                "telemetry.kafka_statistics_interval",
+                "must be \"0s\" (off) or from 100ms to 24h",
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::with_tenants;
+
+    fn interval(v: &str) -> Result<std::time::Duration, String> {
+        with_tenants(&format!("[telemetry]\nkafka_statistics_interval = \"{v}\""))
+            .map(|c| c.telemetry.kafka_statistics_interval)
+    }
+
+    #[test]
+    fn the_statistics_interval_is_off_or_within_librdkafkas_range() {
+        assert_eq!(
+            with_tenants("")
+                .unwrap()
+                .telemetry
+                .kafka_statistics_interval
+                .as_secs(),
+            15
+        );
+        assert!(interval("0s").unwrap().is_zero());
+        assert_eq!(interval("2s").unwrap().as_millis(), 2000);
+        for bad in ["10ms", "2d"] {
+            let e = interval(bad).unwrap_err();
+            assert!(
+                e.contains("telemetry.kafka_statistics_interval"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

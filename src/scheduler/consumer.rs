@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::offsets::{OffsetTracker, TopicPartition};
 use super::worker::Signal;
 use crate::codec::Source;
+use crate::kafka_stats::KafkaStats;
 use crate::names::{headers as h, metrics as m};
 
 /// A fetched record, owned, with what the scheduler needs from it.
@@ -217,9 +218,15 @@ pub struct GroupContext {
     pub shared: Arc<Shared>,
     /// To the dispatcher.
     pub tx: mpsc::Sender<FromConsumer>,
+    /// librdkafka's statistics of this consumer, exported as metrics.
+    pub stats: KafkaStats,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.stats.record(statistics);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::offsets::TopicPartition;
+use super::waiting::{Queued, Waiting};
 
 /// Index of a function in the dispatcher.
 pub type FnId = usize;
@@ -96,6 +97,9 @@ pub struct Entry<T> {
     /// Its ordering key: tasks with the same key (per partition) run one at a time, in
     /// the order they arrived.
     pub key: Option<String>,
+    /// Set for a task read from a queue topic: it counts as waiting (for the age of the
+    /// oldest waiting task) from [`Dispatcher::push`] until it is handed out.
+    pub queued: Option<Queued>,
 }
 
 #[derive(Debug)]
@@ -131,6 +135,8 @@ pub struct Dispatcher<T> {
     max_running: usize,
     /// Virtual time of the last dispatch.
     vclock: f64,
+    /// Tasks of queue partitions pushed and not handed out yet.
+    waiting: Waiting,
 }
 
 impl<T> Dispatcher<T> {
@@ -145,6 +151,7 @@ impl<T> Dispatcher<T> {
             running: 0,
             max_running: max_running.max(1),
             vclock: 0.0,
+            waiting: Waiting::default(),
         }
     }
 
@@ -176,6 +183,9 @@ impl<T> Dispatcher<T> {
 
     /// Accepts a fetched task. It waits behind earlier tasks with the same key.
     pub fn push(&mut self, entry: Entry<T>) {
+        if let Some(q) = entry.queued {
+            self.waiting.add(&entry.tp, q);
+        }
         let b = self.partitions.entry(entry.tp.clone()).or_default();
         b.count += 1;
         b.bytes += entry.bytes;
@@ -304,6 +314,9 @@ impl<T> Dispatcher<T> {
             }
             let (_, id) = best?;
             let entry = self.functions[id].ready.pop_front()?;
+            if let Some(q) = entry.queued {
+                self.waiting.remove(&entry.tp, q);
+            }
             if !accept(&entry) {
                 self.forget(&entry);
                 dropped.push(entry);
@@ -370,6 +383,7 @@ impl<T> Dispatcher<T> {
     /// Removes every queued task of a partition (revoked); returns them. Running tasks
     /// and tasks waiting to retry are the caller's to finish or abandon.
     pub fn drop_partition(&mut self, tp: &TopicPartition) -> Vec<T> {
+        self.waiting.drop_partition(tp);
         let mut out = Vec::new();
         for f in &mut self.functions {
             let (gone, keep): (VecDeque<_>, VecDeque<_>) =
@@ -400,6 +414,7 @@ impl<T> Dispatcher<T> {
     /// Forgets a partition's accounting (after it was revoked and drained).
     pub fn forget_partition(&mut self, tp: &TopicPartition) {
         self.by_function.remove(tp);
+        self.waiting.drop_partition(tp);
         if let Some(b) = self.partitions.remove(tp) {
             self.total.count = self.total.count.saturating_sub(b.count);
             self.total.bytes = self.total.bytes.saturating_sub(b.bytes);
@@ -443,6 +458,11 @@ impl<T> Dispatcher<T> {
     pub fn queued(&self, id: FnId) -> usize {
         self.functions.get(id).map_or(0, |f| f.ready.len())
     }
+
+    /// The tasks of queue partitions that wait to be handed out (the oldest task's age).
+    pub fn waiting(&mut self) -> &mut Waiting {
+        &mut self.waiting
+    }
 }
 
 #[cfg(test)]
@@ -466,6 +486,11 @@ mod tests {
             tp: TopicPartition::new("q", 0),
             bytes: 10,
             key: key.map(str::to_string),
+            queued: Some(Queued {
+                offset,
+                since_ms: 1000 * offset,
+                read_ms: 0,
+            }),
         }
     }
 
@@ -619,6 +644,36 @@ mod tests {
     }
 
     #[test]
+    fn tasks_wait_until_they_are_handed_out_behind_limits_and_keys() {
+        let mut d = Dispatcher::new(100);
+        let f = d.add_function(limits(1, 1.0));
+        let tp = TopicPartition::new("q", 0);
+        d.push(entry(f, 0, Some("k")));
+        d.push(entry(f, 1, Some("k")));
+        d.push(entry(f, 2, None));
+        assert_eq!(d.waiting().len(), 3);
+        assert_eq!(
+            d.waiting().oldest_age(&tp, 10_000),
+            10.0,
+            "offset 0, submitted at 0"
+        );
+        let first = next(&mut d, Instant::now()).unwrap();
+        assert_eq!(first.item, 0);
+        // Offset 1 waits behind its key, offset 2 behind the concurrency limit.
+        assert_eq!(d.waiting().len(), 2);
+        assert_eq!(d.waiting().oldest_age(&tp, 10_000), 9.0);
+        // A retry that is due goes back to the queue: it has started once, it does not wait.
+        d.attempt_finished(f);
+        d.requeue(first);
+        assert_eq!(d.waiting().len(), 2);
+        let retried = next(&mut d, Instant::now()).unwrap();
+        assert_eq!(retried.item, 0);
+        d.drop_partition(&tp);
+        assert_eq!(d.waiting().len(), 0);
+        assert_eq!(d.waiting().oldest_age(&tp, 10_000), 0.0);
+    }
+
+    #[test]
     fn refused_entries_are_dropped_and_released() {
         let mut d = Dispatcher::new(100);
         let f = d.add_function(limits(10, 1.0));
@@ -685,6 +740,7 @@ mod tests {
                 prop_assert_eq!(order, sorted, "key order broken");
             }
             prop_assert_eq!(d.total(), Buffered::default());
+            prop_assert_eq!(d.waiting().len(), 0, "every task stopped waiting when it started");
         }
     }
 

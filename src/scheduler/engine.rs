@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge};
+use metrics::counter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
@@ -40,6 +40,8 @@ use crate::codec::{self, FailureReason, OutcomeStatus, TaskStatus};
 use crate::executor::ExecError;
 use crate::names::metrics as m;
 use crate::types::TaskKey;
+
+mod gauges;
 
 /// What a publication was for.
 pub(super) enum Published {
@@ -69,8 +71,7 @@ pub(super) struct Workers {
     pub spill: Option<Worker>,
 }
 
-#[path = "engine_spill.rs"]
-mod spill_glue;
+mod spill;
 
 type AttemptDone = (Entry<Box<Job>>, AttemptResult);
 
@@ -345,6 +346,7 @@ impl Engine {
                 + job.record.key.as_ref().map_or(0, Vec::len)
                 + TASK_OVERHEAD_BYTES,
             key: job.record.ordering_key(),
+            queued: super::waiting::queued(&self.ctx, &job),
             item: job,
         };
         let now = now_ms();
@@ -699,21 +701,6 @@ impl Engine {
             if let Err(e) = self.consumer.resume(&resume) {
                 debug!(error = %e, "resume failed (partition revoked meanwhile?)");
             }
-        }
-    }
-
-    fn export_gauges(&self) {
-        let total = self.dispatcher.total();
-        gauge!(m::BUFFERED_TASKS).set(total.count as f64);
-        gauge!(m::BUFFERED_BYTES).set(total.bytes as f64);
-        gauge!(m::PARTITIONS_PAUSED).set(self.paused.len() as f64);
-        gauge!(m::TASKS_DELAYED).set(self.retries.len() as f64);
-        for f in self.ctx.functions.iter() {
-            let (t, fname) = f.labels.clone();
-            gauge!(m::CONCURRENCY_LIMIT, m::L_TENANT => t.clone(), m::L_FUNCTION => fname.clone())
-                .set(f64::from(f.cfg.concurrency.get()));
-            gauge!(m::TASKS_QUEUED, m::L_TENANT => t, m::L_FUNCTION => fname)
-                .set(self.dispatcher.queued(f.id) as f64);
         }
     }
 

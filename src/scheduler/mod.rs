@@ -23,6 +23,7 @@ mod records;
 mod retry_queue;
 mod setup;
 pub mod spill;
+pub mod waiting;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};

@@ -34,6 +34,7 @@ use super::consumer::{GroupContext, Shared};
 use super::offsets::TopicPartition;
 use super::worker::Signal;
 use crate::health::Health;
+use crate::kafka_stats::{Client, KafkaStats};
 use crate::names::metrics as m;
 
 /// One record to produce.
@@ -88,13 +89,28 @@ pub struct Unit<T> {
     pub back: Option<T>,
 }
 
-/// Counts failed deliveries (at-least-once mode resends the batch).
-#[derive(Default)]
+/// Counts failed deliveries (at-least-once mode resends the batch) and exports the
+/// producer's librdkafka statistics.
 pub struct DeliveryCounter {
     failed: AtomicUsize,
+    stats: KafkaStats,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl DeliveryCounter {
+    /// A context for a producer whose statistics are exported as `client`.
+    pub fn new(client: Client) -> Self {
+        Self {
+            failed: AtomicUsize::new(0),
+            stats: KafkaStats::new(client),
+        }
+    }
+}
+
+impl ClientContext for DeliveryCounter {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.stats.record(statistics);
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
@@ -321,6 +337,9 @@ impl<T: Send + 'static> Publisher<T> {
                     if signal.is_stopping() {
                         return;
                     }
+                    // Idle: serve the producer's events (its statistics), which would
+                    // otherwise wait in its queue until the next batch.
+                    self.producer.poll(Duration::ZERO);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,

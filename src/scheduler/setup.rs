@@ -27,7 +27,8 @@ use crate::config::{Config, Delivery};
 use crate::executor::{Executor, ExecutorBuildError, Handlers};
 use crate::health::Health;
 use crate::kafka::{self, KafkaOpError};
-use crate::names::topics;
+use crate::kafka_stats::{self, Client as StatsClient, KafkaStats};
+use crate::names::{metrics as m, topics};
 
 /// Longest wait at start for the transactional producer to be initialised.
 const INIT_WAIT: Duration = Duration::from_secs(30);
@@ -211,6 +212,11 @@ async fn spill_setup(
             continue;
         };
         let partitions = existing.get(&topic).copied().unwrap_or(1);
+        // Every function that can spill has its series from the start (0 until it does).
+        let (t, fname) = f.labels.clone();
+        metrics::gauge!(m::FUNCTION_SPILLING, m::L_TENANT => t.clone(), m::L_FUNCTION => fname.clone())
+            .set(0.0);
+        metrics::counter!(m::TASKS_SPILLED, m::L_TENANT => t, m::L_FUNCTION => fname).increment(0);
         if let Some(slot) = overflows.get_mut(f.id) {
             *slot = Some(Overflow {
                 topic,
@@ -319,9 +325,11 @@ fn group_consumer(
     // buffers what matters in its own bounded queues.
     kafka::set_default(&mut cc, "queued.max.messages.kbytes", "8192");
     kafka::set_default(&mut cc, "fetch.max.bytes", "8388608");
+    kafka_stats::enable(&mut cc, config);
     let ctx = GroupContext {
         shared: shared.clone(),
         tx,
+        stats: KafkaStats::new(StatsClient::Consumer),
     };
     cc.create_with_context(ctx)
         .map_err(|source| KafkaOpError::Client {
@@ -359,7 +367,8 @@ fn publisher_producer(
         // out: keep that short (transactions here last well under a second).
         kafka::set_default(&mut cc, "transaction.timeout.ms", "10000");
     }
-    cc.create_with_context(DeliveryCounter::default())
+    kafka_stats::enable(&mut cc, config);
+    cc.create_with_context(DeliveryCounter::new(StatsClient::Producer))
         .map_err(|source| {
             SchedulerError::Kafka(KafkaOpError::Client {
                 what: "producer",

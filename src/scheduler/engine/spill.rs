@@ -1,4 +1,4 @@
-//! The engine's side of spilling ([`super::super::spill`]): forwarding a task to its
+//! The engine's side of spilling ([`crate::scheduler::spill`]): forwarding a task to its
 //! function's overflow queue in the unit that completes its shared-queue offset, and
 //! re-evaluating which functions spill.
 
