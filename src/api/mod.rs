@@ -29,7 +29,7 @@ use crate::config::{Config, ConfigError, Principal, ResolvedToken, check_name};
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, topics};
 use crate::store::indexer::{Indexer, IndexerError, IndexerStatus};
-use crate::store::model::{PartitionBacklog, QueueView, QueuesOverview, TaskLogs};
+use crate::store::model::{PartitionBacklog, QueueKind, QueueView, QueuesOverview, TaskLogs};
 use crate::store::query::TaskFilter;
 use crate::store::{Lookup, Reader, StoreError};
 use crate::submit::Submitter;
@@ -637,7 +637,13 @@ async fn queues(
                     })
                     .collect()
             });
+            let kind = match q.function.as_deref() {
+                None => QueueKind::Shared,
+                Some(f) if s.config.overflow_topic(&q.tenant, f).is_some() => QueueKind::Overflow,
+                Some(_) => QueueKind::Exclusive,
+            };
             QueueView {
+                kind,
                 backlog: partitions.iter().map(|p| p.backlog).sum(),
                 running: partitions.iter().map(|p| p.running).sum(),
                 topic,
