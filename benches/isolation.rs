@@ -27,6 +27,11 @@
 //! The figure is B's p99 with A divided by B's p99 alone, for each consumer. 1.0 means A
 //! does not slow B at all.
 //!
+//! **Over the buffer.** The same two Tidewater runs again with `max_buffered_per_partition`
+//! at a tenth of A's task count, so A's backlog is ten times the partition's buffer: A
+//! spills to its overflow queue (`scheduler.spill_after`, half the buffer) and B keeps
+//! flowing. Both runs use that buffer, so B alone may spill its own bursts too.
+//!
 //! **Memory.** Resident memory (VmRSS) of a fresh process of this bench running the
 //! scheduler in-process, so nothing measured before skews the heap. The parent creates
 //! the topics and loads the queue; the child notes its RSS before it starts the
@@ -146,10 +151,10 @@ struct Run {
     a_started_before_last_b: usize,
 }
 
-fn isolation_config(prefix: &str) -> Config {
+fn isolation_config(prefix: &str, scheduler: &str) -> Config {
     config(
         prefix,
-        "",
+        scheduler,
         r#"
         [tenants.bench.functions.a]
         executor = { type = "inprocess", handler = "slow" }
@@ -163,9 +168,9 @@ fn isolation_config(prefix: &str) -> Config {
     )
 }
 
-async fn tidewater_run(load: Load, with_a: bool, timeout: Duration) -> Run {
+async fn tidewater_run(load: Load, with_a: bool, scheduler: &str, timeout: Duration) -> Run {
     let prefix = common::prefix(if with_a { "twab" } else { "twb" });
-    let cfg = isolation_config(&prefix);
+    let cfg = isolation_config(&prefix, scheduler);
     tidewater::kafka::init_topics(&cfg).await.unwrap();
     let mut handlers = Handlers::new();
     handlers.register("slow", |_| async {
@@ -273,7 +278,7 @@ async fn fifo_consumer(topic: String, started: mpsc::UnboundedSender<(String, St
 
 async fn fifo_run(load: Load, with_a: bool, timeout: Duration) -> Run {
     let prefix = common::prefix(if with_a { "fifoab" } else { "fifob" });
-    let cfg = isolation_config(&prefix);
+    let cfg = isolation_config(&prefix, "");
     tidewater::kafka::init_topics(&cfg).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let consumer = tokio::spawn(fifo_consumer(cfg.queue_topic(TENANT, "b"), tx));
@@ -549,8 +554,12 @@ fn main() {
     let timeout = Duration::from_secs(120) + A_SLEEP * (2 * load.a as u32);
     let rt = tokio::runtime::Runtime::new().unwrap();
 
-    let tw_alone = rt.block_on(tidewater_run(load, false, timeout));
-    let tw_with_a = rt.block_on(tidewater_run(load, true, timeout));
+    let tw_alone = rt.block_on(tidewater_run(load, false, "", timeout));
+    let tw_with_a = rt.block_on(tidewater_run(load, true, "", timeout));
+    // A's backlog ten times the partition's buffer: it spills to its overflow queue.
+    let over = format!("max_buffered_per_partition = {}", (load.a / 10).max(2));
+    let tw_over_alone = rt.block_on(tidewater_run(load, false, &over, timeout));
+    let tw_over_with_a = rt.block_on(tidewater_run(load, true, &over, timeout));
     let fifo_alone = rt.block_on(fifo_run(load, false, timeout));
     let fifo_with_a = rt.block_on(fifo_run(load, true, timeout));
 
@@ -595,6 +604,13 @@ fn main() {
     let (tw_base, fifo_base) = (stats(&tw_alone), stats(&fifo_alone));
     row("tidewater, B alone", &tw_alone, None);
     row("tidewater, B with A", &tw_with_a, Some(&tw_base));
+    let over_base = stats(&tw_over_alone);
+    row("tidewater over-buffer, B", &tw_over_alone, None);
+    row(
+        "tidewater over-buffer, +A",
+        &tw_over_with_a,
+        Some(&over_base),
+    );
     row("FIFO consumer, B alone", &fifo_alone, None);
     row("FIFO consumer, B with A", &fifo_with_a, Some(&fifo_base));
     println!(

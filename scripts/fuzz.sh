@@ -6,6 +6,8 @@
 #   scripts/fuzz.sh list                     the targets
 #   scripts/fuzz.sh run TARGET [SECONDS]     fuzz one target (default 60 s)
 #   scripts/fuzz.sh all [SECONDS]            fuzz every target in turn
+#   scripts/fuzz.sh goal                     every target until 10 million executions
+#                                            or one hour, whichever comes first
 #   scripts/fuzz.sh replay                   run every seed and regression once
 #
 # A crash leaves its input in fuzz/artifacts/<target>/; once fixed, copy it to
@@ -24,17 +26,18 @@ fuzz=(cargo +nightly fuzz)
 opts=(--sanitizer none)
 
 run() {
-  local target=$1 seconds=$2
+  local target=$1 seconds=$2 runs=${3:--1}
   mkdir -p "corpus/$target"
   "${fuzz[@]}" run "${opts[@]}" "$target" "corpus/$target" "seeds/$target" -- \
-    -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1
+    -max_total_time="$seconds" -runs="$runs" -max_len=65536 -timeout=10 \
+    -rss_limit_mb=2048 -print_final_stats=1
 }
 
 case "${1:-}" in
   list) printf '%s\n' "${targets[@]}" ;;
   run) run "${2:?target}" "${3:-60}" ;;
   all) for t in "${targets[@]}"; do run "$t" "${2:-60}"; done ;;
+  goal) for t in "${targets[@]}"; do run "$t" 3600 10000000; done ;;
   replay)
     for t in "${targets[@]}"; do
       dirs=("seeds/$t")
@@ -42,5 +45,5 @@ case "${1:-}" in
       "${fuzz[@]}" run "${opts[@]}" "$t" "${dirs[@]}" -- -runs=0
     done
     ;;
-  *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac

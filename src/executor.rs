@@ -25,10 +25,16 @@ pub struct Invocation {
     pub attempt: u32,
     /// The payload.
     pub payload: Arc<Vec<u8>>,
-    /// W3C trace context, when the task has one.
+    /// W3C trace context the function continues, when there is one: the attempt's span
+    /// with traces on, else the task's own `traceparent`.
     pub traceparent: Option<String>,
+    /// W3C trace state that goes with `traceparent`.
+    pub tracestate: Option<String>,
     /// The task's headers (a `content-type` here is sent on to HTTP functions).
     pub headers: Arc<BTreeMap<String, String>>,
+    /// The attempt's OpenTelemetry span (disabled when traces are off): an HTTP call is a
+    /// client span under it.
+    pub span: tracing::Span,
 }
 
 /// Why an attempt failed.
@@ -343,6 +349,12 @@ async fn http_call(
     // replace any of the same name (insert, not append).
     let mut map = extra.clone();
     let attempt = inv.attempt.to_string();
+    // With traces on, the call is a client span and the function continues it.
+    let span = crate::otel::http_client_span(&inv.span, "POST", url);
+    let (traceparent, tracestate) = match crate::otel::context_headers(&span) {
+        Some((tp, ts)) => (Some(tp), ts),
+        None => (inv.traceparent.clone(), inv.tracestate.clone()),
+    };
     let mut ours = vec![
         (headers::TASK_ID, inv.task_id.as_str()),
         (headers::IDEMPOTENCY_KEY, inv.task_id.as_str()),
@@ -350,8 +362,11 @@ async fn http_call(
         (headers::TENANT, inv.tenant.as_str()),
         (headers::FUNCTION, inv.function.as_str()),
     ];
-    if let Some(tp) = &inv.traceparent {
+    if let Some(tp) = &traceparent {
         ours.push((headers::TRACEPARENT, tp.as_str()));
+        if let Some(ts) = &tracestate {
+            ours.push((headers::TRACESTATE, ts.as_str()));
+        }
     }
     match inv.headers.get(headers::CONTENT_TYPE) {
         Some(ct) => ours.push((headers::CONTENT_TYPE, ct.as_str())),
@@ -369,11 +384,12 @@ async fn http_call(
         .post(url.clone())
         .headers(map)
         .body(inv.payload.as_ref().clone());
-    let mut resp = req
-        .send()
-        .await
-        .map_err(|e| ExecError::retryable_failure(format!("HTTP request failed: {}", chain(&e))))?;
+    let mut resp = req.send().await.map_err(|e| {
+        crate::otel::finish_http(&span, None, false);
+        ExecError::retryable_failure(format!("HTTP request failed: {}", chain(&e)))
+    })?;
     let status = resp.status();
+    crate::otel::finish_http(&span, Some(status.as_u16()), false);
     let mut body = Vec::new();
     loop {
         match resp.chunk().await {
@@ -582,7 +598,9 @@ mod tests {
             attempt: 2,
             payload: Arc::new(payload.to_vec()),
             traceparent: None,
+            tracestate: None,
             headers: Arc::default(),
+            span: tracing::Span::none(),
         }
     }
 

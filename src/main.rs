@@ -85,7 +85,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    let result = rt.block_on(dispatch(cli));
+    // Outside the runtime's threads: the last spans are sent on the runtime.
+    tidewater::otel::shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -103,17 +106,17 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Topics(TopicsCommand::Init { dry_run }) => {
             let config = load(&cli)?;
-            telemetry::init_logging(config.telemetry.log_format);
+            telemetry::init(&config.telemetry, "topics")?;
             cli::topics::init(&config, *dry_run).await
         }
         Command::Submit(args) => {
             let config = load(&cli)?;
-            telemetry::init_logging(config.telemetry.log_format);
+            telemetry::init(&config.telemetry, "submit")?;
             cli::submit::submit(config, args).await
         }
         Command::Events(args) => {
             let config = load(&cli)?;
-            telemetry::init_logging(config.telemetry.log_format);
+            telemetry::init(&config.telemetry, "events")?;
             cli::events::events(config, args.clone()).await
         }
         Command::Serve(args) => cli::serve::serve(load(&cli)?, args).await,

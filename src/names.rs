@@ -119,6 +119,8 @@ pub mod headers {
     pub const CONTENT_TYPE_AVRO: &str = "application/avro";
     /// W3C trace context of the task, passed on to executors and outcome events.
     pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace state that goes with [`TRACEPARENT`].
+    pub const TRACESTATE: &str = "tracestate";
     /// Task id, on outcome and status events and on executor requests.
     pub const TASK_ID: &str = "tw-task-id";
     /// Tenant, on outcome and status events.
@@ -144,6 +146,9 @@ pub mod headers {
     /// `true` marks the record key as an ordering key: tasks with the same key (in one
     /// partition) run one at a time, in offset order.
     pub const ORDERED: &str = "tw-ordered";
+    /// On a task forwarded to its function's overflow queue: where it was read,
+    /// `<topic>/<partition>/<offset>`.
+    pub const SPILLED_FROM: &str = "tw-spilled-from";
     /// Idempotency key sent to HTTP executors (the task id).
     pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     /// The redrive that re-submitted a task: a task header of the redriven task (carried
@@ -225,6 +230,11 @@ pub mod metrics {
     /// Gauge: tasks this scheduler holds until their time (a retry's backoff, or
     /// `not_before` read back from a delay topic).
     pub const TASKS_DELAYED: &str = "tidewater_tasks_delayed";
+    /// Counter: tasks forwarded from a shared queue to their function's overflow queue,
+    /// by tenant and function.
+    pub const TASKS_SPILLED: &str = "tidewater_tasks_spilled_total";
+    /// Gauge: 1 while a function spills in this scheduler, else 0; by tenant and function.
+    pub const FUNCTION_SPILLING: &str = "tidewater_function_spilling";
     /// Gauge: 1 when a component of this process makes progress, 0 when it cannot (for
     /// example, no durable batch while the cluster is away), by component.
     pub const READY: &str = "tidewater_ready";
@@ -259,6 +269,25 @@ pub mod metrics {
     /// runs at once), by tenant and function.
     pub const CONCURRENCY_LIMIT: &str = "tidewater_function_concurrency_limit";
 
+    /// Counter: failed, expired and stopped tasks whose outcome went to a failure
+    /// destination, by tenant, function and destination (the topic, or `function:<name>`
+    /// for a compensation function).
+    pub const DEAD_LETTERED: &str = "tidewater_tasks_dead_lettered_total";
+    /// Gauge: per assigned queue partition, seconds since the submission of its oldest task
+    /// not started, as far as this scheduler knows, by topic and partition (the rules are
+    /// in `scheduler::waiting`).
+    pub const OLDEST_TASK_AGE: &str = "tidewater_queue_oldest_task_age_seconds";
+    /// Gauge: round-trip time to a broker as a Kafka client of this process sees it
+    /// (librdkafka statistics), by client, broker and stat (`avg`, `p99`).
+    pub const KAFKA_BROKER_RTT: &str = "tidewater_kafka_broker_rtt_seconds";
+    /// Gauge: messages waiting in a producer's queue (librdkafka `msg_cnt`), by client.
+    pub const KAFKA_PRODUCER_QUEUE_MESSAGES: &str = "tidewater_kafka_producer_queue_messages";
+    /// Gauge: bytes waiting in a producer's queue (librdkafka `msg_size`), by client.
+    pub const KAFKA_PRODUCER_QUEUE_BYTES: &str = "tidewater_kafka_producer_queue_bytes";
+    /// Gauge: records of a partition past the last one librdkafka handed to this process,
+    /// by client, topic and partition.
+    pub const KAFKA_CONSUMER_FETCH_LAG: &str = "tidewater_kafka_consumer_fetch_lag";
+
     /// Every metric above: the README's metrics table must list exactly these (tested).
     pub const ALL: &[&str] = &[
         TASKS_SUBMITTED,
@@ -280,6 +309,8 @@ pub mod metrics {
         TRANSACTIONS,
         SKIPPED,
         TASKS_DELAYED,
+        TASKS_SPILLED,
+        FUNCTION_SPILLING,
         READY,
         PRODUCER_RESTARTS,
         OUTCOMES_FENCED,
@@ -295,6 +326,12 @@ pub mod metrics {
         CONCURRENCY_LIMIT,
         API_PANICS,
         RECORDS_SKIPPED,
+        DEAD_LETTERED,
+        OLDEST_TASK_AGE,
+        KAFKA_BROKER_RTT,
+        KAFKA_PRODUCER_QUEUE_MESSAGES,
+        KAFKA_PRODUCER_QUEUE_BYTES,
+        KAFKA_CONSUMER_FETCH_LAG,
     ];
 
     /// Label: tenant name.
@@ -315,6 +352,15 @@ pub mod metrics {
     pub const L_TOPIC: &str = "topic";
     /// Label: partition number.
     pub const L_PARTITION: &str = "partition";
+    /// Label: where an outcome went (a topic name from the configuration, or
+    /// `function:<name>`).
+    pub const L_DESTINATION: &str = "destination";
+    /// Label: which Kafka client of the process (`consumer`, `producer`, `indexer`).
+    pub const L_CLIENT: &str = "client";
+    /// Label: a broker, as `host:port` (the brokers of the cluster: a bounded set).
+    pub const L_BROKER: &str = "broker";
+    /// Label: which statistic of a window (`avg`, `p99`).
+    pub const L_STAT: &str = "stat";
 
     /// Label value used for a function or tenant name that is not configured, so input
     /// cannot create unbounded label sets.
@@ -403,6 +449,14 @@ pub mod metrics {
             "Tasks held in memory (queued, running, waiting to retry)."
         );
         describe_gauge!(BUFFERED_BYTES, Unit::Bytes, "Payload bytes held in memory.");
+        describe_counter!(
+            TASKS_SPILLED,
+            "Tasks forwarded from a shared queue to their function's overflow queue."
+        );
+        describe_gauge!(
+            FUNCTION_SPILLING,
+            "1 while the function spills to its overflow queue in this scheduler."
+        );
         describe_gauge!(
             PARTITIONS_PAUSED,
             "Partitions whose fetching is paused because a buffer is full."
@@ -446,6 +500,33 @@ pub mod metrics {
         describe_counter!(
             API_PANICS,
             "API requests whose handler panicked; each was answered 500."
+        );
+        describe_counter!(
+            DEAD_LETTERED,
+            "Failed, expired and stopped tasks whose outcome went to a failure destination (a topic, or function:<name>)."
+        );
+        describe_gauge!(
+            OLDEST_TASK_AGE,
+            Unit::Seconds,
+            "Per assigned queue partition: time since the submission of its oldest task not started (0 when none waits)."
+        );
+        describe_gauge!(
+            KAFKA_BROKER_RTT,
+            Unit::Seconds,
+            "Round-trip time to each broker seen by a Kafka client (librdkafka statistics; stat=avg|p99)."
+        );
+        describe_gauge!(
+            KAFKA_PRODUCER_QUEUE_MESSAGES,
+            "Messages waiting in a producer's queue (librdkafka msg_cnt)."
+        );
+        describe_gauge!(
+            KAFKA_PRODUCER_QUEUE_BYTES,
+            Unit::Bytes,
+            "Bytes waiting in a producer's queue (librdkafka msg_size)."
+        );
+        describe_gauge!(
+            KAFKA_CONSUMER_FETCH_LAG,
+            "Records of a partition past the last one librdkafka handed to this process (librdkafka statistics)."
         );
     }
 }

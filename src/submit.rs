@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::codec::{self, CodecError, Encoding, Task};
 use crate::config::Config;
 use crate::kafka::{self, KafkaOpError};
 use crate::names::headers as h;
+use crate::otel;
 
 /// Why a task was not submitted.
 #[derive(Debug, thiserror::Error)]
@@ -94,16 +96,28 @@ impl Submitter {
         Ok((topic, codec::encode_task_as(task, self.encoding)?))
     }
 
+    /// The record's headers: its content type and, with traces on, the context of a
+    /// producer `send` span (a child of the current span, such as an API request's), which
+    /// the scheduler's `process` span continues.
+    fn headers(&self, topic: &str, task: &Task) -> (OwnedHeaders, tracing::Span) {
+        let span = otel::send_span(topic, &task.id);
+        let mut pairs = vec![(h::CONTENT_TYPE, self.encoding.content_type().to_string())];
+        if let Some((traceparent, tracestate)) = otel::context_headers(&span) {
+            pairs.push((h::TRACEPARENT, traceparent));
+            pairs.extend(tracestate.map(|ts| (h::TRACESTATE, ts)));
+        }
+        let headers = kafka::headers(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+        (headers, span)
+    }
+
     /// Submits one task and waits for Kafka's acknowledgement; returns (partition, offset).
     pub async fn submit(&self, tenant: &str, task: &Task) -> Result<(i32, i64), SubmitError> {
         let (topic, value) = self.encode(tenant, task)?;
+        let (headers, _span) = self.headers(&topic, task);
         let record = FutureRecord::to(&topic)
             .key(&task.id)
             .payload(&value)
-            .headers(kafka::headers([(
-                h::CONTENT_TYPE,
-                self.encoding.content_type(),
-            )]));
+            .headers(headers);
         self.producer
             .send(record, Duration::from_secs(30))
             .await
@@ -138,13 +152,11 @@ impl Submitter {
         };
         for task in tasks {
             let (topic, value) = self.encode(tenant, &task)?;
+            let (headers, _span) = self.headers(&topic, &task);
             let mut record = FutureRecord::to(&topic)
                 .key(&task.id)
                 .payload(&value)
-                .headers(kafka::headers([(
-                    h::CONTENT_TYPE,
-                    self.encoding.content_type(),
-                )]));
+                .headers(headers);
             loop {
                 match self.producer.send_result(record) {
                     Ok(fut) => {

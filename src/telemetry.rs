@@ -1,4 +1,5 @@
-//! Logs (`tracing`, human or JSON) and the Prometheus `/metrics` endpoint.
+//! Logs (`tracing`, human or JSON), OpenTelemetry traces ([`crate::otel`]) and the
+//! Prometheus `/metrics` endpoint.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -6,7 +7,12 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::LogFormat;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::config::{LogFormat, TelemetryConfig};
 use crate::names::metrics as m;
 
 /// Why telemetry could not start.
@@ -15,6 +21,9 @@ pub enum TelemetryError {
     /// The metrics recorder could not be installed.
     #[error("cannot install the metrics recorder: {0}")]
     Recorder(String),
+    /// Traces were asked for but cannot be sent.
+    #[error(transparent)]
+    Traces(#[from] crate::otel::TraceError),
     /// The metrics address could not be bound.
     #[error("cannot listen for /metrics on {addr}: {source}")]
     Bind {
@@ -25,19 +34,37 @@ pub enum TelemetryError {
     },
 }
 
-/// Installs the global `tracing` subscriber. Levels come from `RUST_LOG` (default `info`).
-/// Calling it again is harmless.
-pub fn init_logging(format: LogFormat) {
+/// Installs the global `tracing` subscriber: logs to stderr (levels from `RUST_LOG`,
+/// default `info`) and, when `telemetry.otlp_endpoint` is set, OpenTelemetry spans.
+/// `component` names the process in the traces' default service name (`scheduler`,
+/// `api`, ...). Call it inside the async runtime, and [`crate::otel::shutdown`] at the
+/// end. Calling it again is harmless.
+pub fn init(cfg: &TelemetryConfig, component: &str) -> Result<(), TelemetryError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Spans meant for traces stay out of the log lines.
+    let logged = filter.and(filter_fn(|meta| meta.target() != crate::otel::TARGET));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = match cfg.log_format {
+        LogFormat::Human => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let traces = crate::otel::tracer(cfg, component)?.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_level(false)
+            .with_target(false)
+            .with_filter(filter_fn(|meta| meta.target() == crate::otel::TARGET))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(logged))
+        .with(traces)
+        .try_init();
+    Ok(())
 }
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.

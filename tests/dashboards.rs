@@ -401,6 +401,15 @@ const WORKLOAD_SERIES: &[&str] = &[
     r#"tidewater_ready{component="indexer"}"#,
     r#"tidewater_queue_lag_total"#,
     r#"tidewater_tasks_running{function="slow"}"#,
+    // Failed after their retry, and stopped: to the tenant's dead-letter topic.
+    r#"tidewater_tasks_dead_lettered_total{function="flaky"}"#,
+    r#"tidewater_tasks_dead_lettered_total{function="hold"}"#,
+    // Slow tasks queue up behind a concurrency of 1.
+    r#"tidewater_queue_oldest_task_age_seconds{topic=~".*slow"}"#,
+    // librdkafka's statistics of every kind of client.
+    r#"tidewater_kafka_broker_rtt_seconds{client="consumer"}"#,
+    r#"tidewater_kafka_broker_rtt_seconds{client="producer"}"#,
+    r#"tidewater_kafka_broker_rtt_seconds{client="indexer"}"#,
 ];
 
 #[test]
@@ -662,7 +671,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             }
         }
     }
-    assert!(rule_count >= 7, "alert rules loaded: {rule_count}");
+    assert!(rule_count >= 9, "alert rules loaded: {rule_count}");
 
     // SIGTERM: the schedulers cancel running attempts (and their processes) and drain.
     supervisor.terminate(Duration::from_secs(60));

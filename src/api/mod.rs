@@ -29,7 +29,7 @@ use crate::config::{Config, ConfigError, Principal, ResolvedToken, check_name};
 use crate::kafka::{self, KafkaOpError};
 use crate::names::{headers as h, topics};
 use crate::store::indexer::{Indexer, IndexerError, IndexerStatus};
-use crate::store::model::{PartitionBacklog, QueueView, QueuesOverview, TaskLogs};
+use crate::store::model::{PartitionBacklog, QueueKind, QueueView, QueuesOverview, TaskLogs};
 use crate::store::query::TaskFilter;
 use crate::store::{Lookup, Reader, StoreError};
 use crate::submit::Submitter;
@@ -41,6 +41,7 @@ pub mod records;
 pub mod redrive;
 pub mod tls;
 mod whoami;
+mod trace;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, MAX_URI_BYTES};
 pub use records::TaskRecord;
@@ -284,6 +285,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/v1/tasks/{id}/stop", post(stop_task))
         .route("/v1/queues", get(queues))
         .route("/v1/whoami", get(whoami::whoami))
+        .route_layer(axum::middleware::from_fn(trace::traced))
         .merge(console::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
@@ -674,7 +676,13 @@ async fn queues(
                     })
                     .collect()
             });
+            let kind = match q.function.as_deref() {
+                None => QueueKind::Shared,
+                Some(f) if s.config.overflow_topic(&q.tenant, f).is_some() => QueueKind::Overflow,
+                Some(_) => QueueKind::Exclusive,
+            };
             QueueView {
+                kind,
                 backlog: partitions.iter().map(|p| p.backlog).sum(),
                 running: partitions.iter().map(|p| p.running).sum(),
                 topic,

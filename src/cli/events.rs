@@ -13,6 +13,7 @@ use tidewater::codec;
 use tidewater::config::Config;
 use tidewater::kafka;
 use tidewater::names::headers as h;
+use tidewater::otel;
 
 #[derive(Args, Clone)]
 pub struct EventsArgs {
@@ -53,6 +54,7 @@ fn record_json(msg: &rdkafka::message::BorrowedMessage<'_>) -> serde_json::Value
     let value = msg.payload().unwrap_or_default();
     let mut event = None;
     let mut content_type = None;
+    let mut traceparent = None;
     if let Some(hs) = msg.headers() {
         for hd in hs.iter() {
             let v = hd.value.and_then(|v| std::str::from_utf8(v).ok());
@@ -60,6 +62,8 @@ fn record_json(msg: &rdkafka::message::BorrowedMessage<'_>) -> serde_json::Value
                 event = v;
             } else if hd.key == h::CONTENT_TYPE {
                 content_type = v;
+            } else if hd.key.eq_ignore_ascii_case(h::TRACEPARENT) {
+                traceparent = v;
             }
         }
     }
@@ -95,7 +99,38 @@ fn record_json(msg: &rdkafka::message::BorrowedMessage<'_>) -> serde_json::Value
     out["_topic"] = msg.topic().into();
     out["_partition"] = msg.partition().into();
     out["_offset"] = msg.offset().into();
+    if let Some(tp) = traceparent {
+        out["_traceparent"] = tp.into();
+    }
     out
+}
+
+/// With traces on, reading a record is a consumer `process` span that continues the
+/// record's trace (the outcome of a task continues the task's).
+fn process_span(
+    group: &str,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    json: &serde_json::Value,
+) -> tracing::Span {
+    if !otel::enabled() {
+        return tracing::Span::none();
+    }
+    let field = |name: &str| json.get(name).and_then(serde_json::Value::as_str);
+    let consumed = otel::Consumed {
+        topic: msg.topic(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        group,
+        traceparent: field("_traceparent"),
+        tracestate: None,
+    };
+    let id = field("task_id").or_else(|| field("id")).unwrap_or_default();
+    otel::process_span(
+        &consumed,
+        id,
+        field("tenant").unwrap_or_default(),
+        field("function").unwrap_or_default(),
+    )
 }
 
 /// `tidewater events TOPIC`. The metadata fetch and the poll loop block, so they run on
@@ -108,7 +143,8 @@ pub async fn events(config: Config, args: EventsArgs) -> Result<()> {
 /// `--idle` without one.
 fn print_events(config: &Config, args: &EventsArgs) -> Result<()> {
     let mut cc = kafka::client_config(config);
-    cc.set("group.id", format!("{}.events-cli", config.topics.prefix));
+    let group = format!("{}.events-cli", config.topics.prefix);
+    cc.set("group.id", &group);
     cc.set("enable.auto.commit", "false");
     cc.set("isolation.level", "read_committed");
     let consumer: BaseConsumer = cc.create()?;
@@ -136,6 +172,7 @@ fn print_events(config: &Config, args: &EventsArgs) -> Result<()> {
                 seen += 1;
                 last = Instant::now();
                 let json = record_json(&msg);
+                let _span = process_span(&group, &msg, &json);
                 let line = if args.brief {
                     brief_line(&json)
                 } else {

@@ -81,7 +81,7 @@ async fn supervise(
     bootstrap_servers: Option<&str>,
     replicas: Replicas,
 ) -> Result<()> {
-    telemetry::init_logging(config.telemetry.log_format);
+    telemetry::init(&config.telemetry, "supervisor")?;
     let shutdown = start_metrics_and_signals(&config).await?;
     let mut args: Vec<std::ffi::OsString> = vec!["--config".into(), config_path.into()];
     if let Some(b) = bootstrap_servers {
@@ -118,7 +118,7 @@ async fn supervise(
 
 /// `tidewater run`: one scheduler in this process.
 async fn run_scheduler(config: Config) -> Result<()> {
-    telemetry::init_logging(config.telemetry.log_format);
+    telemetry::init(&config.telemetry, "scheduler")?;
     // Started by a supervisor: stop with it, even if it is killed.
     scale::supervisor::adopt_parent_death_signal();
     let shutdown = start_metrics_and_signals(&config).await?;

@@ -37,7 +37,7 @@ pub async fn serve(mut config: Config, args: &ServeArgs) -> Result<()> {
         config.telemetry.metrics_listen = m.clone();
     }
     config.validate()?;
-    telemetry::init_logging(config.telemetry.log_format);
+    telemetry::init(&config.telemetry, "api")?;
     let shutdown = start_metrics_and_signals(&config).await?;
     let addr = config.api.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -425,8 +425,12 @@ pub async fn queues(config_path: &Path, args: &QueuesArgs) -> Result<()> {
             queue.per_minute.iter().map(f).sum()
         };
         let last = queue.per_minute.last();
+        let name = match queue.kind {
+            tidewater::store::model::QueueKind::Overflow => format!("{} (overflow)", queue.topic),
+            _ => queue.topic.clone(),
+        };
         rows.push(vec![
-            queue.topic.clone(),
+            name,
             "all".into(),
             queue.backlog.to_string(),
             queue.running.to_string(),

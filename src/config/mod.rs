@@ -159,19 +159,29 @@ impl Config {
     }
 
     /// Every queue topic the configuration implies: each tenant's shared queue and each
-    /// exclusive function queue.
+    /// function's own queue (its exclusive queue, or the overflow queue a function on the
+    /// shared queue spills to while spilling is on).
     pub fn queue_topics(&self) -> Vec<String> {
         let prefix = &self.topics.prefix;
+        let spills = self.scheduler.spill_threshold() > 0;
         let mut out = Vec::new();
         for (tname, tenant) in &self.tenants {
             out.push(topic_names::tenant_queue(prefix, tname));
             for (fname, f) in &tenant.functions {
-                if f.queue == QueueMode::Exclusive {
+                if f.queue == QueueMode::Exclusive || spills {
                     out.push(topic_names::function_queue(prefix, tname, fname));
                 }
             }
         }
         out
+    }
+
+    /// The overflow queue of a function on its tenant's shared queue, while spilling is
+    /// on (`scheduler.spill_after`); `None` for an exclusive function or an unknown one.
+    pub fn overflow_topic(&self, tenant: &str, function: &str) -> Option<String> {
+        let f = self.function(tenant, function)?;
+        (f.queue == QueueMode::Shared && self.scheduler.spill_threshold() > 0)
+            .then(|| topic_names::function_queue(&self.topics.prefix, tenant, function))
     }
 
     /// The failure destination for a tenant's tasks when no function decides.
@@ -298,7 +308,16 @@ pub(crate) mod tests {
         assert_eq!(f.concurrency.get(), 4);
         assert_eq!(f.timeout, Duration::from_secs(5));
         assert_eq!(f.max_attempts.get(), 3);
-        assert_eq!(c.queue_topics(), vec!["tw.q.acme", "tw.q.acme.report"]);
+        assert_eq!(
+            c.queue_topics(),
+            vec!["tw.q.acme", "tw.q.acme.report", "tw.q.acme.resize"],
+            "the shared function's overflow queue too"
+        );
+        assert_eq!(
+            c.overflow_topic("acme", "resize").as_deref(),
+            Some("tw.q.acme.resize")
+        );
+        assert_eq!(c.overflow_topic("acme", "report"), None, "exclusive");
         assert_eq!(c.queue_topic("acme", "report"), "tw.q.acme.report");
         assert_eq!(c.queue_topic("acme", "resize"), "tw.q.acme");
         assert_eq!(c.failure_destination("acme", "resize"), "tw.dlq.acme");

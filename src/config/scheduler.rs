@@ -26,6 +26,14 @@ pub struct SchedulerConfig {
     /// fetching from that partition pauses. Default 10000.
     #[serde(default = "default_max_buffered_per_partition")]
     pub max_buffered_per_partition: NonZeroUsize,
+    /// When one function holds this many tasks from one shared partition, its further
+    /// tasks from the shared queue are forwarded to its overflow queue
+    /// `<prefix>.q.<tenant>.<function>` instead of held, so that it cannot fill the
+    /// partition's buffer and hold up the other functions. A number up to 1.0 is a share
+    /// of `max_buffered_per_partition`; above 1, a count of tasks; 0 turns spilling off.
+    /// Default 0.5.
+    #[serde(default = "default_spill_after")]
+    pub spill_after: f64,
     /// Payload bytes held per partition before fetching from it pauses. Default 33554432
     /// (32 MiB).
     #[serde(default = "default_max_buffered_bytes_per_partition")]
@@ -82,6 +90,9 @@ fn default_max_log_bytes() -> NonZeroUsize {
 fn default_max_running() -> NonZeroUsize {
     nz(256)
 }
+fn default_spill_after() -> f64 {
+    0.5
+}
 fn default_max_buffered_per_partition() -> NonZeroUsize {
     nz(10_000)
 }
@@ -116,6 +127,7 @@ impl Default for SchedulerConfig {
             max_log_bytes: default_max_log_bytes(),
             dedupe_window: default_dedupe_window(),
             max_buffered_per_partition: default_max_buffered_per_partition(),
+            spill_after: default_spill_after(),
             max_buffered_bytes_per_partition: default_max_buffered_bytes_per_partition(),
             max_buffered: default_max_buffered(),
             max_buffered_bytes: default_max_buffered_bytes(),
@@ -129,10 +141,28 @@ impl Default for SchedulerConfig {
 }
 
 impl SchedulerConfig {
+    /// Tasks of one function held from one shared partition before it spills (0: never).
+    pub fn spill_threshold(&self) -> usize {
+        let max = self.max_buffered_per_partition.get();
+        if self.spill_after <= 0.0 {
+            0
+        } else if self.spill_after <= 1.0 {
+            ((max as f64 * self.spill_after).ceil() as usize).clamp(1, max)
+        } else {
+            (self.spill_after.round() as usize).min(max)
+        }
+    }
+
     /// Checks what the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.commit_interval.is_zero() {
             return Err(invalid("scheduler.commit_interval", "must be more than 0"));
+        }
+        if !self.spill_after.is_finite() || self.spill_after < 0.0 {
+            return Err(invalid(
+                "scheduler.spill_after",
+                "must be 0 (off), a share up to 1.0, or a count of tasks",
+            ));
         }
         if let Some(id) = &self.id {
             if id.trim().is_empty() {

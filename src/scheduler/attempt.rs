@@ -13,6 +13,7 @@ use crate::clock::now_ms;
 use crate::codec::{Attempt, TaskStatus};
 use crate::executor::{ExecError, Invocation};
 use crate::names::metrics as m;
+use crate::otel;
 
 /// What one attempt came to.
 pub(super) enum AttemptResult {
@@ -53,14 +54,20 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
     );
     let running = gauge!(m::TASKS_RUNNING, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone());
     running.increment(1.0);
+    let span = otel::attempt_span(&job.span, &f.name, attempt_no);
     let inv = Invocation {
         task_id: job.outcome.task_id.clone(),
         tenant: f.tenant.clone(),
         function: f.name.clone(),
         attempt: attempt_no,
         payload: job.payload.clone(),
-        traceparent: job.record.traceparent.clone(),
+        // With traces on, the function continues the attempt's span; else the submitter's.
+        traceparent: otel::context_headers(&span)
+            .map(|(tp, _)| tp)
+            .or_else(|| job.record.traceparent.clone()),
+        tracestate: job.record.tracestate.clone(),
         headers: job.headers.clone(),
+        span: span.clone(),
     };
     let clock = Instant::now();
     let (result, captured) = tokio::select! {
@@ -72,6 +79,7 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
         // Dropping the execution aborts an HTTP call and kills a command's process.
         _ = cancel.cancelled() => {
             running.decrement(1.0);
+            otel::finish_attempt(&span, "stopped");
             histogram!(m::EXECUTION_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
                 .record(clock.elapsed().as_secs_f64());
             counter!(m::ATTEMPTS, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_RESULT => "stopped")
@@ -89,6 +97,13 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
     histogram!(m::EXECUTION_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
         .record(clock.elapsed().as_secs_f64());
     let outcome_label = if result.is_ok() { "success" } else { "failure" };
+    otel::finish_attempt(
+        &span,
+        match &result {
+            Err(ExecError::Timeout(_)) => "timeout",
+            _ => outcome_label,
+        },
+    );
     counter!(m::ATTEMPTS, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_RESULT => outcome_label)
         .increment(1);
     job.outcome.attempts.push(Attempt {

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::offsets::{OffsetTracker, TopicPartition};
 use super::worker::Signal;
 use crate::codec::Source;
+use crate::kafka_stats::KafkaStats;
 use crate::names::{headers as h, metrics as m};
 
 /// A fetched record, owned, with what the scheduler needs from it.
@@ -40,6 +41,8 @@ pub struct Record {
     pub content_type: Option<String>,
     /// `traceparent` header.
     pub traceparent: Option<String>,
+    /// `tracestate` header.
+    pub tracestate: Option<String>,
     /// Whether the key is an ordering key (`tw-ordered: true`).
     pub ordered: bool,
     /// Record timestamp, ms.
@@ -51,6 +54,7 @@ impl Record {
     pub fn from_message<M: Message>(msg: &M) -> Self {
         let mut content_type = None;
         let mut traceparent = None;
+        let mut tracestate = None;
         let mut ordered = false;
         if let Some(hs) = msg.headers() {
             for hd in hs.iter() {
@@ -59,6 +63,8 @@ impl Record {
                     content_type = value.map(str::to_string);
                 } else if hd.key.eq_ignore_ascii_case(h::TRACEPARENT) {
                     traceparent = value.map(str::to_string);
+                } else if hd.key.eq_ignore_ascii_case(h::TRACESTATE) {
+                    tracestate = value.map(str::to_string);
                 } else if hd.key.eq_ignore_ascii_case(h::ORDERED) {
                     ordered = value.is_some_and(|v| v.eq_ignore_ascii_case("true"));
                 }
@@ -72,6 +78,7 @@ impl Record {
             value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             content_type,
             traceparent,
+            tracestate,
             ordered,
             timestamp_ms: msg.timestamp().to_millis(),
         }
@@ -211,9 +218,15 @@ pub struct GroupContext {
     pub shared: Arc<Shared>,
     /// To the dispatcher.
     pub tx: mpsc::Sender<FromConsumer>,
+    /// librdkafka's statistics of this consumer, exported as metrics.
+    pub stats: KafkaStats,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.stats.record(statistics);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::offsets::TopicPartition;
+use super::waiting::{Queued, Waiting};
 
 /// Index of a function in the dispatcher.
 pub type FnId = usize;
@@ -96,6 +97,9 @@ pub struct Entry<T> {
     /// Its ordering key: tasks with the same key (per partition) run one at a time, in
     /// the order they arrived.
     pub key: Option<String>,
+    /// Set for a task read from a queue topic: it counts as waiting (for the age of the
+    /// oldest waiting task) from [`Dispatcher::push`] until it is handed out.
+    pub queued: Option<Queued>,
 }
 
 #[derive(Debug)]
@@ -124,11 +128,15 @@ pub struct Dispatcher<T> {
     /// Keys whose head task is queued or running, with the tasks waiting behind it.
     keys: HashMap<(TopicPartition, String), VecDeque<Entry<T>>>,
     partitions: HashMap<TopicPartition, Buffered>,
+    /// Tasks held per partition and function (indexed by [`FnId`]).
+    by_function: HashMap<TopicPartition, Vec<usize>>,
     total: Buffered,
     running: usize,
     max_running: usize,
     /// Virtual time of the last dispatch.
     vclock: f64,
+    /// Tasks of queue partitions pushed and not handed out yet.
+    waiting: Waiting,
 }
 
 impl<T> Dispatcher<T> {
@@ -138,10 +146,12 @@ impl<T> Dispatcher<T> {
             functions: Vec::new(),
             keys: HashMap::new(),
             partitions: HashMap::new(),
+            by_function: HashMap::new(),
             total: Buffered::default(),
             running: 0,
             max_running: max_running.max(1),
             vclock: 0.0,
+            waiting: Waiting::default(),
         }
     }
 
@@ -157,13 +167,31 @@ impl<T> Dispatcher<T> {
         self.functions.len() - 1
     }
 
+    fn count_function(&mut self, tp: &TopicPartition, f: FnId, held: bool) {
+        if held {
+            let counts = self.by_function.entry(tp.clone()).or_default();
+            if counts.len() <= f {
+                counts.resize(f + 1, 0);
+            }
+            if let Some(c) = counts.get_mut(f) {
+                *c += 1;
+            }
+        } else if let Some(c) = self.by_function.get_mut(tp).and_then(|c| c.get_mut(f)) {
+            *c = c.saturating_sub(1);
+        }
+    }
+
     /// Accepts a fetched task. It waits behind earlier tasks with the same key.
     pub fn push(&mut self, entry: Entry<T>) {
+        if let Some(q) = entry.queued {
+            self.waiting.add(&entry.tp, q);
+        }
         let b = self.partitions.entry(entry.tp.clone()).or_default();
         b.count += 1;
         b.bytes += entry.bytes;
         self.total.count += 1;
         self.total.bytes += entry.bytes;
+        self.count_function(&entry.tp, entry.function, true);
         if let Some(key) = &entry.key {
             let k = (entry.tp.clone(), key.clone());
             if let Some(waiting) = self.keys.get_mut(&k) {
@@ -191,6 +219,37 @@ impl<T> Dispatcher<T> {
     /// [`Dispatcher::requeue`] or [`Dispatcher::task_finished`]. Keys are not held.
     pub fn account(&mut self, entry: &Entry<T>) {
         self.hold(&entry.tp, entry.bytes);
+        self.count_function(&entry.tp, entry.function, true);
+    }
+
+    /// Releases what [`Dispatcher::account`] accounted for a task that never entered the
+    /// queues (forwarded elsewhere); keys are not touched.
+    pub fn unaccount(&mut self, entry: &Entry<T>) {
+        self.release(&entry.tp, entry.bytes);
+        self.count_function(&entry.tp, entry.function, false);
+    }
+
+    /// Tasks of function `f` held from partition `tp`.
+    pub fn held_by(&self, tp: &TopicPartition, f: FnId) -> usize {
+        self.by_function
+            .get(tp)
+            .and_then(|c| c.get(f))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Tasks of function `f` held from the partitions `pick` chooses.
+    pub fn held_from(&self, f: FnId, pick: impl Fn(&TopicPartition) -> bool) -> usize {
+        self.by_function
+            .iter()
+            .filter(|(tp, _)| pick(tp))
+            .filter_map(|(_, c)| c.get(f))
+            .sum()
+    }
+
+    /// Whether a task with ordering key `key` of partition `tp` is held (queued or running).
+    pub fn key_held(&self, tp: &TopicPartition, key: &str) -> bool {
+        self.keys.contains_key(&(tp.clone(), key.to_string()))
     }
 
     /// Accounts memory held for a partition outside any queue (input that cannot run,
@@ -255,6 +314,9 @@ impl<T> Dispatcher<T> {
             }
             let (_, id) = best?;
             let entry = self.functions[id].ready.pop_front()?;
+            if let Some(q) = entry.queued {
+                self.waiting.remove(&entry.tp, q);
+            }
             if !accept(&entry) {
                 self.forget(&entry);
                 dropped.push(entry);
@@ -291,6 +353,7 @@ impl<T> Dispatcher<T> {
             b.count = b.count.saturating_sub(1);
             b.bytes = b.bytes.saturating_sub(entry.bytes);
         }
+        self.count_function(&entry.tp, entry.function, false);
         self.total.count = self.total.count.saturating_sub(1);
         self.total.bytes = self.total.bytes.saturating_sub(entry.bytes);
         if let Some(key) = &entry.key {
@@ -320,6 +383,7 @@ impl<T> Dispatcher<T> {
     /// Removes every queued task of a partition (revoked); returns them. Running tasks
     /// and tasks waiting to retry are the caller's to finish or abandon.
     pub fn drop_partition(&mut self, tp: &TopicPartition) -> Vec<T> {
+        self.waiting.drop_partition(tp);
         let mut out = Vec::new();
         for f in &mut self.functions {
             let (gone, keep): (VecDeque<_>, VecDeque<_>) =
@@ -335,6 +399,7 @@ impl<T> Dispatcher<T> {
         }
         let mut items = Vec::with_capacity(out.len());
         for e in out {
+            self.count_function(&e.tp, e.function, false);
             if let Some(b) = self.partitions.get_mut(&e.tp) {
                 b.count = b.count.saturating_sub(1);
                 b.bytes = b.bytes.saturating_sub(e.bytes);
@@ -348,6 +413,8 @@ impl<T> Dispatcher<T> {
 
     /// Forgets a partition's accounting (after it was revoked and drained).
     pub fn forget_partition(&mut self, tp: &TopicPartition) {
+        self.by_function.remove(tp);
+        self.waiting.drop_partition(tp);
         if let Some(b) = self.partitions.remove(tp) {
             self.total.count = self.total.count.saturating_sub(b.count);
             self.total.bytes = self.total.bytes.saturating_sub(b.bytes);
@@ -391,6 +458,11 @@ impl<T> Dispatcher<T> {
     pub fn queued(&self, id: FnId) -> usize {
         self.functions.get(id).map_or(0, |f| f.ready.len())
     }
+
+    /// The tasks of queue partitions that wait to be handed out (the oldest task's age).
+    pub fn waiting(&mut self) -> &mut Waiting {
+        &mut self.waiting
+    }
 }
 
 #[cfg(test)]
@@ -414,6 +486,11 @@ mod tests {
             tp: TopicPartition::new("q", 0),
             bytes: 10,
             key: key.map(str::to_string),
+            queued: Some(Queued {
+                offset,
+                since_ms: 1000 * offset,
+                read_ms: 0,
+            }),
         }
     }
 
@@ -567,6 +644,36 @@ mod tests {
     }
 
     #[test]
+    fn tasks_wait_until_they_are_handed_out_behind_limits_and_keys() {
+        let mut d = Dispatcher::new(100);
+        let f = d.add_function(limits(1, 1.0));
+        let tp = TopicPartition::new("q", 0);
+        d.push(entry(f, 0, Some("k")));
+        d.push(entry(f, 1, Some("k")));
+        d.push(entry(f, 2, None));
+        assert_eq!(d.waiting().len(), 3);
+        assert_eq!(
+            d.waiting().oldest_age(&tp, 10_000),
+            10.0,
+            "offset 0, submitted at 0"
+        );
+        let first = next(&mut d, Instant::now()).unwrap();
+        assert_eq!(first.item, 0);
+        // Offset 1 waits behind its key, offset 2 behind the concurrency limit.
+        assert_eq!(d.waiting().len(), 2);
+        assert_eq!(d.waiting().oldest_age(&tp, 10_000), 9.0);
+        // A retry that is due goes back to the queue: it has started once, it does not wait.
+        d.attempt_finished(f);
+        d.requeue(first);
+        assert_eq!(d.waiting().len(), 2);
+        let retried = next(&mut d, Instant::now()).unwrap();
+        assert_eq!(retried.item, 0);
+        d.drop_partition(&tp);
+        assert_eq!(d.waiting().len(), 0);
+        assert_eq!(d.waiting().oldest_age(&tp, 10_000), 0.0);
+    }
+
+    #[test]
     fn refused_entries_are_dropped_and_released() {
         let mut d = Dispatcher::new(100);
         let f = d.add_function(limits(10, 1.0));
@@ -633,6 +740,42 @@ mod tests {
                 prop_assert_eq!(order, sorted, "key order broken");
             }
             prop_assert_eq!(d.total(), Buffered::default());
+            prop_assert_eq!(d.waiting().len(), 0, "every task stopped waiting when it started");
         }
+    }
+
+    #[test]
+    fn holdings_are_counted_per_partition_and_function() {
+        let t0 = Instant::now();
+        let mut d = Dispatcher::new(10);
+        let a = d.add_function(limits(1, 1.0));
+        let b = d.add_function(limits(1, 1.0));
+        let tp = TopicPartition::new("q", 0);
+        d.push(entry(a, 1, Some("k")));
+        d.push(entry(a, 2, None));
+        d.push(entry(b, 3, None));
+        assert_eq!(d.held_by(&tp, a), 2);
+        assert_eq!(d.held_by(&tp, b), 1);
+        assert_eq!(d.held_from(a, |t| t.topic == "q"), 2);
+        assert_eq!(d.held_from(a, |t| t.topic == "other"), 0);
+        assert!(d.key_held(&tp, "k"));
+        assert!(!d.key_held(&tp, "other"));
+        // A task accounted outside the queues, then released without touching keys.
+        let outside = entry(a, 4, Some("k"));
+        d.account(&outside);
+        assert_eq!(d.held_by(&tp, a), 3);
+        d.unaccount(&outside);
+        assert_eq!(d.held_by(&tp, a), 2);
+        assert!(d.key_held(&tp, "k"), "the key's own task still holds it");
+        let first = next(&mut d, t0).unwrap();
+        d.task_finished(&first);
+        d.attempt_finished(first.function);
+        assert_eq!(
+            d.held_by(&tp, first.function),
+            if first.function == a { 1 } else { 0 }
+        );
+        d.drop_partition(&tp);
+        assert_eq!(d.held_by(&tp, a), 0);
+        assert_eq!(d.held_by(&tp, b), 0);
     }
 }

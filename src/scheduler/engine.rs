@@ -7,11 +7,12 @@
 //! nothing new is fetched or started; running attempts get `scheduler.shutdown_grace`,
 //! then they are cut off and run again on the next owner.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge};
+use metrics::counter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
@@ -31,6 +32,8 @@ use super::records::{
     Target, delay_record, finished_id, outcome_records, redrive_of, status_event, status_record,
     stop_applies, tier_for,
 };
+use super::retry_queue::RetryQueue;
+use super::spill::{Seen, Spill};
 use super::worker::Worker;
 use super::{Ctx, Job, RunSummary, SchedulerError, TASK_OVERHEAD_BYTES};
 use crate::clock::now_ms;
@@ -38,6 +41,8 @@ use crate::codec::{self, FailureReason, OutcomeStatus, TaskStatus};
 use crate::executor::ExecError;
 use crate::names::metrics as m;
 use crate::types::TaskKey;
+
+mod gauges;
 
 /// What a publication was for.
 pub(super) enum Published {
@@ -47,6 +52,8 @@ pub(super) enum Published {
     Reject { tp: TopicPartition, bytes: usize },
     /// A task moved to a delay topic (or skipped): its record here is done.
     Moved(Entry<Box<Job>>),
+    /// A task forwarded to its function's overflow queue (it never entered the queues).
+    Forwarded(Entry<Box<Job>>),
 }
 
 /// What flows into the engine.
@@ -61,60 +68,11 @@ pub(super) struct Workers {
     pub consumer: Worker,
     pub publisher: Worker,
     pub control: Worker,
+    /// Watches the overflow queues while a function spills (when any function can).
+    pub spill: Option<Worker>,
 }
 
-/// Items waiting until a time, in due order (ties in insertion order).
-pub(super) struct RetryQueue<T> {
-    due: BTreeMap<(Instant, u64), T>,
-    seq: u64,
-}
-
-impl<T> Default for RetryQueue<T> {
-    fn default() -> Self {
-        Self {
-            due: BTreeMap::new(),
-            seq: 0,
-        }
-    }
-}
-
-impl<T> RetryQueue<T> {
-    /// Holds `item` until `at`.
-    pub fn push(&mut self, at: Instant, item: T) {
-        self.seq += 1;
-        self.due.insert((at, self.seq), item);
-    }
-
-    /// Items waiting.
-    pub fn len(&self) -> usize {
-        self.due.len()
-    }
-
-    /// When the first item is due.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.due.keys().next().map(|(at, _)| *at)
-    }
-
-    /// The first item due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<T> {
-        let (&key, _) = self.due.first_key_value()?;
-        if key.0 > now {
-            return None;
-        }
-        self.due.remove(&key)
-    }
-
-    /// Takes out every item `pred` picks.
-    pub fn take_where(&mut self, pred: impl Fn(&T) -> bool) -> Vec<T> {
-        let keys: Vec<_> = self
-            .due
-            .iter()
-            .filter(|(_, item)| pred(item))
-            .map(|(k, _)| *k)
-            .collect();
-        keys.iter().filter_map(|k| self.due.remove(k)).collect()
-    }
-}
+mod spill;
 
 type AttemptDone = (Entry<Box<Job>>, AttemptResult);
 
@@ -142,6 +100,10 @@ pub(super) struct Engine {
     fetch_held: bool,
     summary: RunSummary,
     draining: bool,
+    spill: Spill,
+    /// The overflow watcher's last look, and whether it should look.
+    spill_seen: Seen,
+    spill_active: Arc<AtomicBool>,
 }
 
 fn task_key(entry: &Entry<Box<Job>>) -> TaskKey {
@@ -168,6 +130,7 @@ impl Engine {
         shared: Arc<Shared>,
         consumer: Arc<BaseConsumer<GroupContext>>,
         dispatcher: Dispatcher<Box<Job>>,
+        spill: (Spill, Seen, Arc<AtomicBool>),
     ) -> Self {
         let sc = &ctx.config.scheduler;
         let finished = (sc.dedupe_window > 0).then(|| StopSet::new(sc.dedupe_window));
@@ -187,6 +150,9 @@ impl Engine {
             fetch_held: false,
             summary: RunSummary::default(),
             draining: false,
+            spill: spill.0,
+            spill_seen: spill.1,
+            spill_active: spill.2,
         }
     }
 
@@ -230,6 +196,7 @@ impl Engine {
                     self.commit(CommitMode::Async);
                     if running {
                         self.export_gauges();
+                        self.review_spill();
                     }
                 }
                 _ = sleep_until(wakeup), if wakeup.is_some() => {
@@ -307,10 +274,16 @@ impl Engine {
         }
         workers.consumer.stop();
         workers.control.stop();
+        if let Some(spill) = &workers.spill {
+            spill.stop();
+        }
         // The consumer thread may wait on a full channel: closing it lets it go.
         drop(inputs);
         workers.consumer.join().await;
         workers.control.join().await;
+        if let Some(spill) = workers.spill {
+            spill.join().await;
+        }
         if let Some(e) = fatal {
             return Err(SchedulerError::Fatal(e));
         }
@@ -374,11 +347,14 @@ impl Engine {
                 + job.record.key.as_ref().map_or(0, Vec::len)
                 + TASK_OVERHEAD_BYTES,
             key: job.record.ordering_key(),
+            queued: super::waiting::queued(&self.ctx, &job),
             item: job,
         };
         let now = now_ms();
         let Some(due) = due.filter(|due| *due > now) else {
-            self.dispatcher.push(entry);
+            if let Some(entry) = self.spill_or_keep(entry) {
+                self.dispatcher.push(entry);
+            }
             return;
         };
         let wait = Duration::from_millis(u64::try_from(due - now).unwrap_or(0));
@@ -556,6 +532,7 @@ impl Engine {
         job.outcome.payload = job.payload.as_ref().clone();
         let (lt, lf) = job.f.labels.clone();
         let label = job.outcome.status.as_str();
+        crate::otel::finish_process(&job.span, label, job.outcome.reason.map(|r| r.as_str()));
         if let Some(finished) = self.finished.as_mut() {
             finished.insert(&job.f.tenant, &finished_id(&job.outcome));
         }
@@ -606,11 +583,12 @@ impl Engine {
             due_at: due,
             attempts: job.outcome.attempts.clone(),
             origin: job.outcome.source.clone(),
-            traceparent: job.record.traceparent.clone(),
+            traceparent: job.outcome.traceparent.clone(),
         };
         match delay_record(topic, &delayed) {
             Ok(record) => {
                 debug!(task_id = %delayed.task_id, topic = %record.topic, wait = ?wait, "task moved to a delay topic");
+                crate::otel::finish_process(&job.span, "delayed", None);
                 let done = done_ref(&entry);
                 self.send_unit(vec![record], done, Published::Moved(entry));
             }
@@ -643,6 +621,7 @@ impl Engine {
                 self.dispatcher.task_finished(entry);
             }
             Published::Moved(entry) => self.dispatcher.task_finished(entry),
+            Published::Forwarded(entry) => self.on_forwarded(entry),
             Published::Reject { tp, bytes } => {
                 self.summary.completed += 1;
                 self.dispatcher.release(tp, *bytes);
@@ -662,6 +641,7 @@ impl Engine {
                 self.dispatcher.task_finished(&entry);
             }
             Published::Reject { tp, bytes } => self.dispatcher.release(&tp, bytes),
+            Published::Forwarded(entry) => self.on_forwarded(&entry),
         }
     }
 
@@ -733,21 +713,6 @@ impl Engine {
         }
     }
 
-    fn export_gauges(&self) {
-        let total = self.dispatcher.total();
-        gauge!(m::BUFFERED_TASKS).set(total.count as f64);
-        gauge!(m::BUFFERED_BYTES).set(total.bytes as f64);
-        gauge!(m::PARTITIONS_PAUSED).set(self.paused.len() as f64);
-        gauge!(m::TASKS_DELAYED).set(self.retries.len() as f64);
-        for f in self.ctx.functions.iter() {
-            let (t, fname) = f.labels.clone();
-            gauge!(m::CONCURRENCY_LIMIT, m::L_TENANT => t.clone(), m::L_FUNCTION => fname.clone())
-                .set(f64::from(f.cfg.concurrency.get()));
-            gauge!(m::TASKS_QUEUED, m::L_TENANT => t, m::L_FUNCTION => fname)
-                .set(self.dispatcher.queued(f.id) as f64);
-        }
-    }
-
     fn commit(&self, mode: CommitMode) {
         if self.exactly_once {
             return;
@@ -781,26 +746,4 @@ fn tpl_of(points: &[(TopicPartition, i64)]) -> TopicPartitionList {
         let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
     }
     tpl
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_retry_queue_hands_out_what_is_due_in_order() {
-        let t0 = Instant::now();
-        let mut q = RetryQueue::default();
-        q.push(t0 + Duration::from_secs(2), "late");
-        q.push(t0 + Duration::from_secs(1), "first");
-        q.push(t0 + Duration::from_secs(1), "second");
-        assert_eq!(q.next_due(), Some(t0 + Duration::from_secs(1)));
-        assert_eq!(q.pop_due(t0), None, "nothing is due yet");
-        let now = t0 + Duration::from_secs(1);
-        assert_eq!(q.pop_due(now), Some("first"));
-        assert_eq!(q.pop_due(now), Some("second"), "ties keep insertion order");
-        assert_eq!(q.pop_due(now), None);
-        assert_eq!(q.take_where(|s| *s == "late"), vec!["late"]);
-        assert_eq!(q.next_due(), None);
-    }
 }

@@ -15,6 +15,7 @@ use super::{Ctx, FunctionRt, Job};
 use crate::clock::now_ms;
 use crate::codec::{self, FailureReason, Outcome, OutcomeStatus};
 use crate::names::{metrics as m, topics};
+use crate::otel;
 
 /// What a fetched record turns into.
 pub(super) enum Prepared {
@@ -100,6 +101,7 @@ pub(super) fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
         None => match f {
             Some(f) => Prepared::Run(
                 Box::new(Job {
+                    span: process_span(ctx, &record, &mut outcome),
                     record,
                     epoch,
                     f,
@@ -177,6 +179,33 @@ fn dead_letter(ctx: &Ctx, tenant: &str) -> Target {
     Target::parse(&ctx.config.dead_letter(tenant))
 }
 
+/// The task's OpenTelemetry `process` span, continuing the record's trace context. With
+/// traces on, the task's events (outcome, status, delayed copies) carry the span's context
+/// instead of the submitter's, so a consumer of them continues this trace.
+fn process_span(ctx: &Ctx, record: &Record, outcome: &mut Outcome) -> tracing::Span {
+    if !otel::enabled() {
+        return tracing::Span::none();
+    }
+    let consumed = otel::Consumed {
+        topic: &record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        group: &ctx.group_id,
+        traceparent: record.traceparent.as_deref(),
+        tracestate: record.tracestate.as_deref(),
+    };
+    let span = otel::process_span(
+        &consumed,
+        &outcome.task_id,
+        &outcome.tenant,
+        &outcome.function,
+    );
+    if let Some((traceparent, _)) = otel::context_headers(&span) {
+        outcome.traceparent = Some(traceparent);
+    }
+    span
+}
+
 /// The outcome a task starts with: failed until an attempt says otherwise.
 fn new_outcome(
     ctx: &Ctx,
@@ -217,6 +246,8 @@ fn reject(
         error,
         destination,
     } = refusal;
+    let span = process_span(ctx, &record, &mut outcome);
+    otel::finish_process(&span, "failed", Some(reason.as_str()));
     let (lt, lf) = labels(ctx, &outcome.tenant, &outcome.function);
     warn!(task_id = %outcome.task_id, tenant = %outcome.tenant, reason = reason.as_str(), error = %error, "task rejected");
     counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => reason.as_str()).increment(1);
@@ -270,6 +301,7 @@ pub(super) fn prepare_delayed(ctx: &Ctx, record: Record, epoch: u64) -> Prepared
     record.traceparent = d.traceparent;
     Prepared::Run(
         Box::new(Job {
+            span: process_span(ctx, &record, &mut outcome),
             record,
             epoch,
             f,

@@ -42,6 +42,7 @@ fn ctx() -> Ctx {
     let (outbox, _) = std::sync::mpsc::channel();
     Ctx {
         status_topic: "tw.status".into(),
+        group_id: "tw.schedulers".into(),
         delay_tiers: config.delay_tiers(),
         config: Arc::new(config),
         scheduler_id: "s1".into(),
@@ -60,6 +61,7 @@ fn record(topic: &str, value: Vec<u8>, content_type: Option<&str>) -> Record {
         value,
         content_type: content_type.map(str::to_string),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        tracestate: None,
         ordered: false,
         timestamp_ms: Some(1_000),
     }

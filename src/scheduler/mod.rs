@@ -20,7 +20,10 @@ mod intake;
 pub mod offsets;
 pub mod publisher;
 mod records;
+mod retry_queue;
 mod setup;
+pub mod spill;
+pub mod waiting;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -120,6 +123,8 @@ struct FunctionRt {
     on_success: Option<Target>,
     on_failure: Target,
     max_payload: usize,
+    /// The tenant's shared queue, when the function is on it (tasks read there may spill).
+    shared_queue: Option<String>,
     /// Metric labels (tenant, function).
     labels: (String, String),
 }
@@ -145,6 +150,8 @@ struct Ctx {
     outbox: std::sync::mpsc::Sender<Unit<Published>>,
     functions: Functions,
     status_topic: String,
+    /// The scheduler consumer group (named on traces).
+    group_id: String,
     /// Delay tiers and their topics, shortest first.
     delay_tiers: Vec<(Duration, String)>,
     /// Cancelled when the grace period is over: running work is abandoned.
@@ -186,4 +193,6 @@ struct Job {
     outcome: Outcome,
     payload: Arc<Vec<u8>>,
     headers: Arc<BTreeMap<String, String>>,
+    /// Its OpenTelemetry `process` span (disabled when traces are off); ends with it.
+    span: tracing::Span,
 }

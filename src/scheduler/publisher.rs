@@ -34,6 +34,7 @@ use super::consumer::{GroupContext, Shared};
 use super::offsets::TopicPartition;
 use super::worker::Signal;
 use crate::health::Health;
+use crate::kafka_stats::{Client, KafkaStats};
 use crate::names::metrics as m;
 
 /// One record to produce.
@@ -44,6 +45,16 @@ pub struct OutRecord {
     pub key: String,
     pub value: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
+    /// Where and when it goes when that is chosen (a task forwarded to an overflow
+    /// queue keeps its partition's order and its record time); else by key, now.
+    pub place: Option<Place>,
+}
+
+/// An explicit partition and record timestamp (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub partition: i32,
+    pub timestamp: Option<i64>,
 }
 
 /// The offset a unit completes.
@@ -78,13 +89,28 @@ pub struct Unit<T> {
     pub back: Option<T>,
 }
 
-/// Counts failed deliveries (at-least-once mode resends the batch).
-#[derive(Default)]
+/// Counts failed deliveries (at-least-once mode resends the batch) and exports the
+/// producer's librdkafka statistics.
 pub struct DeliveryCounter {
     failed: AtomicUsize,
+    stats: KafkaStats,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl DeliveryCounter {
+    /// A context for a producer whose statistics are exported as `client`.
+    pub fn new(client: Client) -> Self {
+        Self {
+            failed: AtomicUsize::new(0),
+            stats: KafkaStats::new(client),
+        }
+    }
+}
+
+impl ClientContext for DeliveryCounter {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.stats.record(statistics);
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
@@ -311,6 +337,9 @@ impl<T: Send + 'static> Publisher<T> {
                     if signal.is_stopping() {
                         return;
                     }
+                    // Idle: serve the producer's events (its statistics), which would
+                    // otherwise wait in its queue until the next batch.
+                    self.producer.poll(Duration::ZERO);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -490,6 +519,12 @@ impl<T: Send + 'static> Publisher<T> {
                     .key(&r.key)
                     .payload(&r.value)
                     .headers(headers);
+                if let Some(place) = r.place {
+                    record = record.partition(place.partition);
+                    if let Some(ts) = place.timestamp {
+                        record = record.timestamp(ts);
+                    }
+                }
                 loop {
                     match self.producer.send(record) {
                         Ok(()) => break,

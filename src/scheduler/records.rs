@@ -6,15 +6,17 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use metrics::counter;
 use tracing::error;
 
 use super::Ctx;
+use super::intake::labels;
 use super::publisher::OutRecord;
 use crate::clock::now_ms;
 use crate::codec::{self, Outcome, OutcomeStatus, StatusEvent, TaskStatus};
 use crate::config::Destination;
 use crate::executor::Captured;
-use crate::names::{headers as h, topics};
+use crate::names::{headers as h, metrics as m, topics};
 
 /// Where an outcome goes, parsed once from the function's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +34,14 @@ impl Target {
         match Destination::parse(s) {
             Destination::Topic(t) => Target::Topic(t.to_string()),
             Destination::Function(f) => Target::Function(f.to_string()),
+        }
+    }
+
+    /// As configured: the topic, or `function:<name>` (a metric label).
+    pub(crate) fn label(&self) -> String {
+        match self {
+            Target::Topic(t) => t.clone(),
+            Target::Function(f) => format!("function:{f}"),
         }
     }
 }
@@ -143,6 +153,7 @@ pub(super) fn status_record(
             ),
             redrive,
         ),
+        place: None,
     })
 }
 
@@ -179,13 +190,35 @@ pub(super) fn outcome_records(
                     ),
                     redrive_of(o),
                 ),
+                place: None,
             }),
             Err(e) => error!(task_id = %o.task_id, error = %e, "cannot encode outcome"),
         },
         None => {}
     }
+    if let Some(d) = destination.filter(|_| !records.is_empty()) {
+        count_dead_letter(ctx, o, d);
+    }
     records.extend(status_record(ctx, &ev, redrive_of(o)));
     records
+}
+
+/// Counts an outcome other than `succeeded` that goes to a destination, by tenant,
+/// function and destination. Destinations come from the configuration; a tenant that is
+/// not configured (a foreign record in a delay topic) has its destination labelled
+/// `_unknown` too, so input cannot create series.
+fn count_dead_letter(ctx: &Ctx, o: &Outcome, destination: &Target) {
+    if o.status == OutcomeStatus::Succeeded {
+        return;
+    }
+    let (tenant, function) = labels(ctx, &o.tenant, &o.function);
+    let destination = if tenant == m::UNKNOWN {
+        m::UNKNOWN.to_string()
+    } else {
+        destination.label()
+    };
+    counter!(m::DEAD_LETTERED, m::L_TENANT => tenant, m::L_FUNCTION => function, m::L_DESTINATION => destination)
+        .increment(1);
 }
 
 /// A `function:<name>` destination: the outcome event, as JSON, becomes the payload of a
@@ -223,6 +256,7 @@ fn compensation_record(ctx: &Ctx, o: &Outcome, function: &str) -> Option<OutReco
         key: task.id,
         value,
         headers,
+        place: None,
     })
 }
 
@@ -261,6 +295,7 @@ pub(super) fn log_records(
                     headers(h::EVENT_LOG, &log.task_id, &log.tenant, None, None),
                     redrive_of(o),
                 ),
+                place: None,
             })
         })
         .collect()
@@ -282,6 +317,7 @@ pub(super) fn delay_record(
             Some(&delayed.function),
             delayed.traceparent.as_deref(),
         ),
+        place: None,
     })
 }
 
@@ -309,6 +345,9 @@ mod tests {
             Target::parse("function:undo"),
             Target::Function("undo".into())
         );
+        for configured in ["tw.dlq.acme", "function:undo"] {
+            assert_eq!(Target::parse(configured).label(), configured);
+        }
     }
 
     #[test]

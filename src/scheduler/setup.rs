@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,6 +19,7 @@ use super::dispatch::{Dispatcher, FnLimits};
 use super::engine::{Engine, Inputs, Published, Workers};
 use super::publisher::{DeliveryCounter, ProducerFactory, Publisher, Unit, init_transactions};
 use super::records::Target;
+use super::spill::{self, Overflow, Seen, Spill};
 use super::worker::Worker;
 use super::{Ctx, FunctionRt, Functions, Job, SchedulerError};
 use crate::clock::default_instance_id;
@@ -25,7 +27,8 @@ use crate::config::{Config, Delivery};
 use crate::executor::{Executor, ExecutorBuildError, Handlers};
 use crate::health::Health;
 use crate::kafka::{self, KafkaOpError};
-use crate::names::topics;
+use crate::kafka_stats::{self, Client as StatsClient, KafkaStats};
+use crate::names::{metrics as m, topics};
 
 /// Longest wait at start for the transactional producer to be initialised.
 const INIT_WAIT: Duration = Duration::from_secs(30);
@@ -72,6 +75,8 @@ pub(super) fn build_functions(
                 on_success: f.on_success.as_deref().map(Target::parse),
                 on_failure: Target::parse(&config.failure_destination(tname, fname)),
                 max_payload: config.max_payload(f),
+                shared_queue: (f.queue == crate::config::QueueMode::Shared)
+                    .then(|| config.queue_topic(tname, fname)),
                 labels: (tname.clone(), fname.clone()),
                 cfg: f.clone(),
             };
@@ -165,6 +170,7 @@ pub(super) async fn start(
     .map_err(internal)?;
     let ctx = Arc::new(Ctx {
         status_topic: topics::status(&config.topics.prefix),
+        group_id: config.group_id(),
         delay_tiers: config.delay_tiers(),
         config: config.clone(),
         scheduler_id,
@@ -172,7 +178,8 @@ pub(super) async fn start(
         functions,
         hard_stop: CancellationToken::new(),
     });
-    let engine = Engine::new(ctx, shared, consumer, dispatcher);
+    let (spill, spill_worker) = spill_setup(&config, &ctx.functions, exactly_once).await?;
+    let engine = Engine::new(ctx, shared, consumer, dispatcher, spill);
     let inputs = Inputs {
         records,
         published,
@@ -182,8 +189,57 @@ pub(super) async fn start(
         consumer: consumer_worker,
         publisher: publisher_worker,
         control: control_worker,
+        spill: spill_worker,
     };
     Ok((engine, inputs, workers))
+}
+
+/// Each function's overflow queue (they exist: the start checked every topic), and the
+/// thread that watches them while a function spills.
+async fn spill_setup(
+    config: &Arc<Config>,
+    functions: &Functions,
+    exactly_once: bool,
+) -> Result<((Spill, Seen, Arc<AtomicBool>), Option<Worker>), SchedulerError> {
+    let existing = blocking({
+        let c = config.clone();
+        move || kafka::existing_topics(&c).map_err(SchedulerError::from)
+    })
+    .await?;
+    let mut overflows: Vec<Option<Overflow>> = vec![None; functions.iter().count()];
+    for f in functions.iter() {
+        let Some(topic) = config.overflow_topic(&f.tenant, &f.name) else {
+            continue;
+        };
+        let partitions = existing.get(&topic).copied().unwrap_or(1);
+        // Every function that can spill has its series from the start (0 until it does).
+        let (t, fname) = f.labels.clone();
+        metrics::gauge!(m::FUNCTION_SPILLING, m::L_TENANT => t.clone(), m::L_FUNCTION => fname.clone())
+            .set(0.0);
+        metrics::counter!(m::TASKS_SPILLED, m::L_TENANT => t, m::L_FUNCTION => fname).increment(0);
+        if let Some(slot) = overflows.get_mut(f.id) {
+            *slot = Some(Overflow {
+                topic,
+                partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
+            });
+        }
+    }
+    let spill = Spill::new(config.scheduler.spill_threshold(), overflows);
+    let seen: Seen = Arc::default();
+    let active = Arc::new(AtomicBool::new(false));
+    let topics = spill.topics();
+    let worker = if topics.is_empty() {
+        None
+    } else {
+        let (c, a, s) = (config.clone(), active.clone(), seen.clone());
+        Some(
+            Worker::spawn("tw-spill", move |signal| {
+                spill::watch(c, topics, exactly_once, a, s, signal)
+            })
+            .map_err(internal)?,
+        )
+    };
+    Ok(((spill, seen, active), worker))
 }
 
 /// How long one probe of the cluster waits for an answer.
@@ -269,9 +325,11 @@ fn group_consumer(
     // buffers what matters in its own bounded queues.
     kafka::set_default(&mut cc, "queued.max.messages.kbytes", "8192");
     kafka::set_default(&mut cc, "fetch.max.bytes", "8388608");
+    kafka_stats::enable(&mut cc, config);
     let ctx = GroupContext {
         shared: shared.clone(),
         tx,
+        stats: KafkaStats::new(StatsClient::Consumer),
     };
     cc.create_with_context(ctx)
         .map_err(|source| KafkaOpError::Client {
@@ -309,7 +367,8 @@ fn publisher_producer(
         // out: keep that short (transactions here last well under a second).
         kafka::set_default(&mut cc, "transaction.timeout.ms", "10000");
     }
-    cc.create_with_context(DeliveryCounter::default())
+    kafka_stats::enable(&mut cc, config);
+    cc.create_with_context(DeliveryCounter::new(StatsClient::Producer))
         .map_err(|source| {
             SchedulerError::Kafka(KafkaOpError::Client {
                 what: "producer",

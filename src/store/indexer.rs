@@ -26,8 +26,12 @@ use crate::codec;
 use crate::config::Config;
 use crate::health::Health;
 use crate::kafka::{self, KafkaOpError};
+use crate::kafka_stats::{self, KafkaStats};
 use crate::names::{headers as h, metrics as m, topics};
 use crate::types::TopicPartition;
+
+/// The indexer's consumer: its librdkafka statistics are exported (`client="indexer"`).
+type IndexerConsumer = BaseConsumer<KafkaStats>;
 
 /// Why the indexer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -288,7 +292,7 @@ impl Indexer {
         out
     }
 
-    fn consumer(&self) -> Result<BaseConsumer, IndexerError> {
+    fn consumer(&self) -> Result<IndexerConsumer, IndexerError> {
         let mut cc = kafka::client_config(&self.config);
         let id = self
             .config
@@ -306,18 +310,20 @@ impl Indexer {
         kafka::set_default(&mut cc, "auto.offset.reset", "earliest");
         kafka::set_default(&mut cc, "isolation.level", "read_committed");
         kafka::set_default(&mut cc, "queued.max.messages.kbytes", "16384");
-        cc.create().map_err(|source| {
-            IndexerError::Kafka(KafkaOpError::Client {
-                what: "indexer consumer",
-                source,
+        kafka_stats::enable(&mut cc, &self.config);
+        cc.create_with_context(KafkaStats::new(kafka_stats::Client::Indexer))
+            .map_err(|source| {
+                IndexerError::Kafka(KafkaOpError::Client {
+                    what: "indexer consumer",
+                    source,
+                })
             })
-        })
     }
 
     /// Partitions of every topic the indexer reads; fails naming the missing topics.
     fn partitions(
         &self,
-        consumer: &BaseConsumer,
+        consumer: &IndexerConsumer,
         kinds: &HashMap<String, Kind>,
     ) -> Result<Vec<TopicPartition>, IndexerError> {
         let md = consumer
@@ -353,7 +359,7 @@ impl Indexer {
     }
 
     fn assign(
-        consumer: &BaseConsumer,
+        consumer: &IndexerConsumer,
         partitions: &[TopicPartition],
         next: &HashMap<TopicPartition, i64>,
     ) -> Result<(), IndexerError> {
@@ -414,7 +420,7 @@ impl Indexer {
     /// each from the offset the store has consumed up to.
     fn start(
         &self,
-        consumer: &BaseConsumer,
+        consumer: &IndexerConsumer,
         kinds: HashMap<String, Kind>,
         next: HashMap<TopicPartition, i64>,
     ) -> Result<Reading, IndexerError> {
@@ -461,7 +467,7 @@ impl Indexer {
     /// For readiness: the partitions whose high watermark now is past where the store
     /// has read them to, with that watermark.
     fn behind(
-        consumer: &BaseConsumer,
+        consumer: &IndexerConsumer,
         partitions: &[TopicPartition],
         next: &HashMap<TopicPartition, i64>,
     ) -> Result<HashMap<TopicPartition, i64>, IndexerError> {
@@ -492,7 +498,7 @@ impl Indexer {
     }
 
     /// Reads one record (or waits a little for one) into the batch.
-    fn poll(&self, consumer: &BaseConsumer, reading: &mut Reading, batch: &mut Batch) {
+    fn poll(&self, consumer: &IndexerConsumer, reading: &mut Reading, batch: &mut Batch) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
                 if let Some(kind) = reading.kinds.get(msg.topic()) {
@@ -556,7 +562,7 @@ impl Indexer {
     /// to the topics, refresh the planner's statistics, delete what retention expired.
     fn upkeep(
         &mut self,
-        consumer: &BaseConsumer,
+        consumer: &IndexerConsumer,
         reading: &mut Reading,
         upkeep: &mut Upkeep,
     ) -> Result<(), IndexerError> {
@@ -625,7 +631,7 @@ impl Indexer {
     /// Drops from `behind` the partitions now read up to their start high watermark. A
     /// partition that ends with a transaction marker reports end-of-partition one short of
     /// its high watermark; that counts as caught up too.
-    fn check_caught_up(&self, consumer: &BaseConsumer, reading: &mut Reading) {
+    fn check_caught_up(&self, consumer: &IndexerConsumer, reading: &mut Reading) {
         let positions: HashMap<TopicPartition, i64> = consumer
             .position()
             .map(|tpl| {

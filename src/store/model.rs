@@ -281,14 +281,28 @@ pub struct PartitionBacklog {
     pub running: u64,
 }
 
+/// What a queue topic is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    /// A tenant's queue, shared by its functions.
+    Shared,
+    /// An exclusive function's own queue.
+    Exclusive,
+    /// Where a function on the shared queue spills its backlog.
+    Overflow,
+}
+
 /// One queue topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueView {
     pub topic: String,
     /// Tenant that owns it.
     pub tenant: String,
-    /// The function of an exclusive queue; `null` for a tenant's shared queue.
+    /// The function of an exclusive or overflow queue; `null` for a tenant's shared queue.
     pub function: Option<String>,
+    /// What the queue is for.
+    pub kind: QueueKind,
     /// Sum of the partitions' backlogs.
     pub backlog: i64,
     /// Tasks running now.

@@ -1,0 +1,145 @@
+//! The engine's side of spilling ([`crate::scheduler::spill`]): forwarding a task to its
+//! function's overflow queue in the unit that completes its shared-queue offset, and
+//! re-evaluating which functions spill.
+
+use std::time::Instant;
+
+use metrics::{counter, gauge};
+use tracing::{error, info};
+
+use super::super::dispatch::Entry;
+use super::super::publisher::{OutRecord, Place};
+use super::super::records::{redrive_of, status_event, status_record};
+use super::super::spill::{Change, Overflow};
+use super::{Engine, Published, done_ref};
+use crate::codec::{Source, TaskStatus};
+use crate::names::{headers as h, metrics as m};
+use crate::otel;
+
+use super::super::Job;
+
+impl Engine {
+    /// Forwards `entry` when its function spills (or starts to now); else hands it back.
+    pub(super) fn spill_or_keep(&mut self, entry: Entry<Box<Job>>) -> Option<Entry<Box<Job>>> {
+        let f = entry.item.f.clone();
+        if f.shared_queue.as_deref() != Some(entry.tp.topic.as_str()) {
+            return Some(entry);
+        }
+        let held = self.dispatcher.held_by(&entry.tp, f.id);
+        let key_held = entry
+            .key
+            .as_deref()
+            .is_some_and(|k| self.dispatcher.key_held(&entry.tp, k));
+        let Some((overflow, change)) = self.spill.route(f.id, held, key_held) else {
+            return Some(entry);
+        };
+        let overflow = overflow.clone();
+        if change.is_some() {
+            info!(tenant = %f.tenant, function = %f.name, held, overflow = %overflow.topic,
+                "function spills: its further tasks from the shared queue go to its overflow queue");
+            gauge!(m::FUNCTION_SPILLING, m::L_TENANT => f.labels.0.clone(), m::L_FUNCTION => f.labels.1.clone())
+                .set(1.0);
+        }
+        counter!(m::TASKS_SPILLED, m::L_TENANT => f.labels.0.clone(), m::L_FUNCTION => f.labels.1.clone())
+            .increment(1);
+        self.forward(entry, &overflow);
+        None
+    }
+
+    /// The task's record, as read, to the overflow queue, with a `queued` status event
+    /// naming where it waits now; durable together with its shared offset.
+    fn forward(&mut self, entry: Entry<Box<Job>>, overflow: &Overflow) {
+        let job = &entry.item;
+        let partition = overflow.partition_for(entry.tp.partition);
+        let record = &job.record;
+        let key = record
+            .key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map_or_else(|| job.outcome.task_id.clone(), str::to_string);
+        let mut headers = Vec::with_capacity(5);
+        if let Some(ct) = &record.content_type {
+            headers.push((h::CONTENT_TYPE, ct.clone()));
+        }
+        if let Some(tp) = job.outcome.traceparent.as_ref() {
+            headers.push((h::TRACEPARENT, tp.clone()));
+        }
+        if record.ordered {
+            headers.push((h::ORDERED, "true".to_string()));
+        }
+        headers.push((
+            h::SPILLED_FROM,
+            format!("{}/{}/{}", record.topic, record.partition, record.offset),
+        ));
+        let mut records = vec![OutRecord {
+            topic: overflow.topic.clone(),
+            key,
+            value: record.value.clone(),
+            headers,
+            place: Some(Place {
+                partition,
+                timestamp: record.timestamp_ms,
+            }),
+        }];
+        let mut waiting = job.outcome.clone();
+        waiting.source = Source {
+            topic: overflow.topic.clone(),
+            partition,
+            offset: -1,
+        };
+        let ev = status_event(&self.ctx, &waiting, TaskStatus::Queued, 0, None);
+        records.extend(status_record(&self.ctx, &ev, redrive_of(&waiting)));
+        otel::finish_process(&job.span, "spilled", None);
+        self.dispatcher.account(&entry);
+        let done = done_ref(&entry);
+        self.send_unit(records, done, Published::Forwarded(entry));
+    }
+
+    /// A forwarded task's unit is durable, or was given up with its partition.
+    pub(super) fn on_forwarded(&mut self, entry: &Entry<Box<Job>>) {
+        self.dispatcher.unaccount(entry);
+        self.spill.forwarded(entry.item.f.id, Instant::now());
+    }
+
+    /// Ends spilling for the functions whose backlog is gone (called on the commit tick).
+    pub(super) fn review_spill(&mut self) {
+        if !self.spill.any() {
+            self.spill_active
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        self.spill_active
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = match self.spill_seen.lock() {
+            Ok(s) => s.clone(),
+            Err(_) => {
+                error!("the overflow watcher failed; spilling functions keep spilling");
+                return;
+            }
+        };
+        let shared: Vec<(usize, String)> = self
+            .ctx
+            .functions
+            .iter()
+            .filter_map(|f| f.shared_queue.clone().map(|q| (f.id, q)))
+            .collect();
+        let held = |id: usize| {
+            shared
+                .iter()
+                .filter(|(f, _)| *f == id)
+                .map(|(_, q)| self.dispatcher.held_from(id, |tp| &tp.topic == q))
+                .sum()
+        };
+        for change in self.spill.review(held, seen.as_ref()) {
+            let Change::Stopped(id) = change else {
+                continue;
+            };
+            if let Some(f) = self.ctx.functions.iter().find(|f| f.id == id) {
+                info!(tenant = %f.tenant, function = %f.name,
+                    "function stops spilling: its overflow queue is drained");
+                gauge!(m::FUNCTION_SPILLING, m::L_TENANT => f.labels.0.clone(), m::L_FUNCTION => f.labels.1.clone())
+                    .set(0.0);
+            }
+        }
+    }
+}
