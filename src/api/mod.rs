@@ -40,8 +40,8 @@ mod error;
 pub mod records;
 pub mod redrive;
 pub mod tls;
-mod whoami;
 mod trace;
+mod whoami;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, MAX_URI_BYTES};
 pub use records::TaskRecord;
