@@ -4,10 +4,16 @@
 //! (b) the Tidewater scheduler running no-op in-process tasks with exactly-once delivery
 //!     (one Kafka transaction per batch: outcomes, status events, offsets),
 //! (c) the same with at-least-once delivery,
+//! (d) a raw *transactional* pipe: per input record it writes as many records as the
+//!     scheduler does for a no-op task (the outcome and two status events), in
+//!     transactions of about the scheduler's size (100 ms or 5,000 inputs) that also
+//!     carry the consumed offsets: the floor for exactly-once,
 //!
 //! and the ratios. All are measured the same way: the span between the first and the last
 //! output record's timestamp (set when produced), so group joins and start-up are not
-//! counted.
+//! counted. CPU per task is the process's CPU time (user + system, all threads, from
+//! `/proc/self/stat`) while the variant runs, divided by the tasks; it includes the bench's
+//! own reader of the output topic, the same for every variant.
 //!
 //! ```sh
 //! scripts/kafka.sh start
@@ -132,6 +138,104 @@ async fn raw_pipe(config: Arc<Config>, input: String, output: String, stop: Canc
     }
 }
 
+/// CPU time of this process so far (user + system, all threads), in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line (11 and 12 after the name).
+    let hz = 100.0; // USER_HZ on Linux
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// Records the scheduler writes per no-op task: the outcome and two status events.
+const RECORDS_PER_TASK: usize = 3;
+
+/// (d): consume, write [`RECORDS_PER_TASK`] records per input (one to `output`, the rest
+/// to `status`), and commit them with the consumed offsets in one transaction per 100 ms
+/// or 5,000 inputs. Blocking; runs until `stop`.
+fn transactional_pipe(
+    config: &Config,
+    input: &str,
+    output: &str,
+    status: &str,
+    stop: &CancellationToken,
+) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let group = format!("{input}.txpipe");
+    let consumer: BaseConsumer = tidewater::kafka::client_config(config)
+        .set("group.id", &group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    let producer: BaseProducer = tidewater::kafka::client_config(config)
+        .set("transactional.id", format!("{group}.tx"))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    let mut open = false;
+    let mut inputs = 0usize;
+    let mut since = Instant::now();
+    let mut next: std::collections::HashMap<(String, i32), i64> = Default::default();
+    while !stop.is_cancelled() {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(5)) {
+            if !open {
+                producer.begin_transaction().unwrap();
+                open = true;
+                since = Instant::now();
+            }
+            let key = m.key().unwrap_or_default();
+            let payload = m.payload().unwrap_or_default();
+            for i in 0..RECORDS_PER_TASK {
+                let topic = if i == 0 { output } else { status };
+                let mut rec = BaseRecord::<[u8], [u8]>::to(topic)
+                    .key(key)
+                    .payload(payload);
+                loop {
+                    match producer.send(rec) {
+                        Ok(()) => break,
+                        Err((_, r)) => {
+                            rec = r;
+                            producer.poll(Duration::from_millis(1));
+                        }
+                    }
+                }
+            }
+            next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+            inputs += 1;
+        }
+        producer.poll(Duration::ZERO);
+        if open && (inputs >= 5_000 || since.elapsed() >= Duration::from_millis(100)) {
+            let mut tpl = TopicPartitionList::new();
+            for ((t, p), o) in &next {
+                tpl.add_partition_offset(t, *p, Offset::Offset(*o)).unwrap();
+            }
+            let meta = consumer.group_metadata().unwrap();
+            producer
+                .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
+                .unwrap();
+            producer
+                .commit_transaction(Duration::from_secs(30))
+                .unwrap();
+            open = false;
+            inputs = 0;
+        }
+    }
+    if open {
+        let _ = producer.abort_transaction(Duration::from_secs(10));
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke
     // check of the same code paths with a small count.
@@ -147,24 +251,67 @@ fn main() {
     );
     rt.block_on(common::load(&a_cfg, "bench", tasks(n)));
     let stop = CancellationToken::new();
+    let cpu0 = cpu_seconds();
     let pipe = rt.spawn(raw_pipe(a_cfg.clone(), a_in, a_out.clone(), stop.clone()));
     let raw_secs = span_of_output(&a_out, n, Duration::from_secs(600));
     stop.cancel();
     rt.block_on(pipe).unwrap();
+    let raw_cpu = cpu_seconds() - cpu0;
+
+    // (d) the raw transactional pipe writing what the scheduler writes.
+    let d_cfg = Arc::new(config(&format!("bench{run}d"), "exactly_once"));
+    let (d_in, d_out) = (
+        d_cfg.queue_topic("bench", "noop"),
+        format!("bench{run}d.out"),
+    );
+    let d_status = tidewater::names::topics::status(&d_cfg.topics.prefix);
+    rt.block_on(common::load(&d_cfg, "bench", tasks(n)));
+    let stop = CancellationToken::new();
+    let cpu0 = cpu_seconds();
+    let tx_pipe = std::thread::spawn({
+        let (c, s) = (d_cfg.clone(), stop.clone());
+        let (i, o, st) = (d_in, d_out.clone(), d_status);
+        move || transactional_pipe(&c, &i, &o, &st, &s)
+    });
+    let tx_secs = span_of_output(&d_out, n, Duration::from_secs(600));
+    stop.cancel();
+    tx_pipe.join().unwrap();
+    let tx_cpu = cpu_seconds() - cpu0;
 
     // (b) the scheduler on no-op tasks, exactly-once (transactions); (c) at-least-once.
-    let sched_secs = scheduler_span(&rt, &format!("bench{run}b"), "exactly_once", n);
-    let alo_secs = scheduler_span(&rt, &format!("bench{run}c"), "at_least_once", n);
+    let (sched_secs, sched_cpu) = scheduler_span(&rt, &format!("bench{run}b"), "exactly_once", n);
+    let (alo_secs, alo_cpu) = scheduler_span(&rt, &format!("bench{run}c"), "at_least_once", n);
+    let us = |cpu: f64| cpu * 1e6 / n as f64;
 
     let raw_rate = n as f64 / raw_secs;
+    let tx_rate = n as f64 / tx_secs;
     let sched_rate = n as f64 / sched_secs;
     let alo_rate = n as f64 / alo_secs;
     println!("tasks: {n} (3 partitions, broker {})", bootstrap());
-    println!("(a) raw rdkafka consume->produce pipe : {raw_rate:>10.0} tasks/s ({raw_secs:.2}s)");
     println!(
-        "(b) tidewater, exactly-once (default): {sched_rate:>10.0} tasks/s ({sched_secs:.2}s)"
+        "(a) raw rdkafka consume->produce pipe : {raw_rate:>10.0} tasks/s ({raw_secs:.2}s) {:>8.1} CPU-us/task",
+        us(raw_cpu)
     );
-    println!("(c) tidewater, at-least-once         : {alo_rate:>10.0} tasks/s ({alo_secs:.2}s)");
+    println!(
+        "(d) raw transactional pipe, 3 out/in : {tx_rate:>10.0} tasks/s ({tx_secs:.2}s) {:>8.1} CPU-us/task",
+        us(tx_cpu)
+    );
+    println!(
+        "(b) tidewater, exactly-once (default): {sched_rate:>10.0} tasks/s ({sched_secs:.2}s) {:>8.1} CPU-us/task",
+        us(sched_cpu)
+    );
+    println!(
+        "(c) tidewater, at-least-once         : {alo_rate:>10.0} tasks/s ({alo_secs:.2}s) {:>8.1} CPU-us/task",
+        us(alo_cpu)
+    );
+    println!(
+        "ratio (b)/(d), against the EOS floor  : {:>10.2}",
+        sched_rate / tx_rate
+    );
+    println!(
+        "ratio (d)/(a), cost of EOS and 3 out  : {:>10.2}",
+        tx_rate / raw_rate
+    );
     println!(
         "ratio (b)/(a)                         : {:>10.2}",
         sched_rate / raw_rate
@@ -180,15 +327,22 @@ fn main() {
 }
 
 /// Loads `n` tasks under `prefix`, runs the scheduler with `delivery` until all their
-/// outcomes are out, and returns the span of the outcomes' timestamps.
-fn scheduler_span(rt: &tokio::runtime::Runtime, prefix: &str, delivery: &str, n: usize) -> f64 {
+/// outcomes are out, and returns the span of the outcomes' timestamps and the process CPU
+/// seconds spent meanwhile.
+fn scheduler_span(
+    rt: &tokio::runtime::Runtime,
+    prefix: &str,
+    delivery: &str,
+    n: usize,
+) -> (f64, f64) {
     let cfg = config(prefix, delivery);
     let out = format!("{prefix}.out");
     rt.block_on(common::load(&cfg, "bench", tasks(n)));
     let stop = CancellationToken::new();
+    let cpu0 = cpu_seconds();
     let sched = rt.spawn(Scheduler::new(cfg, Handlers::builtin()).run(stop.clone()));
     let secs = span_of_output(&out, n, Duration::from_secs(600));
     stop.cancel();
     rt.block_on(sched).unwrap().unwrap();
-    secs
+    (secs, cpu_seconds() - cpu0)
 }

@@ -4,7 +4,7 @@
 # fuzz/corpus/<target>/ (not committed), seeded from fuzz/seeds/<target>/.
 #
 #   scripts/fuzz.sh list                     the targets
-#   scripts/fuzz.sh run TARGET [SECONDS]     fuzz one target (default 60 s)
+#   scripts/fuzz.sh run TARGET [SECONDS [RUNS]]  fuzz one target (default 60 s; at most RUNS executions)
 #   scripts/fuzz.sh all [SECONDS]            fuzz every target in turn
 #   scripts/fuzz.sh goal                     every target until 10 million executions
 #                                            or one hour, whichever comes first
@@ -35,7 +35,7 @@ run() {
 
 case "${1:-}" in
   list) printf '%s\n' "${targets[@]}" ;;
-  run) run "${2:?target}" "${3:-60}" ;;
+  run) run "${2:?target}" "${3:-60}" "${4:--1}" ;;
   all) for t in "${targets[@]}"; do run "$t" "${2:-60}"; done ;;
   goal) for t in "${targets[@]}"; do run "$t" 3600 10000000; done ;;
   replay)

@@ -163,10 +163,10 @@ impl Config {
     /// shared queue spills to while spilling is on).
     pub fn queue_topics(&self) -> Vec<String> {
         let prefix = &self.topics.prefix;
-        let spills = self.scheduler.spill_threshold() > 0;
         let mut out = Vec::new();
         for (tname, tenant) in &self.tenants {
             out.push(topic_names::tenant_queue(prefix, tname));
+            let spills = self.spills(tenant);
             for (fname, f) in &tenant.functions {
                 if f.queue == QueueMode::Exclusive || spills {
                     out.push(topic_names::function_queue(prefix, tname, fname));
@@ -177,11 +177,25 @@ impl Config {
     }
 
     /// The overflow queue of a function on its tenant's shared queue, while spilling is
-    /// on (`scheduler.spill_after`); `None` for an exclusive function or an unknown one.
+    /// on (`scheduler.spill_after`) and the function shares that queue with another
+    /// function (alone on it, its backlog holds up nobody); `None` otherwise.
     pub fn overflow_topic(&self, tenant: &str, function: &str) -> Option<String> {
-        let f = self.function(tenant, function)?;
-        (f.queue == QueueMode::Shared && self.scheduler.spill_threshold() > 0)
+        let t = self.tenants.get(tenant)?;
+        let f = t.functions.get(function)?;
+        (f.queue == QueueMode::Shared && self.spills(t))
             .then(|| topic_names::function_queue(&self.topics.prefix, tenant, function))
+    }
+
+    /// Whether the functions of a tenant's shared queue spill: spilling is on and at
+    /// least two functions share the queue.
+    fn spills(&self, tenant: &TenantConfig) -> bool {
+        self.scheduler.spill_threshold() > 0
+            && tenant
+                .functions
+                .values()
+                .filter(|f| f.queue == QueueMode::Shared)
+                .count()
+                >= 2
     }
 
     /// The failure destination for a tenant's tasks when no function decides.
@@ -310,14 +324,29 @@ pub(crate) mod tests {
         assert_eq!(f.max_attempts.get(), 3);
         assert_eq!(
             c.queue_topics(),
-            vec!["tw.q.acme", "tw.q.acme.report", "tw.q.acme.resize"],
-            "the shared function's overflow queue too"
+            vec!["tw.q.acme", "tw.q.acme.report"],
+            "resize is alone on the shared queue: nothing to spill for"
+        );
+        assert_eq!(c.overflow_topic("acme", "resize"), None);
+        assert_eq!(c.overflow_topic("acme", "report"), None, "exclusive");
+        let two = Config::from_toml(&format!(
+            "{GOOD}\n[tenants.acme.functions.thumb]\nexecutor = {{ type = \"command\", program = \"/bin/true\" }}"
+        ))
+        .unwrap();
+        assert_eq!(
+            two.queue_topics(),
+            vec![
+                "tw.q.acme",
+                "tw.q.acme.report",
+                "tw.q.acme.resize",
+                "tw.q.acme.thumb"
+            ],
+            "two functions share the queue: each has an overflow queue"
         );
         assert_eq!(
-            c.overflow_topic("acme", "resize").as_deref(),
+            two.overflow_topic("acme", "resize").as_deref(),
             Some("tw.q.acme.resize")
         );
-        assert_eq!(c.overflow_topic("acme", "report"), None, "exclusive");
         assert_eq!(c.queue_topic("acme", "report"), "tw.q.acme.report");
         assert_eq!(c.queue_topic("acme", "resize"), "tw.q.acme");
         assert_eq!(c.failure_destination("acme", "resize"), "tw.dlq.acme");
