@@ -25,10 +25,14 @@ pub const TASK_LOG_SCHEMA: &str = include_str!("../../schemas/tasklog.avsc");
 /// Avro schema of a stop request (`schemas/control.avsc`).
 pub const STOP_REQUEST_SCHEMA: &str = include_str!("../../schemas/control.avsc");
 
-/// A schema Tidewater reads and writes, with its fingerprint.
+/// A schema Tidewater reads and writes, with its fingerprint, and its datum writer and
+/// reader, resolved once on first use (resolving a schema per record was a measurable
+/// share of the per-task cost).
 pub(super) struct Known {
     pub(super) schema: Schema,
     pub(super) fp: [u8; 8],
+    writer: OnceLock<Result<GenericDatumWriter<'static>, String>>,
+    reader: OnceLock<Result<GenericDatumReader<'static>, String>>,
 }
 
 impl Known {
@@ -37,7 +41,45 @@ impl Known {
         Ok(Self {
             fp: fingerprint(&schema),
             schema,
+            writer: OnceLock::new(),
+            reader: OnceLock::new(),
         })
+    }
+
+    fn writer(
+        &'static self,
+        what: &'static str,
+    ) -> Result<&'static GenericDatumWriter<'static>, CodecError> {
+        self.writer
+            .get_or_init(|| {
+                GenericDatumWriter::builder(&self.schema)
+                    .human_readable(false)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|detail| CodecError::Avro {
+                what,
+                detail: detail.clone(),
+            })
+    }
+
+    fn reader(
+        &'static self,
+        what: &'static str,
+    ) -> Result<&'static GenericDatumReader<'static>, CodecError> {
+        self.reader
+            .get_or_init(|| {
+                GenericDatumReader::builder(&self.schema)
+                    .human_readable(false)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|detail| CodecError::Avro {
+                what,
+                detail: detail.clone(),
+            })
     }
 }
 
@@ -116,27 +158,23 @@ fn avro_err(what: &'static str) -> impl Fn(apache_avro::Error) -> CodecError {
 
 pub(super) fn encode<T: Serialize>(
     what: &'static str,
-    known: &Known,
+    known: &'static Known,
     value: &T,
 ) -> Result<Vec<u8>, CodecError> {
-    let Known { schema, fp } = known;
-    let writer = GenericDatumWriter::builder(schema)
-        .human_readable(false)
-        .build()
-        .map_err(avro_err(what))?;
+    let writer = known.writer(what)?;
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
-    out.extend_from_slice(fp);
+    out.extend_from_slice(&known.fp);
     writer.write_ser(&mut out, value).map_err(avro_err(what))?;
     Ok(out)
 }
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
     what: &'static str,
-    known: &Known,
+    known: &'static Known,
     bytes: &[u8],
 ) -> Result<T, CodecError> {
-    let Known { schema, fp } = known;
+    let fp = &known.fp;
     if bytes.is_empty() {
         return Err(CodecError::Empty);
     }
@@ -151,10 +189,7 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
             body = datum;
         }
     }
-    let reader = GenericDatumReader::builder(schema)
-        .human_readable(false)
-        .build()
-        .map_err(avro_err(what))?;
+    let reader = known.reader(what)?;
     let value: T = reader.read_deser(&mut body).map_err(avro_err(what))?;
     if !body.is_empty() {
         return Err(CodecError::Avro {
