@@ -76,3 +76,24 @@ pub async fn load(config: &Config, tenant: &str, tasks: Vec<tidewater::codec::Ta
         submit_all(&submitter(config), tenant, tasks).await;
     }
 }
+
+/// The throughput and latency benches' world: tenant `bench` with one in-process `noop`
+/// function (concurrency and `max_running` 1000) whose outcomes go to `<prefix>.out`, on
+/// 3 partitions, with `delivery` (`exactly_once` or `at_least_once`).
+pub fn noop_config(prefix: &str, delivery: &str) -> Config {
+    config(
+        prefix,
+        3,
+        &format!(
+            r#"
+            [scheduler]
+            max_running = 1000
+            delivery = "{delivery}"
+            [tenants.bench.functions.noop]
+            executor = {{ type = "inprocess", handler = "noop" }}
+            concurrency = 1000
+            on_success = "{{prefix}}.out"
+            "#
+        ),
+    )
+}

@@ -34,24 +34,6 @@ use tidewater::names::headers as h;
 use tidewater::scheduler::Scheduler;
 use tokio_util::sync::CancellationToken;
 
-fn config(prefix: &str, delivery: &str) -> Config {
-    common::config(
-        prefix,
-        3,
-        &format!(
-            r#"
-            [scheduler]
-            max_running = 1000
-            delivery = "{delivery}"
-            [tenants.bench.functions.noop]
-            executor = {{ type = "inprocess", handler = "noop" }}
-            concurrency = 1000
-            on_success = "{{prefix}}.out"
-            "#
-        ),
-    )
-}
-
 /// A `read_committed` reader of `topic` from its beginning.
 fn reader(config: &Config, topic: &str) -> StreamConsumer {
     let c: StreamConsumer = tidewater::kafka::client_config(config)
@@ -78,7 +60,7 @@ struct Measured {
 /// outcome.
 async fn open_loop(delivery: &str, rate: f64, secs: f64) -> Measured {
     let prefix = common::prefix("lat");
-    let cfg = config(&prefix, delivery);
+    let cfg = common::noop_config(&prefix, delivery);
     common::load(&cfg, "bench", Vec::new()).await;
     let out = format!("{prefix}.out");
     let queue = cfg.queue_topic("bench", "noop");
@@ -160,12 +142,22 @@ async fn send(producer: &FutureProducer, queue: &str, task: &codec::Task, at: i6
     }
 }
 
+/// The next record of `c` within 2 minutes. A consumer error is skipped: right after the
+/// topic is created the broker may still answer "unknown topic" for a moment.
+async fn next_record(c: &StreamConsumer) -> rdkafka::message::BorrowedMessage<'_> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(msg)) => return msg,
+            Ok(Err(e)) => eprintln!("reader: {e} (retrying)"),
+            Err(_) => panic!("timed out waiting for outcomes"),
+        }
+    }
+}
+
 /// The next outcome and when it was received (ms).
 async fn next_outcome(c: &StreamConsumer) -> (codec::Outcome, i64) {
-    let msg = tokio::time::timeout(Duration::from_secs(120), c.recv())
-        .await
-        .expect("timed out waiting for outcomes")
-        .unwrap();
+    let msg = next_record(c).await;
     let received = now_ms();
     (
         codec::decode_outcome(msg.payload().unwrap_or_default()).unwrap(),
@@ -176,7 +168,7 @@ async fn next_outcome(c: &StreamConsumer) -> (codec::Outcome, i64) {
 /// Tasks per second the scheduler sustains on a preloaded backlog of `n`.
 async fn max_rate(delivery: &str, n: usize) -> f64 {
     let prefix = common::prefix("max");
-    let cfg = config(&prefix, delivery);
+    let cfg = common::noop_config(&prefix, delivery);
     let tasks = (0..n)
         .map(|i| common::task(&format!("m-{i}"), "noop", "{}"))
         .collect();
@@ -186,10 +178,7 @@ async fn max_rate(delivery: &str, n: usize) -> f64 {
     let sched = tokio::spawn(Scheduler::new(cfg, Handlers::builtin()).run(stop.clone()));
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     for _ in 0..n {
-        let msg = tokio::time::timeout(Duration::from_secs(120), outcomes.recv())
-            .await
-            .expect("timed out")
-            .unwrap();
+        let msg = next_record(&outcomes).await;
         let ts = msg.timestamp().to_millis().unwrap_or_else(now_ms);
         first = first.min(ts);
         last = last.max(ts);

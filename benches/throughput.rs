@@ -41,24 +41,6 @@ use tidewater::executor::Handlers;
 use tidewater::scheduler::Scheduler;
 use tokio_util::sync::CancellationToken;
 
-fn config(prefix: &str, delivery: &str) -> Config {
-    common::config(
-        prefix,
-        3,
-        &format!(
-            r#"
-            [scheduler]
-            max_running = 1000
-            delivery = "{delivery}"
-            [tenants.bench.functions.noop]
-            executor = {{ type = "inprocess", handler = "noop" }}
-            concurrency = 1000
-            on_success = "{prefix}.out"
-            "#
-        ),
-    )
-}
-
 fn tasks(n: usize) -> Vec<Task> {
     (0..n)
         .map(|i| common::task(&format!("bench-{i}"), "noop", &format!("{{\"n\":{i}}}")))
@@ -244,7 +226,10 @@ fn main() {
     let run = ulid::Ulid::new().to_string().to_lowercase();
 
     // (a) raw consume→produce pipe.
-    let a_cfg = Arc::new(config(&format!("bench{run}a"), "at_least_once"));
+    let a_cfg = Arc::new(common::noop_config(
+        &format!("bench{run}a"),
+        "at_least_once",
+    ));
     let (a_in, a_out) = (
         a_cfg.queue_topic("bench", "noop"),
         format!("bench{run}a.out"),
@@ -259,7 +244,7 @@ fn main() {
     let raw_cpu = cpu_seconds() - cpu0;
 
     // (d) the raw transactional pipe writing what the scheduler writes.
-    let d_cfg = Arc::new(config(&format!("bench{run}d"), "exactly_once"));
+    let d_cfg = Arc::new(common::noop_config(&format!("bench{run}d"), "exactly_once"));
     let (d_in, d_out) = (
         d_cfg.queue_topic("bench", "noop"),
         format!("bench{run}d.out"),
@@ -335,7 +320,7 @@ fn scheduler_span(
     delivery: &str,
     n: usize,
 ) -> (f64, f64) {
-    let cfg = config(prefix, delivery);
+    let cfg = common::noop_config(prefix, delivery);
     let out = format!("{prefix}.out");
     rt.block_on(common::load(&cfg, "bench", tasks(n)));
     let stop = CancellationToken::new();
