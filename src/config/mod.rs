@@ -363,4 +363,25 @@ pub(crate) mod tests {
     fn no_tenant_is_an_error() {
         assert!(err("").contains("tenants"));
     }
+
+    #[test]
+    fn publisher_timings_default_to_no_wait_and_are_bounded() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.scheduler.publish_linger, std::time::Duration::ZERO);
+        assert_eq!(c.scheduler.running_event_delay, std::time::Duration::ZERO);
+        let with = |line: &str| format!("[scheduler]\n{line}\n{GOOD}");
+        let c = Config::from_toml(&with(
+            "publish_linger = \"20ms\"\nrunning_event_delay = \"50ms\"",
+        ))
+        .unwrap();
+        assert_eq!(c.scheduler.publish_linger.as_millis(), 20);
+        assert_eq!(c.scheduler.running_event_delay.as_millis(), 50);
+        let e = err(&with("publish_linger = \"2s\""));
+        assert!(
+            e.contains("scheduler.publish_linger") && e.contains("at most 1s"),
+            "{e}"
+        );
+        let e = err(&with("running_event_delay = \"2h\""));
+        assert!(e.contains("scheduler.running_event_delay"), "{e}");
+    }
 }

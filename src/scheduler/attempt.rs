@@ -4,15 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge, histogram};
 use tokio_util::sync::CancellationToken;
 
+use super::fn_metrics::AttemptEnd;
 use super::records::{log_records, redrive_of, status_event, status_record};
 use super::{Ctx, Job};
 use crate::clock::now_ms;
 use crate::codec::{Attempt, TaskStatus};
 use crate::executor::{ExecError, Invocation};
-use crate::names::metrics as m;
 use crate::otel;
 
 /// What one attempt came to.
@@ -30,7 +29,7 @@ pub(super) enum AttemptResult {
 /// Runs one attempt of a job and records it in the job's outcome.
 pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken) -> AttemptResult {
     let f = job.f.clone();
-    let (lt, lf) = f.labels.clone();
+    let fm = &f.metrics;
     let attempt_no = job.outcome.attempts.len() as u32 + 1;
     let attempt_i32 = i32::try_from(attempt_no).unwrap_or(i32::MAX);
     let started_at = now_ms();
@@ -43,16 +42,25 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
         }
     }
     if attempt_no == 1 {
-        histogram!(m::QUEUE_WAIT_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
+        fm.queue_wait
             .record((started_at - job.outcome.submitted_at).max(0) as f64 / 1000.0);
     }
-    let running_ev = status_event(ctx, &job.outcome, TaskStatus::Running, attempt_i32, None);
-    ctx.send_nowait(
-        status_record(ctx, &running_ev, redrive_of(&job.outcome))
-            .into_iter()
-            .collect(),
-    );
-    let running = gauge!(m::TASKS_RUNNING, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone());
+    // The `running` status event, stamped with the attempt's start.
+    let announce = |job: &Job| {
+        let mut ev = status_event(ctx, &job.outcome, TaskStatus::Running, attempt_i32, None);
+        ev.at = started_at;
+        ctx.send_nowait(
+            status_record(ctx, &ev, redrive_of(&job.outcome))
+                .into_iter()
+                .collect(),
+        );
+    };
+    let delay = ctx.config.scheduler.running_event_delay;
+    let mut announced = delay.is_zero();
+    if announced {
+        announce(job);
+    }
+    let running = &fm.running;
     running.increment(1.0);
     let span = otel::attempt_span(&job.span, &f.name, attempt_no);
     let inv = Invocation {
@@ -70,32 +78,40 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
         span: span.clone(),
     };
     let clock = Instant::now();
-    let (result, captured) = tokio::select! {
-        r = f.executor.execute_captured(inv, f.cfg.timeout) => r,
-        _ = ctx.hard_stop.cancelled() => {
-            running.decrement(1.0);
-            return AttemptResult::Abandoned;
-        }
-        // Dropping the execution aborts an HTTP call and kills a command's process.
-        _ = cancel.cancelled() => {
-            running.decrement(1.0);
-            otel::finish_attempt(&span, "stopped");
-            histogram!(m::EXECUTION_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
-                .record(clock.elapsed().as_secs_f64());
-            counter!(m::ATTEMPTS, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_RESULT => "stopped")
-                .increment(1);
-            job.outcome.attempts.push(Attempt {
-                attempt: attempt_i32,
-                started_at,
-                finished_at: now_ms(),
-                error: Some("stopped on request".into()),
-            });
-            return AttemptResult::Stopped;
+    let execution = f.executor.execute_captured(inv, f.cfg.timeout);
+    tokio::pin!(execution);
+    // Polled only with a delay: an attempt that ends before it has no `running` event.
+    let announce_at = tokio::time::sleep(delay);
+    tokio::pin!(announce_at);
+    let (result, captured) = loop {
+        tokio::select! {
+            r = &mut execution => break r,
+            () = &mut announce_at, if !announced => {
+                announce(job);
+                announced = true;
+            }
+            _ = ctx.hard_stop.cancelled() => {
+                running.decrement(1.0);
+                return AttemptResult::Abandoned;
+            }
+            // Dropping the execution aborts an HTTP call and kills a command's process.
+            _ = cancel.cancelled() => {
+                running.decrement(1.0);
+                otel::finish_attempt(&span, "stopped");
+                fm.execution.record(clock.elapsed().as_secs_f64());
+                fm.attempt(AttemptEnd::Stopped).increment(1);
+                job.outcome.attempts.push(Attempt {
+                    attempt: attempt_i32,
+                    started_at,
+                    finished_at: now_ms(),
+                    error: Some("stopped on request".into()),
+                });
+                return AttemptResult::Stopped;
+            }
         }
     };
     running.decrement(1.0);
-    histogram!(m::EXECUTION_SECONDS, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone())
-        .record(clock.elapsed().as_secs_f64());
+    fm.execution.record(clock.elapsed().as_secs_f64());
     let outcome_label = if result.is_ok() { "success" } else { "failure" };
     otel::finish_attempt(
         &span,
@@ -104,8 +120,12 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
             _ => outcome_label,
         },
     );
-    counter!(m::ATTEMPTS, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_RESULT => outcome_label)
-        .increment(1);
+    fm.attempt(if result.is_ok() {
+        AttemptEnd::Success
+    } else {
+        AttemptEnd::Failure
+    })
+    .increment(1);
     job.outcome.attempts.push(Attempt {
         attempt: attempt_i32,
         started_at,

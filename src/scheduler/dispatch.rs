@@ -439,7 +439,12 @@ impl<T> Dispatcher<T> {
         at
     }
 
-    /// What a partition holds.
+    /// What each partition that holds something holds.
+    pub fn partition_buffers(&self) -> impl Iterator<Item = (&TopicPartition, &Buffered)> {
+        self.partitions.iter()
+    }
+
+    /// What one partition holds.
     pub fn buffered(&self, tp: &TopicPartition) -> Buffered {
         self.partitions.get(tp).copied().unwrap_or_default()
     }

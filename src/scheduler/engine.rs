@@ -42,6 +42,7 @@ use crate::executor::ExecError;
 use crate::names::metrics as m;
 use crate::types::TaskKey;
 
+mod backpressure;
 mod gauges;
 
 /// What a publication was for.
@@ -118,6 +119,12 @@ fn done_ref(entry: &Entry<Box<Job>>) -> DoneRef {
     }
 }
 
+/// Drops the record's bytes once the task is decoded and staying here: only forwarding it
+/// to an overflow queue needs them, and a held task should cost its payload once.
+fn forget_record_value(entry: &mut Entry<Box<Job>>) {
+    entry.item.record.value = Vec::new();
+}
+
 async fn sleep_until(at: Option<Instant>) {
     if let Some(at) = at {
         tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
@@ -184,7 +191,11 @@ impl Engine {
                 _ = shutdown.cancelled(), if running => deadline = Some(self.drain(sc.shutdown_grace)),
                 Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => self.on_attempt(done),
                 Some(msg) = inputs.published.recv() => match msg {
-                    FromPublisher::Durable(p) => self.on_published(p),
+                    FromPublisher::Durable(units) => {
+                        for p in units {
+                            self.on_published(p);
+                        }
+                    }
                     FromPublisher::Fenced(p) => self.on_fenced(p),
                     FromPublisher::Failed(e) => {
                         fatal = Some(e);
@@ -352,11 +363,14 @@ impl Engine {
         };
         let now = now_ms();
         let Some(due) = due.filter(|due| *due > now) else {
-            if let Some(entry) = self.spill_or_keep(entry) {
+            if let Some(mut entry) = self.spill_or_keep(entry) {
+                forget_record_value(&mut entry);
                 self.dispatcher.push(entry);
             }
             return;
         };
+        let mut entry = entry;
+        forget_record_value(&mut entry);
         let wait = Duration::from_millis(u64::try_from(due - now).unwrap_or(0));
         self.dispatcher.account(&entry);
         if self.ctx.is_delay_topic(&entry.tp.topic) {
@@ -502,8 +516,7 @@ impl Engine {
         }
         let delay = retry_delay(f.cfg.backoff, f.cfg.backoff_max, attempt_no + 1, jitter());
         debug!(task_id = %job.outcome.task_id, attempt = attempt_no, error = %message, retry_in = ?delay, "attempt failed; retrying");
-        let (lt, lf) = f.labels.clone();
-        counter!(m::RETRIES, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
+        f.metrics.retries.increment(1);
         let attempt_i32 = i32::try_from(attempt_no).unwrap_or(i32::MAX);
         let ev = status_event(
             &self.ctx,
@@ -530,17 +543,14 @@ impl Engine {
         let job = &mut entry.item;
         job.outcome.finished_at = now_ms();
         job.outcome.payload = job.payload.as_ref().clone();
-        let (lt, lf) = job.f.labels.clone();
         let label = job.outcome.status.as_str();
         crate::otel::finish_process(&job.span, label, job.outcome.reason.map(|r| r.as_str()));
         if let Some(finished) = self.finished.as_mut() {
             finished.insert(&job.f.tenant, &finished_id(&job.outcome));
         }
-        if let Some(reason) = job.outcome.reason {
-            counter!(m::TASKS_FAILED, m::L_TENANT => lt.clone(), m::L_FUNCTION => lf.clone(), m::L_REASON => reason.as_str()).increment(1);
-        }
-        counter!(m::TASKS_COMPLETED, m::L_TENANT => lt, m::L_FUNCTION => lf, m::L_OUTCOME => label)
-            .increment(1);
+        job.f
+            .metrics
+            .finished(job.outcome.status, job.outcome.reason);
         let records = outcome_records(&self.ctx, &entry.item.outcome, destination.as_ref());
         let done = done_ref(&entry);
         self.send_unit(records, done, Published::Task(entry));
@@ -654,61 +664,6 @@ impl Engine {
             self.paused.remove(tp);
             if !dropped.is_empty() {
                 debug!(topic = %tp.topic, partition = tp.partition, dropped = dropped.len(), "queued tasks of a revoked partition dropped");
-            }
-        }
-    }
-
-    /// Pauses partitions whose buffer (or the process's) is full; resumes them when it
-    /// has drained to three quarters.
-    fn backpressure(&mut self) {
-        let sc = &self.ctx.config.scheduler;
-        let total = self.dispatcher.total();
-        // While outcomes cannot be made durable, nothing new is fetched: what is held
-        // waits, and what is in Kafka stays there.
-        let stalled = self.shared.is_stalled();
-        if stalled != self.fetch_held {
-            self.fetch_held = stalled;
-            if stalled {
-                warn!("outcomes cannot be made durable: fetching paused until they can");
-            } else {
-                info!("outcomes are durable again: fetching resumes");
-            }
-        }
-        let process_full = stalled
-            || total.count >= sc.max_buffered.get()
-            || total.bytes >= sc.max_buffered_bytes.get();
-        let process_low = !stalled
-            && total.count * 4 <= sc.max_buffered.get() * 3
-            && total.bytes * 4 <= sc.max_buffered_bytes.get() * 3;
-        let assigned = self.shared.tracker().partitions();
-        let mut pause = TopicPartitionList::new();
-        let mut resume = TopicPartitionList::new();
-        for tp in assigned {
-            let b = self.dispatcher.buffered(&tp);
-            let full = process_full
-                || b.count >= sc.max_buffered_per_partition.get()
-                || b.bytes >= sc.max_buffered_bytes_per_partition.get();
-            let low = process_low
-                && b.count * 4 <= sc.max_buffered_per_partition.get() * 3
-                && b.bytes * 4 <= sc.max_buffered_bytes_per_partition.get() * 3;
-            if full && !self.paused.contains(&tp) {
-                let _ = pause.add_partition(&tp.topic, tp.partition);
-                debug!(topic = %tp.topic, partition = tp.partition, buffered = b.count, bytes = b.bytes, "buffer full: pausing fetch");
-                self.paused.insert(tp);
-            } else if low && self.paused.contains(&tp) {
-                let _ = resume.add_partition(&tp.topic, tp.partition);
-                debug!(topic = %tp.topic, partition = tp.partition, buffered = b.count, "buffer drained: resuming fetch");
-                self.paused.remove(&tp);
-            }
-        }
-        if pause.count() > 0 {
-            if let Err(e) = self.consumer.pause(&pause) {
-                debug!(error = %e, "pause failed (partition revoked meanwhile?)");
-            }
-        }
-        if resume.count() > 0 {
-            if let Err(e) = self.consumer.resume(&resume) {
-                debug!(error = %e, "resume failed (partition revoked meanwhile?)");
             }
         }
     }

@@ -89,11 +89,15 @@ pub(super) fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
     } else {
         task.id.clone()
     };
-    let (lt, lf) = labels(ctx, &tenant, &task.function);
-    counter!(m::TASKS_SUBMITTED, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
+    let f = ctx.functions.get(&tenant, &task.function).cloned();
+    if let Some(f) = &f {
+        f.metrics.submitted.increment(1);
+    } else {
+        let (lt, lf) = labels(ctx, &tenant, &task.function);
+        counter!(m::TASKS_SUBMITTED, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
+    }
 
     let only = queue.as_ref().and_then(|q| q.function.as_deref());
-    let f = ctx.functions.get(&tenant, &task.function).cloned();
     let mut outcome = new_outcome(ctx, &record, &tenant, task_id, &task.function);
     outcome.task_headers = task.headers.clone();
     outcome.submitted_at = task.submitted_at.unwrap_or(record_time);

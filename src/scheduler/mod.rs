@@ -16,6 +16,7 @@ pub mod consumer;
 pub mod control;
 pub mod dispatch;
 mod engine;
+mod fn_metrics;
 mod intake;
 pub mod offsets;
 pub mod publisher;
@@ -127,6 +128,8 @@ struct FunctionRt {
     shared_queue: Option<String>,
     /// Metric labels (tenant, function).
     labels: (String, String),
+    /// Its per-task metrics.
+    metrics: fn_metrics::FnMetrics,
 }
 
 /// The configured functions, by tenant and name (looked up without allocating).

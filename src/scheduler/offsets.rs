@@ -302,6 +302,16 @@ impl OffsetTracker {
             .collect()
     }
 
+    /// Assigned partitions, without copying them.
+    pub fn assigned(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.parts.keys()
+    }
+
+    /// How many partitions are assigned.
+    pub fn assigned_count(&self) -> usize {
+        self.parts.len()
+    }
+
     /// Assigned partitions.
     pub fn partitions(&self) -> Vec<TopicPartition> {
         self.parts.keys().cloned().collect()

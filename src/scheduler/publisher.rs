@@ -17,6 +17,7 @@
 //! A batch that stays not durable makes the process not ready (`/readyz`) and is logged
 //! every few seconds until the cluster answers again.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -44,7 +45,8 @@ pub struct OutRecord {
     /// The task id, so a task's records share a partition (and compaction keeps its last).
     pub key: String,
     pub value: Vec<u8>,
-    pub headers: Vec<(&'static str, String)>,
+    /// Header names and values; fixed values are borrowed, not copied per record.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     /// Where and when it goes when that is chosen (a task forwarded to an overflow
     /// queue keeps its partition's order and its record time); else by key, now.
     pub place: Option<Place>,
@@ -70,8 +72,8 @@ pub struct DoneRef {
 /// What the publisher tells the engine.
 #[derive(Debug)]
 pub enum FromPublisher<T> {
-    /// A unit is durable: its token comes back.
-    Durable(T),
+    /// Units are durable: their tokens come back, a batch at a time.
+    Durable(Vec<T>),
     /// A unit was not published: its partition went to another scheduler, which runs
     /// the task again.
     Fenced(T),
@@ -245,13 +247,15 @@ pub struct Publisher<T> {
     pub shared: Arc<Shared>,
     /// For the group metadata sent with each transaction's offsets.
     pub consumer: Arc<BaseConsumer<GroupContext>>,
-    /// Longest a unit waits for its batch.
+    /// How long a batch waits for more units after its first (`scheduler.publish_linger`).
     pub linger: Duration,
 }
 
 /// Largest batch, in units (a task makes about two: its running status, then its
 /// outcome): large enough that the per-batch round trip is not the bottleneck.
 const MAX_BATCH: usize = 20_000;
+/// How long one wait for deliveries lasts before the producer is asked again.
+const FLUSH_SLICE: Duration = Duration::from_millis(1);
 /// Timeout of one transactional call; a timed-out call is made again.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a retriable call is made again, and what its last error then becomes.
@@ -344,28 +348,65 @@ impl<T: Send + 'static> Publisher<T> {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            let mut batch = vec![first];
-            let deadline = Instant::now() + self.linger;
-            while batch.len() < MAX_BATCH {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match self.rx.recv_timeout(left) {
-                    Ok(u) => batch.push(u),
-                    Err(_) => break,
-                }
-            }
-            if !self.make_durable(&mut batch, &signal, &stall) {
+            let batch = &mut self.gather(first);
+            if !self.make_durable(batch, &signal, &stall) {
                 return;
             }
-            for unit in batch {
+            let mut durable = Vec::with_capacity(batch.len());
+            for unit in batch.drain(..) {
                 if let Some(d) = &unit.done {
                     self.shared.published(&d.tp, d.epoch);
                 }
-                if let Some(back) = unit.back {
-                    let _ = self.back.send(FromPublisher::Durable(back));
+                durable.extend(unit.back);
+            }
+            if !durable.is_empty() {
+                let _ = self.back.send(FromPublisher::Durable(durable));
+            }
+        }
+    }
+
+    /// The next batch: `first` and what else is waiting now (what finished while the
+    /// previous batch was being made durable), then what comes within the linger, if any.
+    /// So batches follow the load: a lone unit goes out at once, and under load each
+    /// batch holds what arrived during the previous one's round trip.
+    fn gather(&self, first: Unit<T>) -> Vec<Unit<T>> {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(u) => batch.push(u),
+                Err(_) => break,
+            }
+        }
+        let deadline = Instant::now() + self.linger;
+        while batch.len() < MAX_BATCH {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(u) => batch.push(u),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Waits until every record sent is delivered (or failed), serving delivery reports
+    /// as they come. rust-rdkafka's `flush` polls in 100 ms slices that last their whole
+    /// length, which would add up to 100 ms to every batch: this polls in 1 ms slices.
+    fn deliver_all(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.producer.flush(FLUSH_SLICE) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)) => {
+                    if Instant::now() >= deadline {
+                        return Err(KafkaError::Flush(
+                            rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                        ));
+                    }
                 }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -417,13 +458,18 @@ impl<T: Send + 'static> Publisher<T> {
 
     /// Hands back, unpublished, the units of partitions this scheduler no longer owns.
     fn drop_fenced(&self, batch: &mut Vec<Unit<T>>) {
+        let current = |u: &Unit<T>, tracker: &super::offsets::OffsetTracker| {
+            u.done
+                .as_ref()
+                .is_none_or(|d| tracker.is_current(&d.tp, d.epoch))
+        };
         let (keep, gone): (Vec<_>, Vec<_>) = {
             let tracker = self.shared.tracker();
-            batch.drain(..).partition(|u| {
-                u.done
-                    .as_ref()
-                    .is_none_or(|d| tracker.is_current(&d.tp, d.epoch))
-            })
+            // Almost always all are current: then nothing moves.
+            if batch.iter().all(|u| current(u, &tracker)) {
+                return;
+            }
+            batch.drain(..).partition(|u| current(u, &tracker))
         };
         *batch = keep;
         if !gone.is_empty() {
@@ -509,7 +555,8 @@ impl<T: Send + 'static> Publisher<T> {
     fn send_all(&self, batch: &[Unit<T>]) -> Result<(), KafkaError> {
         for unit in batch {
             for r in &unit.records {
-                let headers = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                let empty = OwnedHeaders::new_with_capacity(r.headers.len());
+                let headers = r.headers.iter().fold(empty, |h, (k, v)| {
                     h.insert(Header {
                         key: k,
                         value: Some(v.as_bytes()),
@@ -632,7 +679,7 @@ impl<T: Send + 'static> Publisher<T> {
         }
         // Wait for the batch's deliveries here, serving their reports, so the commit's own
         // flush has nothing left to wait for.
-        if let Err(e) = self.producer.flush(CALL_TIMEOUT) {
+        if let Err(e) = self.deliver_all(CALL_TIMEOUT) {
             debug!(error = %e, "deliveries still pending before the commit");
         }
         // A commit that timed out may still succeed: it is resumed until it resolves,
@@ -651,7 +698,7 @@ impl<T: Send + 'static> Publisher<T> {
     fn produce(&self, batch: &[Unit<T>]) -> Result<(), TxnError> {
         let before = self.producer.context().failed.load(Ordering::Relaxed);
         self.send_all(batch).map_err(txn_error)?;
-        self.producer.flush(CALL_TIMEOUT).map_err(txn_error)?;
+        self.deliver_all(CALL_TIMEOUT).map_err(txn_error)?;
         let failed = self.producer.context().failed.load(Ordering::Relaxed) - before;
         if failed > 0 {
             // Which ones is not known: send the batch again (at-least-once allows it).

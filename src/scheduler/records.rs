@@ -46,6 +46,9 @@ impl Target {
     }
 }
 
+/// A record's headers.
+type Headers = Vec<(&'static str, Cow<'static, str>)>;
+
 /// Headers of every record Tidewater writes about a task: content type, event kind, task
 /// id and tenant, then the function and trace context where there are.
 fn headers(
@@ -54,18 +57,19 @@ fn headers(
     tenant: &str,
     function: Option<&str>,
     traceparent: Option<&str>,
-) -> Vec<(&'static str, String)> {
-    let mut out = vec![
-        (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.to_string()),
-        (h::EVENT, event.to_string()),
-        (h::TASK_ID, task_id.to_string()),
-        (h::TENANT, tenant.to_string()),
-    ];
+) -> Headers {
+    let mut out = Vec::with_capacity(7);
+    out.extend([
+        (h::CONTENT_TYPE, Cow::Borrowed(h::CONTENT_TYPE_AVRO)),
+        (h::EVENT, Cow::Borrowed(event)),
+        (h::TASK_ID, Cow::Owned(task_id.to_string())),
+        (h::TENANT, Cow::Owned(tenant.to_string())),
+    ]);
     if let Some(f) = function {
-        out.push((h::FUNCTION, f.to_string()));
+        out.push((h::FUNCTION, Cow::Owned(f.to_string())));
     }
     if let Some(tp) = traceparent {
-        out.push((h::TRACEPARENT, tp.to_string()));
+        out.push((h::TRACEPARENT, Cow::Owned(tp.to_string())));
     }
     out
 }
@@ -93,12 +97,9 @@ pub(super) fn stop_applies(o: &Outcome, requested_at: i64) -> bool {
 
 /// `headers` with the redrive of the run added, when the task was redriven: the indexer
 /// tells the runs of one task apart by it.
-fn with_redrive(
-    mut headers: Vec<(&'static str, String)>,
-    redrive: Option<&str>,
-) -> Vec<(&'static str, String)> {
+fn with_redrive(mut headers: Headers, redrive: Option<&str>) -> Headers {
     if let Some(r) = redrive {
-        headers.push((h::REDRIVE_ID, r.to_string()));
+        headers.push((h::REDRIVE_ID, Cow::Owned(r.to_string())));
     }
     headers
 }
@@ -247,9 +248,9 @@ fn compensation_record(ctx: &Ctx, o: &Outcome, function: &str) -> Option<OutReco
         }
     };
     // A task for a queue, like any submitter's: only its content type and trace context.
-    let mut headers = vec![(h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.to_string())];
+    let mut headers: Headers = vec![(h::CONTENT_TYPE, Cow::Borrowed(h::CONTENT_TYPE_AVRO))];
     if let Some(tp) = &o.traceparent {
-        headers.push((h::TRACEPARENT, tp.clone()));
+        headers.push((h::TRACEPARENT, Cow::Owned(tp.clone())));
     }
     Some(OutRecord {
         topic: ctx.config.queue_topic(&o.tenant, function),

@@ -78,6 +78,7 @@ pub(super) fn build_functions(
                 shared_queue: (f.queue == crate::config::QueueMode::Shared)
                     .then(|| config.queue_topic(tname, fname)),
                 labels: (tname.clone(), fname.clone()),
+                metrics: super::fn_metrics::FnMetrics::register(tname, fname),
                 cfg: f.clone(),
             };
             out.entry(tname.clone())
@@ -158,7 +159,7 @@ pub(super) async fn start(
         back: back_tx,
         shared: shared.clone(),
         consumer: consumer.clone(),
-        linger: sc.commit_interval.min(Duration::from_millis(100)),
+        linger: sc.publish_linger,
     };
     let publisher_worker =
         Worker::spawn("tw-publisher", move |signal| publisher.run(signal)).map_err(internal)?;
@@ -350,7 +351,10 @@ fn publisher_producer(
     let mut cc = kafka::client_config(config);
     kafka::set_default(&mut cc, "enable.idempotence", "true");
     kafka::set_default(&mut cc, "acks", "all");
-    kafka::set_default(&mut cc, "linger.ms", "5");
+    // The publisher makes its own batches (what finished while the previous batch was
+    // made durable) and waits for their delivery: a linger here would only delay them.
+    // Under load librdkafka still batches what queues while requests are in flight.
+    kafka::set_default(&mut cc, "linger.ms", "0");
     kafka::set_default(&mut cc, "compression.type", "lz4");
     if exactly_once {
         kafka::set_default(&mut cc, "message.timeout.ms", "10000");
@@ -366,6 +370,11 @@ fn publisher_producer(
         // After a crash, read_committed consumers wait for the open transaction to time
         // out: keep that short (transactions here last well under a second).
         kafka::set_default(&mut cc, "transaction.timeout.ms", "10000");
+        // A transaction that follows another is refused (CONCURRENT_TRANSACTIONS) until
+        // the previous one's markers are written, a few milliseconds; librdkafka retries
+        // adding the offsets after `retry.backoff.ms` (default 100 ms, growing up to
+        // `retry.backoff.max.ms`), which would idle the publisher for most of that.
+        kafka::set_default(&mut cc, "retry.backoff.ms", "10");
     }
     kafka_stats::enable(&mut cc, config);
     cc.create_with_context(DeliveryCounter::new(StatsClient::Producer))

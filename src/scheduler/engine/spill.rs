@@ -2,6 +2,7 @@
 //! function's overflow queue in the unit that completes its shared-queue offset, and
 //! re-evaluating which functions spill.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use metrics::{counter, gauge};
@@ -59,17 +60,20 @@ impl Engine {
             .map_or_else(|| job.outcome.task_id.clone(), str::to_string);
         let mut headers = Vec::with_capacity(5);
         if let Some(ct) = &record.content_type {
-            headers.push((h::CONTENT_TYPE, ct.clone()));
+            headers.push((h::CONTENT_TYPE, Cow::Owned(ct.clone())));
         }
         if let Some(tp) = job.outcome.traceparent.as_ref() {
-            headers.push((h::TRACEPARENT, tp.clone()));
+            headers.push((h::TRACEPARENT, Cow::Owned(tp.clone())));
         }
         if record.ordered {
-            headers.push((h::ORDERED, "true".to_string()));
+            headers.push((h::ORDERED, Cow::Borrowed("true")));
         }
         headers.push((
             h::SPILLED_FROM,
-            format!("{}/{}/{}", record.topic, record.partition, record.offset),
+            Cow::Owned(format!(
+                "{}/{}/{}",
+                record.topic, record.partition, record.offset
+            )),
         ));
         let mut records = vec![OutRecord {
             topic: overflow.topic.clone(),
