@@ -14,6 +14,10 @@ use tidewater::codec::Encoding;
 use tidewater::config::Config;
 use tidewater::submit::Submitter;
 
+/// The allocator of the `tidewater` binary, so the benches measure what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use tests_common::{bootstrap, metric, reader_from_start, submit_all, task, vm_rss};
 
 /// Whether this is a measurement: `cargo bench` passes `--bench`. Without it (under
@@ -80,7 +84,10 @@ pub async fn load(config: &Config, tenant: &str, tasks: Vec<tidewater::codec::Ta
 /// The throughput and latency benches' world: tenant `bench` with one in-process `noop`
 /// function (concurrency and `max_running` 1000) whose outcomes go to `<prefix>.out`, on
 /// 3 partitions, with `delivery` (`exactly_once` or `at_least_once`).
+///
+/// `TW_BENCH_SCHEDULER` adds settings to `[scheduler]` (e.g. `publish_linger = "100ms"`).
 pub fn noop_config(prefix: &str, delivery: &str) -> Config {
+    let extra = std::env::var("TW_BENCH_SCHEDULER").unwrap_or_default();
     config(
         prefix,
         3,
@@ -89,6 +96,7 @@ pub fn noop_config(prefix: &str, delivery: &str) -> Config {
             [scheduler]
             max_running = 1000
             delivery = "{delivery}"
+            {extra}
             [tenants.bench.functions.noop]
             executor = {{ type = "inprocess", handler = "noop" }}
             concurrency = 1000

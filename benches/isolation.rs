@@ -554,115 +554,120 @@ fn main() {
     let timeout = Duration::from_secs(120) + A_SLEEP * (2 * load.a as u32);
     let rt = tokio::runtime::Runtime::new().unwrap();
 
-    let tw_alone = rt.block_on(tidewater_run(load, false, "", timeout));
-    let tw_with_a = rt.block_on(tidewater_run(load, true, "", timeout));
-    // A's backlog ten times the partition's buffer: it spills to its overflow queue.
-    let over = format!("max_buffered_per_partition = {}", (load.a / 10).max(2));
-    let tw_over_alone = rt.block_on(tidewater_run(load, false, &over, timeout));
-    let tw_over_with_a = rt.block_on(tidewater_run(load, true, &over, timeout));
-    let fifo_alone = rt.block_on(fifo_run(load, false, timeout));
-    let fifo_with_a = rt.block_on(fifo_run(load, true, timeout));
+    // TW_BENCH_PARTS (default "isolation,memory") picks what runs.
+    let parts = std::env::var("TW_BENCH_PARTS").unwrap_or_else(|_| "isolation,memory".into());
+    if parts.contains("isolation") {
+        let tw_alone = rt.block_on(tidewater_run(load, false, "", timeout));
+        let tw_with_a = rt.block_on(tidewater_run(load, true, "", timeout));
+        // A's backlog ten times the partition's buffer: it spills to its overflow queue.
+        let over = format!("max_buffered_per_partition = {}", (load.a / 10).max(2));
+        let tw_over_alone = rt.block_on(tidewater_run(load, false, &over, timeout));
+        let tw_over_with_a = rt.block_on(tidewater_run(load, true, &over, timeout));
+        let fifo_alone = rt.block_on(fifo_run(load, false, timeout));
+        let fifo_with_a = rt.block_on(fifo_run(load, true, timeout));
 
-    let poll_ms = if measuring { 500 } else { 200 };
-    let idle = memory_run(&rt, Scenario::Idle, 0, poll_ms);
-    let buffered = memory_run(&rt, Scenario::Buffered, buffered_n, poll_ms);
-    let inflight = memory_run(&rt, Scenario::InFlight, inflight_n, poll_ms);
-
-    println!(
-        "isolation: one partition (broker {}){}",
-        bootstrap(),
-        if measuring {
-            ""
-        } else {
-            " [smoke: small counts]"
-        }
-    );
-    println!(
-        "  A: {} tasks, concurrency {A_CONCURRENCY}, {} ms each | B: {} tasks, concurrency {B_CONCURRENCY}, {} ms each | 1 A per 4 B",
-        load.a,
-        A_SLEEP.as_millis(),
-        load.b,
-        B_SLEEP.as_millis()
-    );
-    println!(
-        "  {:<26} {:>9} {:>9} {:>9} {:>14} {:>22}",
-        "B submit->start (ms)", "p50", "p99", "max", "p99 / alone", "A started before B done"
-    );
-    let row = |name: &str, run: &Run, alone: Option<&Stats>| {
-        let s = stats(run);
-        let ratio = alone.map_or("1.00 (base)".to_string(), |a| {
-            format!("{:.2}", s.p99 as f64 / a.p99.max(1) as f64)
-        });
-        let a = alone.map_or("-".to_string(), |_| {
-            format!("{} of {}", run.a_started_before_last_b, load.a)
-        });
         println!(
-            "  {name:<26} {:>9} {:>9} {:>9} {ratio:>14} {a:>22}",
-            s.p50, s.p99, s.max
-        );
-    };
-    let (tw_base, fifo_base) = (stats(&tw_alone), stats(&fifo_alone));
-    row("tidewater, B alone", &tw_alone, None);
-    row("tidewater, B with A", &tw_with_a, Some(&tw_base));
-    let over_base = stats(&tw_over_alone);
-    row("tidewater over-buffer, B", &tw_over_alone, None);
-    row(
-        "tidewater over-buffer, +A",
-        &tw_over_with_a,
-        Some(&over_base),
-    );
-    row("FIFO consumer, B alone", &fifo_alone, None);
-    row("FIFO consumer, B with A", &fifo_with_a, Some(&fifo_base));
-    println!(
-        "  FIFO with A against tidewater alone: p99 ratio {:.2}",
-        stats(&fifo_with_a).p99 as f64 / tw_base.p99.max(1) as f64
-    );
-
-    println!("memory: VmRSS of a fresh bench process running the scheduler (1 partition)");
-    println!(
-        "  {:<22} {:>8} {:>12} {:>12} {:>12} {:>12} {:>14} {:>18} {:>9}",
-        "scenario",
-        "tasks",
-        "baseline",
-        "settled",
-        "peak",
-        "delta",
-        "bytes/task",
-        "accounted/task",
-        "settled"
-    );
-    for (name, m) in [
-        ("idle scheduler", &idle),
-        ("buffered (blocked fn)", &buffered),
-        ("in flight", &inflight),
-    ] {
-        let per_task = if m.tasks == 0 {
-            "-".to_string()
-        } else {
-            format!("{:.0}", (m.delta() - idle.delta()) as f64 / m.tasks as f64)
-        };
-        let accounted = if m.tasks == 0 {
-            "-".to_string()
-        } else {
-            format!("{:.0}", m.accounted / m.tasks as f64)
-        };
-        println!(
-            "  {name:<22} {:>8} {:>12} {:>12} {:>12} {:>12} {per_task:>14} {accounted:>18} {:>8.1}s{}",
-            m.tasks,
-            mib(m.baseline as i64),
-            mib(m.settled as i64),
-            mib(m.peak as i64),
-            mib(m.delta()),
-            m.settled_in_ms as f64 / 1000.0,
-            if m.stable {
-                String::new()
+            "isolation: one partition (broker {}){}",
+            bootstrap(),
+            if measuring {
+                ""
             } else {
-                format!(" NOT SETTLED (held {})", m.held)
+                " [smoke: small counts]"
             }
         );
+        println!(
+            "  A: {} tasks, concurrency {A_CONCURRENCY}, {} ms each | B: {} tasks, concurrency {B_CONCURRENCY}, {} ms each | 1 A per 4 B",
+            load.a,
+            A_SLEEP.as_millis(),
+            load.b,
+            B_SLEEP.as_millis()
+        );
+        println!(
+            "  {:<26} {:>9} {:>9} {:>9} {:>14} {:>22}",
+            "B submit->start (ms)", "p50", "p99", "max", "p99 / alone", "A started before B done"
+        );
+        let row = |name: &str, run: &Run, alone: Option<&Stats>| {
+            let s = stats(run);
+            let ratio = alone.map_or("1.00 (base)".to_string(), |a| {
+                format!("{:.2}", s.p99 as f64 / a.p99.max(1) as f64)
+            });
+            let a = alone.map_or("-".to_string(), |_| {
+                format!("{} of {}", run.a_started_before_last_b, load.a)
+            });
+            println!(
+                "  {name:<26} {:>9} {:>9} {:>9} {ratio:>14} {a:>22}",
+                s.p50, s.p99, s.max
+            );
+        };
+        let (tw_base, fifo_base) = (stats(&tw_alone), stats(&fifo_alone));
+        row("tidewater, B alone", &tw_alone, None);
+        row("tidewater, B with A", &tw_with_a, Some(&tw_base));
+        let over_base = stats(&tw_over_alone);
+        row("tidewater over-buffer, B", &tw_over_alone, None);
+        row(
+            "tidewater over-buffer, +A",
+            &tw_over_with_a,
+            Some(&over_base),
+        );
+        row("FIFO consumer, B alone", &fifo_alone, None);
+        row("FIFO consumer, B with A", &fifo_with_a, Some(&fifo_base));
+        println!(
+            "  FIFO with A against tidewater alone: p99 ratio {:.2}",
+            stats(&fifo_with_a).p99 as f64 / tw_base.p99.max(1) as f64
+        );
     }
-    println!(
-        "  bytes/task = (delta - idle delta) / tasks; accounted/task = tidewater_buffered_bytes / tasks"
-    );
-    println!("throughput against a raw consume->produce pipe: cargo bench --bench throughput");
+    if parts.contains("memory") {
+        let poll_ms = if measuring { 500 } else { 200 };
+        let idle = memory_run(&rt, Scenario::Idle, 0, poll_ms);
+        let buffered = memory_run(&rt, Scenario::Buffered, buffered_n, poll_ms);
+        let inflight = memory_run(&rt, Scenario::InFlight, inflight_n, poll_ms);
+
+        println!("memory: VmRSS of a fresh bench process running the scheduler (1 partition)");
+        println!(
+            "  {:<22} {:>8} {:>12} {:>12} {:>12} {:>12} {:>14} {:>18} {:>9}",
+            "scenario",
+            "tasks",
+            "baseline",
+            "settled",
+            "peak",
+            "delta",
+            "bytes/task",
+            "accounted/task",
+            "settled"
+        );
+        for (name, m) in [
+            ("idle scheduler", &idle),
+            ("buffered (blocked fn)", &buffered),
+            ("in flight", &inflight),
+        ] {
+            let per_task = if m.tasks == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.0}", (m.delta() - idle.delta()) as f64 / m.tasks as f64)
+            };
+            let accounted = if m.tasks == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.0}", m.accounted / m.tasks as f64)
+            };
+            println!(
+                "  {name:<22} {:>8} {:>12} {:>12} {:>12} {:>12} {per_task:>14} {accounted:>18} {:>8.1}s{}",
+                m.tasks,
+                mib(m.baseline as i64),
+                mib(m.settled as i64),
+                mib(m.peak as i64),
+                mib(m.delta()),
+                m.settled_in_ms as f64 / 1000.0,
+                if m.stable {
+                    String::new()
+                } else {
+                    format!(" NOT SETTLED (held {})", m.held)
+                }
+            );
+        }
+        println!(
+            "  bytes/task = (delta - idle delta) / tasks; accounted/task = tidewater_buffered_bytes / tasks"
+        );
+        println!("throughput against a raw consume->produce pipe: cargo bench --bench throughput");
+    }
 }

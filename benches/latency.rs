@@ -194,6 +194,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if measuring { 10.0 } else { 1.0 });
+    // The scheduler records its metrics as in production: into the Prometheus recorder.
+    tidewater::telemetry::metrics_handle().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
         "latency: open-loop load, no-op tasks, 3 partitions (broker {}){}",
@@ -213,8 +215,19 @@ fn main() {
         "vis99",
         "vis999"
     );
+    // TW_BENCH_DELIVERY and TW_BENCH_LOADS (labels, e.g. "1000/s") narrow the run.
+    let only = |var: &str, what: &str| {
+        std::env::var(var).map_or(true, |v| v.split(',').any(|x| x == what))
+    };
     for delivery in ["exactly_once", "at_least_once"] {
-        let max = if measuring {
+        if !only("TW_BENCH_DELIVERY", delivery) {
+            continue;
+        }
+        let needs_max = measuring
+            && ["10%", "50%", "80%"]
+                .iter()
+                .any(|l| only("TW_BENCH_LOADS", l));
+        let max = if needs_max {
             rt.block_on(max_rate(
                 delivery,
                 common::count("TW_BENCH_TASKS", 30_000, 300),
@@ -222,14 +235,20 @@ fn main() {
         } else {
             500.0
         };
-        let loads: &[f64] = if measuring { &[0.1, 0.5, 0.8] } else { &[0.1] };
-        for share in loads {
-            let m = rt.block_on(open_loop(delivery, max * share, secs));
+        // Shares of the maximum, and the fixed rate of 1,000 tasks/s.
+        let loads: &[(f64, &str)] = if measuring {
+            &[(0.1, "10%"), (0.5, "50%"), (0.8, "80%"), (0.0, "1000/s")]
+        } else {
+            &[(0.1, "10%")]
+        };
+        for (share, label) in loads.iter().filter(|(_, l)| only("TW_BENCH_LOADS", l)) {
+            let rate = if *share > 0.0 { max * share } else { 1000.0 };
+            let m = rt.block_on(open_loop(delivery, rate, secs));
             let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p);
             println!(
-                "  {:<14} {:>5.0}% {:>9.0} {:>8} | {:>6}ms {:>6}ms {:>6}ms | {:>6}ms {:>6}ms {:>6}ms",
+                "  {:<14} {:>6} {:>9.0} {:>8} | {:>6}ms {:>6}ms {:>6}ms | {:>6}ms {:>6}ms {:>6}ms",
                 delivery,
-                share * 100.0,
+                label,
                 m.rate,
                 m.sent,
                 q(&m.start, 0.5),
@@ -240,7 +259,7 @@ fn main() {
                 q(&m.visible, 0.999),
             );
         }
-        if measuring {
+        if needs_max {
             println!("  ({delivery}: maximum measured {max:.0} tasks/s on a preloaded backlog)");
         }
     }

@@ -132,12 +132,56 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
+/// Batches the publishers made durable so far in this process (transactions in
+/// exactly-once mode), from the metrics recorder.
+fn batches_made() -> f64 {
+    let page = tidewater::telemetry::metrics_handle().unwrap().render();
+    common::metric(&page, tidewater::names::metrics::TRANSACTIONS)
+}
+
+/// CPU seconds per thread name (threads of the same name summed), from
+/// `/proc/self/task/*/stat`: where a variant's CPU goes (`TW_BENCH_THREADS=1`).
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in dir.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("?", |(_, n)| n);
+        // Names like `rdk:broker123` differ by number only.
+        let name: String = name.trim_end_matches(|c: char| c.is_ascii_digit()).into();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *out.entry(name).or_default() += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
+}
+
+/// Prints how the CPU spent between `before` and now is shared among threads.
+fn print_thread_cpu(before: &std::collections::BTreeMap<String, f64>) {
+    if std::env::var("TW_BENCH_THREADS").is_err() {
+        return;
+    }
+    for (name, secs) in cpu_by_thread() {
+        let spent = secs - before.get(&name).copied().unwrap_or(0.0);
+        if spent >= 0.01 {
+            println!("    thread {name:<20} {spent:>7.2} s");
+        }
+    }
+}
+
 /// Records the scheduler writes per no-op task: the outcome and two status events.
 const RECORDS_PER_TASK: usize = 3;
 
 /// (d): consume, write [`RECORDS_PER_TASK`] records per input (one to `output`, the rest
 /// to `status`), and commit them with the consumed offsets in one transaction per 100 ms
-/// or 5,000 inputs. Blocking; runs until `stop`.
+/// or 5,000 inputs, with the scheduler publisher's producer settings (no linger, 10 ms
+/// retry backoff, deliveries served in 1 ms slices before the commit). Blocking; runs
+/// until `stop`.
 fn transactional_pipe(
     config: &Config,
     input: &str,
@@ -160,7 +204,8 @@ fn transactional_pipe(
         .set("transactional.id", format!("{group}.tx"))
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
+        .set("linger.ms", "0")
+        .set("retry.backoff.ms", "10")
         .set("compression.type", "lz4")
         .create()
         .unwrap();
@@ -206,6 +251,11 @@ fn transactional_pipe(
             producer
                 .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
                 .unwrap();
+            // Serve the delivery reports in short slices (rust-rdkafka's `flush` waits in
+            // 100 ms ones), so the commit has nothing left to wait for.
+            while producer.in_flight_count() > 0 {
+                producer.poll(Duration::from_millis(1));
+            }
             producer
                 .commit_transaction(Duration::from_secs(30))
                 .unwrap();
@@ -222,93 +272,97 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke
     // check of the same code paths with a small count.
     let n = common::count("TW_BENCH_TASKS", 20_000, 300);
+    // Which variants run (default all): e.g. TW_BENCH_VARIANTS=b for a profile of (b).
+    let variants = std::env::var("TW_BENCH_VARIANTS").unwrap_or_else(|_| "adbc".into());
+    let wants = |v: char| variants.contains(v);
+    // The scheduler records its metrics as in production: into the Prometheus recorder.
+    tidewater::telemetry::metrics_handle().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let run = ulid::Ulid::new().to_string().to_lowercase();
+    let rate = |secs: f64| n as f64 / secs;
+    let us = |cpu: f64| cpu * 1e6 / n as f64;
+    println!("tasks: {n} (3 partitions, broker {})", bootstrap());
+    let line = |name: &str, (secs, cpu): (f64, f64)| {
+        println!(
+            "{name:<38}: {:>10.0} tasks/s ({secs:.2}s) {:>8.1} CPU-us/task",
+            rate(secs),
+            us(cpu)
+        );
+        rate(secs)
+    };
 
-    // (a) raw consume→produce pipe.
-    let a_cfg = Arc::new(common::noop_config(
+    // (a) raw consume->produce pipe.
+    let raw = wants('a').then(|| {
+        line(
+            "(a) raw rdkafka consume->produce pipe",
+            raw_pipe_span(&rt, &run, n),
+        )
+    });
+    // (d) the raw transactional pipe writing what the scheduler writes.
+    let txn = wants('d').then(|| {
+        line(
+            "(d) raw transactional pipe, 3 out/in",
+            transactional_span(&rt, &run, n),
+        )
+    });
+    // (b) the scheduler on no-op tasks, exactly-once (transactions); (c) at-least-once.
+    let eos = wants('b').then(|| {
+        line(
+            "(b) tidewater, exactly-once (default)",
+            scheduler_span(&rt, &format!("bench{run}b"), "exactly_once", n),
+        )
+    });
+    let alo = wants('c').then(|| {
+        line(
+            "(c) tidewater, at-least-once",
+            scheduler_span(&rt, &format!("bench{run}c"), "at_least_once", n),
+        )
+    });
+    let ratio = |name: &str, a: Option<f64>, b: Option<f64>| {
+        if let (Some(a), Some(b)) = (a, b) {
+            println!("{name:<38}: {:>10.2}", a / b);
+        }
+    };
+    ratio("ratio (b)/(d), against the EOS floor", eos, txn);
+    ratio("ratio (d)/(a), cost of EOS and 3 out", txn, raw);
+    ratio("ratio (b)/(a)", eos, raw);
+    ratio("ratio (c)/(a)", alo, raw);
+    ratio("ratio (b)/(c), cost of transactions", eos, alo);
+}
+
+/// (a): loads `n` tasks and runs the raw pipe over them; (span, CPU seconds).
+fn raw_pipe_span(rt: &tokio::runtime::Runtime, run: &str, n: usize) -> (f64, f64) {
+    let cfg = Arc::new(common::noop_config(
         &format!("bench{run}a"),
         "at_least_once",
     ));
-    let (a_in, a_out) = (
-        a_cfg.queue_topic("bench", "noop"),
-        format!("bench{run}a.out"),
-    );
-    rt.block_on(common::load(&a_cfg, "bench", tasks(n)));
+    let (input, output) = (cfg.queue_topic("bench", "noop"), format!("bench{run}a.out"));
+    rt.block_on(common::load(&cfg, "bench", tasks(n)));
     let stop = CancellationToken::new();
     let cpu0 = cpu_seconds();
-    let pipe = rt.spawn(raw_pipe(a_cfg.clone(), a_in, a_out.clone(), stop.clone()));
-    let raw_secs = span_of_output(&a_out, n, Duration::from_secs(600));
+    let pipe = rt.spawn(raw_pipe(cfg, input, output.clone(), stop.clone()));
+    let secs = span_of_output(&output, n, Duration::from_secs(600));
     stop.cancel();
     rt.block_on(pipe).unwrap();
-    let raw_cpu = cpu_seconds() - cpu0;
+    (secs, cpu_seconds() - cpu0)
+}
 
-    // (d) the raw transactional pipe writing what the scheduler writes.
-    let d_cfg = Arc::new(common::noop_config(&format!("bench{run}d"), "exactly_once"));
-    let (d_in, d_out) = (
-        d_cfg.queue_topic("bench", "noop"),
-        format!("bench{run}d.out"),
-    );
-    let d_status = tidewater::names::topics::status(&d_cfg.topics.prefix);
-    rt.block_on(common::load(&d_cfg, "bench", tasks(n)));
+/// (d): loads `n` tasks and runs the transactional pipe over them; (span, CPU seconds).
+fn transactional_span(rt: &tokio::runtime::Runtime, run: &str, n: usize) -> (f64, f64) {
+    let cfg = Arc::new(common::noop_config(&format!("bench{run}d"), "exactly_once"));
+    let (input, output) = (cfg.queue_topic("bench", "noop"), format!("bench{run}d.out"));
+    let status = tidewater::names::topics::status(&cfg.topics.prefix);
+    rt.block_on(common::load(&cfg, "bench", tasks(n)));
     let stop = CancellationToken::new();
     let cpu0 = cpu_seconds();
-    let tx_pipe = std::thread::spawn({
-        let (c, s) = (d_cfg.clone(), stop.clone());
-        let (i, o, st) = (d_in, d_out.clone(), d_status);
-        move || transactional_pipe(&c, &i, &o, &st, &s)
+    let pipe = std::thread::spawn({
+        let (c, s, o) = (cfg.clone(), stop.clone(), output.clone());
+        move || transactional_pipe(&c, &input, &o, &status, &s)
     });
-    let tx_secs = span_of_output(&d_out, n, Duration::from_secs(600));
+    let secs = span_of_output(&output, n, Duration::from_secs(600));
     stop.cancel();
-    tx_pipe.join().unwrap();
-    let tx_cpu = cpu_seconds() - cpu0;
-
-    // (b) the scheduler on no-op tasks, exactly-once (transactions); (c) at-least-once.
-    let (sched_secs, sched_cpu) = scheduler_span(&rt, &format!("bench{run}b"), "exactly_once", n);
-    let (alo_secs, alo_cpu) = scheduler_span(&rt, &format!("bench{run}c"), "at_least_once", n);
-    let us = |cpu: f64| cpu * 1e6 / n as f64;
-
-    let raw_rate = n as f64 / raw_secs;
-    let tx_rate = n as f64 / tx_secs;
-    let sched_rate = n as f64 / sched_secs;
-    let alo_rate = n as f64 / alo_secs;
-    println!("tasks: {n} (3 partitions, broker {})", bootstrap());
-    println!(
-        "(a) raw rdkafka consume->produce pipe : {raw_rate:>10.0} tasks/s ({raw_secs:.2}s) {:>8.1} CPU-us/task",
-        us(raw_cpu)
-    );
-    println!(
-        "(d) raw transactional pipe, 3 out/in : {tx_rate:>10.0} tasks/s ({tx_secs:.2}s) {:>8.1} CPU-us/task",
-        us(tx_cpu)
-    );
-    println!(
-        "(b) tidewater, exactly-once (default): {sched_rate:>10.0} tasks/s ({sched_secs:.2}s) {:>8.1} CPU-us/task",
-        us(sched_cpu)
-    );
-    println!(
-        "(c) tidewater, at-least-once         : {alo_rate:>10.0} tasks/s ({alo_secs:.2}s) {:>8.1} CPU-us/task",
-        us(alo_cpu)
-    );
-    println!(
-        "ratio (b)/(d), against the EOS floor  : {:>10.2}",
-        sched_rate / tx_rate
-    );
-    println!(
-        "ratio (d)/(a), cost of EOS and 3 out  : {:>10.2}",
-        tx_rate / raw_rate
-    );
-    println!(
-        "ratio (b)/(a)                         : {:>10.2}",
-        sched_rate / raw_rate
-    );
-    println!(
-        "ratio (c)/(a)                         : {:>10.2}",
-        alo_rate / raw_rate
-    );
-    println!(
-        "ratio (b)/(c), cost of transactions   : {:>10.2}",
-        sched_rate / alo_rate
-    );
+    pipe.join().unwrap();
+    (secs, cpu_seconds() - cpu0)
 }
 
 /// Loads `n` tasks under `prefix`, runs the scheduler with `delivery` until all their
@@ -324,9 +378,18 @@ fn scheduler_span(
     let out = format!("{prefix}.out");
     rt.block_on(common::load(&cfg, "bench", tasks(n)));
     let stop = CancellationToken::new();
+    let threads0 = cpu_by_thread();
     let cpu0 = cpu_seconds();
     let sched = rt.spawn(Scheduler::new(cfg, Handlers::builtin()).run(stop.clone()));
+    let batches0 = batches_made();
     let secs = span_of_output(&out, n, Duration::from_secs(600));
+    // Before the scheduler's threads end.
+    print_thread_cpu(&threads0);
+    let batches = batches_made() - batches0;
+    println!(
+        "    {batches:.0} batches made durable ({:.0} tasks per batch)",
+        n as f64 / batches.max(1.0)
+    );
     stop.cancel();
     rt.block_on(sched).unwrap().unwrap();
     (secs, cpu_seconds() - cpu0)
