@@ -2,7 +2,9 @@
 //! their cause is fixed.
 //!
 //! A redrive selects tasks with the filters of `GET /v1/tasks` (a page at a time, with
-//! its cursor) or by id, reads each task's record back from its queue topic, and writes
+//! its cursor), by id, or as the tasks whose failures a dead-letter topic holds over a
+//! time or offset range (a page of records at a time, with its cursor; see
+//! [`dead_letter`]), reads each task's record back from its queue topic, and writes
 //! the same task (id, function, payload, headers, key, trace context) to its function's
 //! queue, with a new submission time and the `tw-redrive-*` task headers. The scheduler
 //! runs it as a new run of the same task; the index shows that run's attempts next to the
@@ -13,8 +15,9 @@
 //! index has read them, as this process remembers.
 //!
 //! The parts: [`model`] is the wire format, [`request`] reads a request into a
-//! [`Source`](request::Source) (pure), [`select`] finds the tasks it names in the index,
-//! and [`run`] decides per task and writes.
+//! [`Source`](request::Source) (pure), [`dead_letter`] decides what a dead-letter range
+//! covers and who may read it (pure), [`scan`] reads such a range from Kafka, [`select`]
+//! finds the tasks a source names in the index, and [`run`] decides per task and writes.
 
 use std::sync::Arc;
 
@@ -28,12 +31,17 @@ use super::{ApiError, ApiState};
 use crate::clock::now_ms;
 use crate::codec::TaskStatus;
 
+pub mod dead_letter;
 pub mod model;
 pub mod request;
 pub mod run;
+pub mod scan;
 pub mod select;
 
-pub use model::{RedriveAction, RedriveItem, RedriveReport, RedriveRequest, SkipReason};
+pub use model::{
+    DeadLetterPage, DeadLetterRange, OffsetRange, RedriveAction, RedriveItem, RedriveReport,
+    RedriveRequest, SkipReason,
+};
 pub use request::valid_redrive_id;
 pub use run::RecentRedrives;
 
@@ -65,11 +73,7 @@ pub async fn redrive(
         at: now,
     };
     let items = run::run(&s, &stamp, selected.found, selected.missing, req.dry_run).await?;
-    Ok(Json(RedriveReport::new(
-        redrive_id,
-        req.dry_run,
-        items,
-        selected.next_cursor,
-    ))
-    .into_response())
+    let mut report = RedriveReport::new(redrive_id, req.dry_run, items, selected.next_cursor);
+    report.dead_letter = selected.dead_letter;
+    Ok(Json(report).into_response())
 }

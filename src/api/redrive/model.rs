@@ -28,14 +28,56 @@ pub struct RedriveRequest {
     /// Continue a `filter` selection after the previous answer's `next_cursor`.
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "given")]
     pub cursor: Option<String>,
-    /// Tasks of a `filter` selection per request, 1 to 1000 (default 100).
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_number"
-    )]
+    /// Tasks of a `filter` selection, or records of a `dead_letter` range, per request,
+    /// 1 to 1000 (default 100).
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "whole")]
     pub limit: Option<u32>,
+    /// The tasks whose failures a dead-letter topic holds over a time or offset range.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "given")]
+    pub dead_letter: Option<DeadLetterRange>,
     /// Only say what would be submitted.
     pub dry_run: bool,
+}
+
+/// A range of a dead-letter topic: every partition whole, unless times or offsets narrow
+/// it (each bound that is given narrows it further).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterRange {
+    /// A tenant's `dead_letter` topic or a function's `on_failure` topic.
+    pub topic: String,
+    /// From the first record at or after this time (RFC 3339, or a duration back from
+    /// now).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "given"
+    )]
+    pub from_time: Option<String>,
+    /// Up to the last record before the first one at or after this time.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "given"
+    )]
+    pub to_time: Option<String>,
+    /// Only these partitions (by number), each with its offsets. Default every partition.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "given"
+    )]
+    pub partitions: Option<BTreeMap<String, OffsetRange>>,
+}
+
+/// Offsets of one partition, both inclusive; a bound left out does not narrow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OffsetRange {
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "whole")]
+    pub from_offset: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "whole")]
+    pub to_offset: Option<i64>,
 }
 
 /// An optional field that, when present, must not be `null`.
@@ -45,18 +87,19 @@ fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     T::deserialize(d).map(Some)
 }
 
-/// A whole number, written as JSON likes (`248` or `248.0`); not `null`.
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+/// A whole number, not negative, written as JSON likes (`248` or `248.0`), that fits
+/// `T`; not `null`.
+fn whole<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
     let n = serde_json::Number::deserialize(d)?;
     let whole = n.as_u64().or_else(|| {
         n.as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
             .map(|f| f as u64)
     });
     whole
-        .and_then(|v| u32::try_from(v).ok())
+        .and_then(|v| T::try_from(v).ok())
         .map(Some)
-        .ok_or_else(|| serde::de::Error::custom(format!("`{n}` is not a whole number of tasks")))
+        .ok_or_else(|| serde::de::Error::custom(format!("`{n}` is not a whole number in range")))
 }
 
 /// What happened to one selected task.
@@ -155,9 +198,23 @@ pub struct RedriveReport {
     /// Tasks skipped.
     pub skipped: u32,
     pub tasks: Vec<RedriveItem>,
-    /// Pass as `cursor`, with the same `redrive_id` and `filter`, for the next page;
-    /// `null` on the last page (and for `ids`).
+    /// Pass as `cursor`, with the same `redrive_id` and `filter` (or `dead_letter`), for
+    /// the next page; `null` on the last page (and for `ids`).
     pub next_cursor: Option<String>,
+    /// What this page read of a dead-letter topic (only for `dead_letter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterPage>,
+}
+
+/// What one page read of a dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterPage {
+    pub topic: String,
+    /// Records read.
+    pub records: u32,
+    /// Records read that name no task, or a task of another tenant than the caller's
+    /// (or than `tenant`): left out of `tasks`.
+    pub passed_over: u32,
 }
 
 impl RedriveReport {
@@ -180,6 +237,7 @@ impl RedriveReport {
             skipped: u32::try_from(skipped).unwrap_or(u32::MAX),
             tasks,
             next_cursor,
+            dead_letter: None,
         }
     }
 }
@@ -193,7 +251,14 @@ mod tests {
         let nulls: Result<RedriveRequest, _> =
             serde_json::from_str(r#"{"filter": {}, "limit": null}"#);
         assert!(nulls.is_err(), "null is not a limit");
-        for field in ["redrive_id", "ids", "filter", "tenant", "cursor"] {
+        for field in [
+            "redrive_id",
+            "ids",
+            "filter",
+            "tenant",
+            "cursor",
+            "dead_letter",
+        ] {
             let r: Result<RedriveRequest, _> =
                 serde_json::from_str(&format!(r#"{{"{field}": null}}"#));
             assert!(r.is_err(), "{field}: null");
@@ -208,6 +273,35 @@ mod tests {
         }
         let empty = serde_json::to_string(&RedriveRequest::default()).unwrap();
         assert_eq!(empty, r#"{"dry_run":false}"#);
+    }
+
+    #[test]
+    fn a_dead_letter_range_names_its_topic_and_whole_offsets() {
+        let r: RedriveRequest = serde_json::from_str(
+            r#"{"dead_letter": {"topic": "tw.dlq.acme", "from_time": "1h",
+                "partitions": {"0": {"from_offset": 3, "to_offset": 7.0}, "2": {}}}}"#,
+        )
+        .unwrap();
+        let d = r.dead_letter.unwrap();
+        assert_eq!(d.topic, "tw.dlq.acme");
+        assert_eq!((d.from_time.as_deref(), d.to_time), (Some("1h"), None));
+        let p = d.partitions.unwrap();
+        assert_eq!((p["0"].from_offset, p["0"].to_offset), (Some(3), Some(7)));
+        assert_eq!(p["2"], OffsetRange::default());
+        for bad in [
+            r#"{"dead_letter": {}}"#,
+            r#"{"dead_letter": {"topic": null}}"#,
+            r#"{"dead_letter": {"topic": "t", "to_time": null}}"#,
+            r#"{"dead_letter": {"topic": "t", "partitions": {"0": {"from_offset": -1}}}}"#,
+            r#"{"dead_letter": {"topic": "t", "partitions": {"0": {"to_offset": 1e19}}}}"#,
+            r#"{"dead_letter": {"topic": "t", "partitions": {"0": {"offset": 1}}}}"#,
+            r#"{"dead_letter": {"topic": "t", "bogus": 1}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<RedriveRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

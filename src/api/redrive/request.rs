@@ -3,11 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use super::model::RedriveRequest;
+use super::dead_letter::{Span, parse_cursor, partition_number};
+use super::model::{DeadLetterRange, OffsetRange, RedriveRequest};
 use super::{MAX_IDS, MAX_REDRIVE_ID, REDRIVABLE};
 use crate::api::ApiError;
 use crate::config::check_name;
 use crate::store::query::TaskFilter;
+use crate::store::query::parse_time;
+
+/// Records of a dead-letter range read per request when `limit` is left out.
+pub const DEFAULT_RECORDS: u32 = 100;
 
 /// Where the tasks of one request come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +24,26 @@ pub enum Source {
     },
     /// A page of the task list.
     Filter(TaskFilter),
+    /// A page of a dead-letter topic's records.
+    DeadLetter(DeadLetterSource),
+}
+
+/// A dead-letter range as a request gives it, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterSource {
+    pub topic: String,
+    /// Only this tenant's records (`tenant` of the request).
+    pub tenant: Option<String>,
+    /// `from_time`, ms.
+    pub from_time: Option<i64>,
+    /// `to_time`, ms.
+    pub to_time: Option<i64>,
+    /// The partitions named, with their first and last offsets; `None` for every one.
+    pub partitions: Option<BTreeMap<i32, OffsetRange>>,
+    /// What is left to read, from a cursor; `None` on the first page.
+    pub cursor: Option<Vec<Span>>,
+    /// Records to read.
+    pub limit: usize,
 }
 
 /// Whether `s` can name a redrive: 1 to 64 letters, digits, `.`, `_`, `-` or `:`.
@@ -42,47 +67,110 @@ pub fn redrive_id(given: Option<&str>) -> Result<String, ApiError> {
 
 /// The source a request selects its tasks from; `now` (ms) anchors relative times.
 pub fn source(req: &RedriveRequest, now: i64) -> Result<Source, ApiError> {
-    match (&req.ids, &req.filter) {
-        (Some(_), Some(_)) | (None, None) => {
-            Err(ApiError::bad("ids", "give either `ids` or `filter`"))
-        }
-        (Some(ids), None) => {
-            if req.cursor.is_some() || req.limit.is_some() {
-                return Err(ApiError::bad(
-                    "cursor",
-                    "`cursor` and `limit` go with `filter`, not with `ids`",
-                ));
-            }
-            if ids.is_empty() || ids.len() > MAX_IDS {
-                return Err(ApiError::bad(
-                    "ids",
-                    format!("name 1 to {MAX_IDS} task ids"),
-                ));
-            }
-            if let Some(t) = &req.tenant {
-                check_name(t)
-                    .map_err(|m| ApiError::bad("tenant", format!("not a tenant name: {m}")))?;
-            }
-            let mut seen = std::collections::HashSet::new();
-            Ok(Source::Ids {
-                ids: ids
-                    .iter()
-                    .filter(|i| seen.insert(i.as_str()))
-                    .cloned()
-                    .collect(),
-                tenant: req.tenant.clone(),
-            })
-        }
-        (None, Some(filter)) => {
-            if req.tenant.is_some() {
-                return Err(ApiError::bad(
-                    "tenant",
-                    "with `filter`, name the tenant in `filter.tenant`",
-                ));
-            }
-            selection(filter, req.cursor.as_deref(), req.limit, now).map(Source::Filter)
-        }
+    let named = [
+        req.ids.is_some(),
+        req.filter.is_some(),
+        req.dead_letter.is_some(),
+    ];
+    if named.iter().filter(|n| **n).count() != 1 {
+        return Err(ApiError::bad(
+            "ids",
+            "give one of `ids`, `filter` and `dead_letter`",
+        ));
     }
+    if let Some(t) = &req.tenant {
+        check_name(t).map_err(|m| ApiError::bad("tenant", format!("not a tenant name: {m}")))?;
+    }
+    if let Some(d) = &req.dead_letter {
+        return dead_letter(d, req, now).map(Source::DeadLetter);
+    }
+    if let Some(filter) = &req.filter {
+        if req.tenant.is_some() {
+            return Err(ApiError::bad(
+                "tenant",
+                "with `filter`, name the tenant in `filter.tenant`",
+            ));
+        }
+        return selection(filter, req.cursor.as_deref(), req.limit, now).map(Source::Filter);
+    }
+    let ids = req.ids.as_deref().unwrap_or_default();
+    if req.cursor.is_some() || req.limit.is_some() {
+        return Err(ApiError::bad(
+            "cursor",
+            "`cursor` and `limit` go with `filter` or `dead_letter`, not with `ids`",
+        ));
+    }
+    if ids.is_empty() || ids.len() > MAX_IDS {
+        return Err(ApiError::bad(
+            "ids",
+            format!("name 1 to {MAX_IDS} task ids"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    Ok(Source::Ids {
+        ids: ids
+            .iter()
+            .filter(|i| seen.insert(i.as_str()))
+            .cloned()
+            .collect(),
+        tenant: req.tenant.clone(),
+    })
+}
+
+/// Checks a dead-letter range: its topic name, times, partition numbers and cursor.
+fn dead_letter(
+    d: &DeadLetterRange,
+    req: &RedriveRequest,
+    now: i64,
+) -> Result<DeadLetterSource, ApiError> {
+    let topic_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if !(1..=249).contains(&d.topic.len()) || !d.topic.chars().all(topic_chars) {
+        return Err(ApiError::bad(
+            "dead_letter.topic",
+            "a topic name is 1 to 249 characters of a-z A-Z 0-9 . _ -",
+        ));
+    }
+    let time = |v: &Option<String>, at: &str| {
+        v.as_deref()
+            .map(|t| parse_time(t, now))
+            .transpose()
+            .map_err(|m| ApiError::bad(at, m))
+    };
+    let partitions = match &d.partitions {
+        None => None,
+        Some(named) => {
+            let mut out = BTreeMap::new();
+            for (p, r) in named {
+                let n = partition_number(p).ok_or_else(|| {
+                    ApiError::bad(
+                        "dead_letter.partitions",
+                        format!("`{p}` is not a partition number"),
+                    )
+                })?;
+                out.insert(n, *r);
+            }
+            Some(out)
+        }
+    };
+    let cursor = req
+        .cursor
+        .as_deref()
+        .map(parse_cursor)
+        .transpose()
+        .map_err(|e| ApiError::bad("cursor", e.to_string()))?;
+    let limit = req.limit.unwrap_or(DEFAULT_RECORDS);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad("limit", "must be from 1 to 1000"));
+    }
+    Ok(DeadLetterSource {
+        topic: d.topic.clone(),
+        tenant: req.tenant.clone(),
+        from_time: time(&d.from_time, "dead_letter.from_time")?,
+        to_time: time(&d.to_time, "dead_letter.to_time")?,
+        partitions,
+        cursor,
+        limit: usize::try_from(limit).unwrap_or(usize::MAX),
+    })
 }
 
 /// Reads the `filter` of a request into the list filter, with the redrivable statuses
@@ -166,6 +254,18 @@ mod tests {
     fn a_request_names_exactly_one_source() {
         let at = |r: RedriveRequest| source(&r, 0).unwrap_err().parameter;
         assert_eq!(at(RedriveRequest::default()).as_deref(), Some("ids"));
+        let dl = RedriveRequest {
+            dead_letter: Some(DeadLetterRange {
+                topic: "tw.dlq.acme".into(),
+                ..DeadLetterRange::default()
+            }),
+            ..RedriveRequest::default()
+        };
+        let with_ids = RedriveRequest {
+            ids: Some(vec!["a".into()]),
+            ..dl.clone()
+        };
+        assert_eq!(at(with_ids).as_deref(), Some("ids"));
         let ids = |v: &[&str]| RedriveRequest {
             ids: Some(v.iter().map(|s| s.to_string()).collect()),
             ..RedriveRequest::default()
@@ -198,6 +298,93 @@ mod tests {
                 ids: vec!["b".into(), "a".into()],
                 tenant: None
             }
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_range_is_checked_before_anything_is_read() {
+        let req = |d: DeadLetterRange| RedriveRequest {
+            dead_letter: Some(d),
+            ..RedriveRequest::default()
+        };
+        let topic = |t: &str| DeadLetterRange {
+            topic: t.into(),
+            ..DeadLetterRange::default()
+        };
+        let Source::DeadLetter(d) = source(&req(topic("tw.dlq.acme")), 0).unwrap() else {
+            panic!("a dead-letter source")
+        };
+        assert_eq!(
+            (d.topic.as_str(), d.partitions, d.cursor, d.limit),
+            ("tw.dlq.acme", None, None, 100)
+        );
+        let full = RedriveRequest {
+            tenant: Some("acme".into()),
+            cursor: Some("0:5-9".into()),
+            limit: Some(7),
+            ..req(DeadLetterRange {
+                from_time: Some("2026-11-30T10:00:00Z".into()),
+                to_time: Some("1h".into()),
+                partitions: Some(BTreeMap::from([(
+                    "3".to_string(),
+                    OffsetRange {
+                        from_offset: Some(1),
+                        to_offset: None,
+                    },
+                )])),
+                ..topic("tw.dlq.acme")
+            })
+        };
+        let Source::DeadLetter(d) = source(&full, 7_200_000).unwrap() else {
+            panic!("a dead-letter source")
+        };
+        assert_eq!(d.tenant.as_deref(), Some("acme"));
+        assert_eq!(d.from_time, Some(1_796_032_800_000));
+        assert_eq!(d.to_time, Some(3_600_000));
+        assert_eq!(
+            d.partitions,
+            Some(BTreeMap::from([(
+                3,
+                OffsetRange {
+                    from_offset: Some(1),
+                    to_offset: None
+                }
+            )]))
+        );
+        assert_eq!(d.cursor, Some(vec![Span::of(0, 5, 9).unwrap()]));
+        assert_eq!(d.limit, 7);
+
+        let at = |r: RedriveRequest| source(&r, 0).unwrap_err().parameter.unwrap_or_default();
+        assert_eq!(at(req(topic("a b"))), "dead_letter.topic");
+        let bad_time = DeadLetterRange {
+            to_time: Some("yesterday".into()),
+            ..topic("t")
+        };
+        assert_eq!(at(req(bad_time)), "dead_letter.to_time");
+        for p in ["01", "-1", "x", "1000000000", ""] {
+            let bad_partition = DeadLetterRange {
+                partitions: Some(BTreeMap::from([(p.to_string(), OffsetRange::default())])),
+                ..topic("t")
+            };
+            assert_eq!(at(req(bad_partition)), "dead_letter.partitions", "{p}");
+        }
+        let filter_cursor = RedriveRequest {
+            cursor: Some("5.00.00".into()),
+            ..req(topic("t"))
+        };
+        assert_eq!(at(filter_cursor), "cursor");
+        let too_many = RedriveRequest {
+            limit: Some(1001),
+            ..req(topic("t"))
+        };
+        assert_eq!(at(too_many), "limit");
+        assert_eq!(partition_number("0"), Some(0));
+        assert_eq!(partition_number("999999999"), Some(999_999_999));
+        assert_eq!(partition_number("2147483647"), None, "ten digits");
+        let dots = source(&req(topic("..")), 0).unwrap();
+        assert!(
+            matches!(dots, Source::DeadLetter(_)),
+            "a name no topic has is left to the topic check (404)"
         );
     }
 
