@@ -77,6 +77,19 @@ impl World {
             env,
         }
     }
+
+    /// `tidewater tasks redrive <args…>` against this world's API, as tenant acme.
+    fn redrive_cli(&self, args: &[&str]) -> std::process::Output {
+        let base = [
+            "tasks",
+            "redrive",
+            "--api",
+            &self.serve.url,
+            "--token",
+            "tok-acme",
+        ];
+        self.env.cli(&[&base[..], args].concat())
+    }
 }
 
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -137,16 +150,7 @@ fn dead_letters_are_redriven_from_the_cli_and_the_api_once_per_redrive() {
     wait_for("g-1", || status_is(admin, "g-1", TaskStatus::Failed));
 
     let cli = |args: &[&str]| {
-        let mut all = vec![
-            "tasks",
-            "redrive",
-            "--api",
-            &w.serve.url,
-            "--token",
-            "tok-acme",
-        ];
-        all.extend_from_slice(args);
-        let out = env.cli(&all);
+        let out = w.redrive_cli(args);
         assert!(
             out.status.success(),
             "{args:?}: {}",
@@ -437,20 +441,7 @@ fn a_dead_letter_range_by_offsets_or_by_time_redrives_exactly_its_tasks() {
         .collect();
     let range = format!("0:{from}-{to}");
     let cli = |args: &[&str]| {
-        let mut all = vec![
-            "tasks",
-            "redrive",
-            "--api",
-            &w.serve.url,
-            "--token",
-            "tok-acme",
-            "--dead-letter-topic",
-            &topic,
-            "-o",
-            "json",
-        ];
-        all.extend_from_slice(args);
-        env.cli(&all)
+        w.redrive_cli(&[&["--dead-letter-topic", &topic, "-o", "json"], args].concat())
     };
     let reports = |out: &std::process::Output| -> Vec<RedriveReport> {
         assert!(
@@ -644,16 +635,7 @@ fn a_dead_letter_range_by_offsets_or_by_time_redrives_exactly_its_tasks() {
         "{}",
         String::from_utf8_lossy(&inverted.stderr)
     );
-    let unknown = env.cli(&[
-        "tasks",
-        "redrive",
-        "--api",
-        &w.serve.url,
-        "--token",
-        "tok-acme",
-        "--dead-letter-topic",
-        "nope",
-    ]);
+    let unknown = w.redrive_cli(&["--dead-letter-topic", "nope"]);
     assert!(!unknown.status.success());
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("is not a dead-letter topic"),
