@@ -239,7 +239,10 @@ pub fn acls(config: &Config, role: Role) -> Vec<Acl> {
                 &topics::indexer_group_prefix(prefix),
                 &[Read],
             );
-            // Task records read back by position (payload previews, redrives).
+            // Redrives from a dead-letter topic read its records.
+            set.topics(config.dead_letter_topics().keys(), &[Read]);
+            // Task records read back by position (payload previews, redrives), and
+            // dead-letter ranges; this group id never joins or commits.
             set.add(
                 Resource::Group,
                 Pattern::Literal,
@@ -318,6 +321,19 @@ mod tests {
                 .any(|x| x.contains("WRITE TOPIC LITERAL tw.q.acme "))
         );
         assert!(!l.iter().any(|x| x.contains("controller")));
+    }
+
+    #[test]
+    fn serve_reads_dead_letter_topics_but_not_success_topics() {
+        let l = lines(&config(""), Role::Serve);
+        for want in [
+            "User:u READ TOPIC LITERAL tw.dlq.acme",
+            "User:u READ GROUP LITERAL tw.record-readers",
+        ] {
+            assert!(l.iter().any(|x| x == want), "missing {want} in {l:#?}");
+        }
+        assert!(!l.iter().any(|x| x.contains("acme.resized")), "{l:#?}");
+        assert!(!l.iter().any(|x| x.contains("WRITE TOPIC LITERAL tw.dlq")));
     }
 
     #[test]

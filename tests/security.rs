@@ -13,11 +13,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::serve::{Serve, block};
 use common::{SchedulerProcess, TestEnv, task, unique};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use tidewater::codec::{self, Encoding, Outcome};
+use tidewater::api::redrive::DeadLetterRange;
+use tidewater::api::{RedriveAction, RedriveRequest};
+use tidewater::codec::{self, Encoding, Outcome, TaskStatus};
 use tidewater::config::Config;
 use tidewater::submit::Submitter;
 
@@ -174,13 +177,12 @@ impl SecureEnv {
 
     /// The scheduler role's ACLs for `User:tidewater`, as `tidewater acl` prints them.
     fn scheduler_acls(&self) -> Vec<String> {
-        let out = self.as_admin(&[
-            "acl",
-            "--role",
-            "scheduler",
-            "--principal",
-            "User:tidewater",
-        ]);
+        self.acls("scheduler")
+    }
+
+    /// A role's ACLs for `User:tidewater`, as `tidewater acl` prints them.
+    fn acls(&self, role: &str) -> Vec<String> {
+        let out = self.as_admin(&["acl", "--role", role, "--principal", "User:tidewater"]);
         assert!(
             out.status.success(),
             "{}",
@@ -681,4 +683,60 @@ store = "{{dir}}/store.db"
     drop(child);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!text.contains("sekrit-token"), "{text}");
+}
+
+/// `tidewater serve` holding only the ACLs `tidewater acl --role serve` prints: it indexes,
+/// reads a task's record back through `<prefix>.record-readers`, and reads a dead-letter
+/// topic for a redrive. The scheduler, holding only its own ACLs, dead-letters the task
+/// first and has them taken away before `serve` starts.
+#[test]
+fn serve_with_its_acls_reads_task_records_and_dead_letters() {
+    let Some(s) = secure() else { return };
+    let body = r#"
+[api]
+tokens = [{ token = "tok-admin", admin = true }]
+[indexer]
+batch_wait = "50ms"
+[tenants.acme.functions.broken]
+executor = { type = "inprocess", handler = "fail" }
+max_attempts = 1
+"#;
+    let kafka = s.kafka_section(Via::ScramSsl, &s.user_password());
+    let e = SecureEnv::new(&s, "serveacl", &kafka, body);
+    e.init_topics();
+    let scheduler = e.acls("scheduler");
+    acl(&s, "add", &scheduler);
+    let mut run = e.start();
+    e.submit("acme", vec![task("f1", "broken", "payload of f1")]);
+    let dlq = e.env.dlq("acme");
+    let dead = e.outcomes(&s, &dlq, 1, Duration::from_secs(120));
+    assert_eq!(dead.len(), 1, "no dead letter\n{}", run.log_text());
+    assert!(run.terminate(Duration::from_secs(30)).success());
+    acl(&s, "remove", &scheduler);
+    acl(&s, "add", &e.acls("serve"));
+
+    let serve = Serve::start(&e.env, &e.env.dir.path().join("index.db"), 0);
+    let admin = serve.client("tok-admin");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while block(admin.get("f1", None)).map(|d| d.task.status).ok() != Some(TaskStatus::Failed) {
+        assert!(Instant::now() < deadline, "f1 was not indexed as failed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let record = block(admin.record("f1", None)).unwrap();
+    assert_eq!(record.payload.text.as_deref(), Some("payload of f1"));
+    let r = block(admin.redrive(&RedriveRequest {
+        dead_letter: Some(DeadLetterRange {
+            topic: dlq,
+            ..DeadLetterRange::default()
+        }),
+        dry_run: true,
+        ..RedriveRequest::default()
+    }))
+    .unwrap();
+    assert_eq!(r.tasks.len(), 1, "{r:?}");
+    assert_eq!(
+        (r.tasks[0].id.as_str(), r.tasks[0].action),
+        ("f1", RedriveAction::WouldSubmit)
+    );
+    serve.stop();
 }

@@ -54,6 +54,8 @@ pub enum ErrorCode {
     TaskEnded,
     /// The queue topic no longer holds the task's record.
     RecordGone,
+    /// No such dead-letter topic (or one of another tenant), or no such partition of it.
+    UnknownTopic,
     /// The body or the task's payload is over a limit.
     PayloadTooLarge,
     /// The request target is longer than [`MAX_URI_BYTES`].
@@ -80,6 +82,7 @@ impl ErrorCode {
             Self::Ambiguous => "ambiguous",
             Self::TaskEnded => "task_ended",
             Self::RecordGone => "record_gone",
+            Self::UnknownTopic => "unknown_topic",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UriTooLong => "uri_too_long",
             Self::Unavailable => "unavailable",
@@ -421,6 +424,7 @@ mod tests {
             ErrorCode::Ambiguous,
             ErrorCode::TaskEnded,
             ErrorCode::RecordGone,
+            ErrorCode::UnknownTopic,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UriTooLong,
             ErrorCode::Unavailable,

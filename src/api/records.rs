@@ -13,7 +13,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -24,8 +25,8 @@ use crate::kafka::{self, KafkaOpError};
 use crate::names::headers as h;
 use crate::store::model::{QueuePosition, ms};
 
-/// How long one position may take to read.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one position may take to read, or a range go without a record.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most payload bytes an answer shows as text.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -56,10 +57,29 @@ impl RawRecord {
     pub fn task(&self) -> Result<codec::Task, codec::CodecError> {
         codec::decode_task(&self.value, self.header(h::CONTENT_TYPE))
     }
+
+    /// A copy of a record the consumer read.
+    pub(crate) fn of(m: &BorrowedMessage<'_>) -> Self {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|hd| (hd.key.to_string(), hd.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
 }
 
-/// Reads records by position with one consumer of its own that joins no group and
-/// commits nothing (`read_committed`).
+/// Reads records by position, or ranges of them (dead-letter redrives), with one
+/// consumer of its own that joins no group and commits nothing (`read_committed`; the
+/// end of a partition is reported, so a read never waits past it).
 pub struct RecordReader {
     consumer: Mutex<BaseConsumer>,
 }
@@ -75,6 +95,7 @@ impl RecordReader {
         );
         cc.set("enable.auto.commit", "false");
         cc.set("enable.auto.offset.store", "false");
+        cc.set("enable.partition.eof", "true");
         kafka::set_default(&mut cc, "isolation.level", "read_committed");
         let consumer: BaseConsumer = cc.create().map_err(|source| KafkaOpError::Client {
             what: "record reader",
@@ -91,7 +112,7 @@ impl RecordReader {
         &self,
         positions: &[QueuePosition],
     ) -> Result<HashMap<QueuePosition, Option<RawRecord>>, ReadError> {
-        let consumer = self.consumer.lock().unwrap_or_else(|p| p.into_inner());
+        let consumer = self.consumer();
         let mut sorted: Vec<&QueuePosition> = positions.iter().collect();
         sorted.sort();
         sorted.dedup();
@@ -119,12 +140,17 @@ impl RecordReader {
         let _ = consumer.unassign();
         Ok(out)
     }
+
+    /// The consumer, for one caller at a time; a caller leaves nothing assigned.
+    pub(crate) fn consumer(&self) -> std::sync::MutexGuard<'_, BaseConsumer> {
+        self.consumer.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Kafka did not answer in time, or refused.
 #[derive(Debug, thiserror::Error)]
 #[error("reading task records: {0}")]
-pub struct ReadError(String);
+pub struct ReadError(pub(crate) String);
 
 fn read_one(consumer: &BaseConsumer, pos: &QueuePosition) -> Result<Option<RawRecord>, ReadError> {
     let mut tpl = TopicPartitionList::new();
@@ -144,21 +170,10 @@ fn read_one(consumer: &BaseConsumer, pos: &QueuePosition) -> Result<Option<RawRe
                     // Compacted away, or part of an aborted transaction.
                     return Ok(None);
                 }
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|hd| (hd.key.to_string(), hd.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                return Ok(Some(RawRecord {
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                    timestamp: m.timestamp().to_millis(),
-                }));
+                return Ok(Some(RawRecord::of(&m)));
             }
+            // The end, before the offset: it was part of an aborted transaction.
+            Some(Err(KafkaError::PartitionEOF(p))) if p == pos.partition => return Ok(None),
             Some(Ok(_)) | None => {}
             Some(Err(e)) => tracing::debug!(error = %e, "record reader"),
         }

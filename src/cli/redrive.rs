@@ -1,7 +1,8 @@
 //! `tidewater tasks redrive`: sends failed, expired or stopped tasks through again with
-//! `POST /v1/tasks/redrive`, one page at a time, printing progress as it goes. An
-//! interrupted redrive is resumed with the redrive id and cursor it printed: the same
-//! redrive id never submits a task twice.
+//! `POST /v1/tasks/redrive` (by id, by the filters of `tasks list`, or read from a
+//! dead-letter topic over a time or offset range), one page at a time, printing progress
+//! as it goes. An interrupted redrive is resumed with the redrive id and cursor it
+//! printed: the same redrive id never submits a task twice.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,47 +10,53 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use tidewater::api::redrive::MAX_IDS;
+use tidewater::api::redrive::{DeadLetterRange, MAX_IDS, OffsetRange};
 use tidewater::api::{RedriveAction, RedriveItem, RedriveReport, RedriveRequest};
+use tidewater::clock::now_ms;
+use tidewater::store::query::parse_time;
 
-use super::parse_pair;
-use super::tasks::{ApiArgs, Output, client, table};
+use super::tasks::{ApiArgs, FilterArgs, Output, client, table};
 
 #[derive(Args)]
 pub struct RedriveArgs {
     /// These task ids (repeatable, or separated by commas); without ids, the tasks the
-    /// filters below select.
+    /// filters below select (or `--dead-letter-topic` names). With `--tenant`: the ids'
+    /// tenant, for admin tokens.
     #[arg(long = "id", value_delimiter = ',')]
     ids: Vec<String>,
-    /// Only these statuses: failed, expired, stopped (default: all three).
-    #[arg(long, value_delimiter = ',')]
-    status: Vec<String>,
-    /// Submitted at or after: RFC 3339, or a duration back from now (`24h`).
-    #[arg(long)]
-    since: Option<String>,
-    /// Submitted before: RFC 3339, or a duration back from now.
-    #[arg(long)]
-    until: Option<String>,
-    /// Ids starting with this.
-    #[arg(long)]
-    prefix: Option<String>,
-    /// Only this tenant (with `--id`: the tenant of the ids, for admin tokens).
-    #[arg(long)]
-    tenant: Option<String>,
-    /// Only this function.
-    #[arg(long)]
-    function: Option<String>,
-    /// Any other parameter of GET /v1/tasks, e.g. `finished_after=2h`; repeatable.
-    #[arg(long = "param", value_parser = parse_pair)]
-    params: Vec<(String, String)>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Read the tasks from this dead-letter topic (a tenant's `dead_letter` or a
+    /// function's `on_failure` topic): those whose failures it holds in the range that
+    /// `--from-time`, `--to-time` and `--offsets` give (default: all of it). With
+    /// `--tenant`: only that tenant's records (admin tokens).
+    #[arg(long, value_name = "TOPIC", conflicts_with = "ids")]
+    dead_letter_topic: Option<String>,
+    /// From the first record at or after this time: RFC 3339, or a duration back from now.
+    #[arg(long, value_name = "TIME", requires = "dead_letter_topic")]
+    from_time: Option<String>,
+    /// Up to the last record before this time: RFC 3339, or a duration back from now.
+    #[arg(long, value_name = "TIME", requires = "dead_letter_topic")]
+    to_time: Option<String>,
+    /// Only these partitions and offsets: `P:FIRST-LAST` (both inclusive), `P:FIRST-`,
+    /// `P:-LAST`, or `P` for all of partition P; repeatable, or separated by commas.
+    #[arg(
+        long,
+        value_name = "P:FIRST-LAST",
+        value_delimiter = ',',
+        value_parser = parse_offsets,
+        requires = "dead_letter_topic"
+    )]
+    offsets: Vec<(i32, OffsetRange)>,
     /// Name of the redrive (default: a new ULID, printed). Pass it again to resume or
     /// retry: tasks it already submitted are skipped.
     #[arg(long)]
     redrive_id: Option<String>,
-    /// Resume a filtered redrive after this cursor (printed on interruption).
+    /// Resume a filtered or dead-letter redrive after this cursor (printed on
+    /// interruption).
     #[arg(long)]
     cursor: Option<String>,
-    /// Tasks per request, 1 to 1000.
+    /// Tasks (or dead-letter records) per request, 1 to 1000.
     #[arg(long, default_value_t = 100)]
     page_size: u32,
     /// Stop after this many pages.
@@ -62,62 +69,106 @@ pub struct RedriveArgs {
     api: ApiArgs,
 }
 
-impl RedriveArgs {
-    fn filter(&self) -> BTreeMap<String, String> {
-        let mut f = BTreeMap::new();
-        if !self.status.is_empty() {
-            f.insert("status".to_string(), self.status.join(","));
+/// Reads `P`, `P:FIRST-LAST`, `P:FIRST-` or `P:-LAST`: a partition and its offsets, both
+/// inclusive.
+pub fn parse_offsets(s: &str) -> Result<(i32, OffsetRange), String> {
+    let wrong = || format!("`{s}` is not `P:FIRST-LAST` (a partition and offsets, both inclusive)");
+    let number = |v: &str| v.parse::<i64>().ok().filter(|n| *n >= 0);
+    let (p, range) = s.split_once(':').unwrap_or((s, "-"));
+    let partition: i32 = p.parse().ok().filter(|p| *p >= 0).ok_or_else(wrong)?;
+    let (first, last) = range.split_once('-').ok_or_else(wrong)?;
+    let bound = |v: &str| match v {
+        "" => Ok(None),
+        v => number(v).map(Some).ok_or_else(wrong),
+    };
+    let r = OffsetRange {
+        from_offset: bound(first)?,
+        to_offset: bound(last)?,
+    };
+    if let (Some(a), Some(b)) = (r.from_offset, r.to_offset) {
+        if a > b {
+            return Err(format!(
+                "in `{s}` the first offset {a} is after the last {b}"
+            ));
         }
-        let opt = [
-            ("submitted_after", &self.since),
-            ("submitted_before", &self.until),
-            ("id_prefix", &self.prefix),
-            ("tenant", &self.tenant),
-            ("function", &self.function),
-        ];
-        for (k, v) in opt {
-            if let Some(v) = v {
-                f.insert(k.to_string(), v.clone());
-            }
-        }
-        f.extend(self.params.iter().cloned());
-        f
     }
+    Ok((partition, r))
+}
 
+impl RedriveArgs {
     /// The first requests of the redrive: one per chunk of ids, or the first page of a
-    /// filter (its next pages follow the answers' cursors).
+    /// filter or dead-letter range (its next pages follow the answers' cursors).
     fn first_requests(&self) -> Result<Vec<RedriveRequest>> {
         let base = RedriveRequest {
             redrive_id: self.redrive_id.clone(),
             dry_run: self.dry_run,
             ..RedriveRequest::default()
         };
-        if self.ids.is_empty() {
+        let filters = self.filter.params();
+        let beyond_tenant = filters.iter().any(|(k, _)| k != "tenant");
+        if let Some(topic) = &self.dead_letter_topic {
+            if beyond_tenant {
+                bail!(
+                    "--dead-letter-topic reads its tasks from the topic: leave out the filters (except --tenant)"
+                );
+            }
             return Ok(vec![RedriveRequest {
-                filter: Some(self.filter()),
+                dead_letter: Some(self.dead_letter(topic)?),
+                tenant: self.filter.tenant.clone(),
                 cursor: self.cursor.clone(),
                 limit: Some(self.page_size),
                 ..base
             }]);
         }
-        let filtered = self.status.len()
-            + usize::from(self.since.is_some())
-            + usize::from(self.until.is_some())
-            + usize::from(self.prefix.is_some())
-            + usize::from(self.function.is_some())
-            + self.params.len();
-        if filtered > 0 || self.cursor.is_some() {
-            bail!("--id selects tasks by id: leave out the filters and --cursor");
+        if self.ids.is_empty() {
+            return Ok(vec![RedriveRequest {
+                filter: Some(filters.into_iter().collect::<BTreeMap<_, _>>()),
+                cursor: self.cursor.clone(),
+                limit: Some(self.page_size),
+                ..base
+            }]);
+        }
+        if beyond_tenant || self.cursor.is_some() {
+            bail!("--id selects tasks by id: leave out the filters (except --tenant) and --cursor");
         }
         Ok(self
             .ids
             .chunks(MAX_IDS)
             .map(|chunk| RedriveRequest {
                 ids: Some(chunk.to_vec()),
-                tenant: self.tenant.clone(),
+                tenant: self.filter.tenant.clone(),
                 ..base.clone()
             })
             .collect())
+    }
+
+    /// The dead-letter range the arguments give, checked as far as the command can.
+    fn dead_letter(&self, topic: &str) -> Result<DeadLetterRange> {
+        let now = now_ms();
+        let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
+            v.as_deref()
+                .map(|t| parse_time(t, now).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+                .transpose()
+        };
+        let from = time("--from-time", &self.from_time)?;
+        let to = time("--to-time", &self.to_time)?;
+        if let (Some(f), Some(t)) = (from, to) {
+            if f >= t {
+                bail!("--from-time must be before --to-time");
+            }
+        }
+        let mut partitions = BTreeMap::new();
+        for (p, r) in &self.offsets {
+            if partitions.insert(p.to_string(), *r).is_some() {
+                bail!("--offsets names partition {p} twice");
+            }
+        }
+        Ok(DeadLetterRange {
+            topic: topic.to_string(),
+            from_time: self.from_time.clone(),
+            to_time: self.to_time.clone(),
+            partitions: (!partitions.is_empty()).then_some(partitions),
+        })
     }
 }
 
@@ -228,8 +279,18 @@ pub async fn redrive(config_path: &Path, a: &RedriveArgs) -> Result<()> {
                 }
             }
         }
+        let read = report
+            .dead_letter
+            .as_ref()
+            .map(|d| {
+                format!(
+                    "read {} records of {} ({} passed over), ",
+                    d.records, d.topic, d.passed_over
+                )
+            })
+            .unwrap_or_default();
         eprintln!(
-            "redrive {}: page {}: {verb} {}, skipped {} (total {verb} {}, skipped {})",
+            "redrive {}: page {}: {read}{verb} {}, skipped {} (total {verb} {}, skipped {})",
             report.redrive_id,
             totals.pages,
             report.submitted,
@@ -243,4 +304,29 @@ pub async fn redrive(config_path: &Path, a: &RedriveArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_name_a_partition_and_an_inclusive_range() {
+        let r = |a: Option<i64>, b: Option<i64>| OffsetRange {
+            from_offset: a,
+            to_offset: b,
+        };
+        assert_eq!(parse_offsets("0:3-7"), Ok((0, r(Some(3), Some(7)))));
+        assert_eq!(parse_offsets("2:5-"), Ok((2, r(Some(5), None))));
+        assert_eq!(parse_offsets("2:-5"), Ok((2, r(None, Some(5)))));
+        assert_eq!(parse_offsets("4"), Ok((4, r(None, None))));
+        assert_eq!(parse_offsets("1:4-4"), Ok((1, r(Some(4), Some(4)))));
+        let e = parse_offsets("0:7-3").unwrap_err();
+        assert!(e.contains("first offset 7 is after the last 3"), "{e}");
+        for bad in [
+            "", "x", "-1:0-1", "0:1", "0:a-2", "0:1-2-3", "0:-1-2", ":1-2",
+        ] {
+            assert!(parse_offsets(bad).is_err(), "{bad}");
+        }
+    }
 }

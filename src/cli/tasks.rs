@@ -46,17 +46,20 @@ pub enum TasksCommand {
     Logs(IdArgs),
     /// Ask the schedulers to stop a task (recorded on <prefix>.control).
     Stop(IdArgs),
-    /// Send failed, expired or stopped tasks through again (by id or by the filters of
-    /// `list`), page by page, resumable; `--dry-run` only shows what would go.
-    Redrive(super::redrive::RedriveArgs),
+    /// Send failed, expired or stopped tasks through again (by id, by the filters of
+    /// `list`, or read from a dead-letter topic over a time or offset range), page by
+    /// page, resumable; `--dry-run` only shows what would go.
+    Redrive(Box<super::redrive::RedriveArgs>),
 }
 
+/// The filters of `GET /v1/tasks`, which `tasks list` and `tasks redrive` share.
 #[derive(Args)]
-pub struct ListArgs {
+pub struct FilterArgs {
     /// Only these statuses (queued, running, retrying, succeeded, failed, stopped,
-    /// expired); repeat or separate with commas.
+    /// expired; a redrive takes failed, expired and stopped, all three by default); repeat
+    /// or separate with commas.
     #[arg(long, value_delimiter = ',')]
-    status: Vec<String>,
+    pub(super) status: Vec<String>,
     /// Submitted at or after: RFC 3339, or a duration back from now (`24h`).
     #[arg(long)]
     since: Option<String>,
@@ -68,19 +71,49 @@ pub struct ListArgs {
     prefix: Option<String>,
     /// Only this tenant (an admin token sees all tenants; a tenant token only its own).
     #[arg(long)]
-    tenant: Option<String>,
+    pub(super) tenant: Option<String>,
     /// Only this function.
     #[arg(long)]
     function: Option<String>,
+    /// Any other query parameter of GET /v1/tasks, e.g. `finished_after=2h`; repeatable.
+    #[arg(long = "param", value_parser = parse_pair)]
+    params: Vec<(String, String)>,
+}
+
+impl FilterArgs {
+    /// The filters given, as the query parameters of `GET /v1/tasks`.
+    pub(super) fn params(&self) -> Vec<(String, String)> {
+        let mut params: Vec<(String, String)> = Vec::new();
+        if !self.status.is_empty() {
+            params.push(("status".into(), self.status.join(",")));
+        }
+        let opt = [
+            ("submitted_after", &self.since),
+            ("submitted_before", &self.until),
+            ("id_prefix", &self.prefix),
+            ("tenant", &self.tenant),
+            ("function", &self.function),
+        ];
+        for (k, v) in opt {
+            if let Some(v) = v {
+                params.push((k.into(), v.clone()));
+            }
+        }
+        params.extend(self.params.iter().cloned());
+        params
+    }
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Page size, 1 to 1000.
     #[arg(long)]
     limit: Option<u32>,
     /// Continue from the cursor printed after a previous page.
     #[arg(long)]
     cursor: Option<String>,
-    /// Any other query parameter of GET /v1/tasks, e.g. `finished_after=2h`; repeatable.
-    #[arg(long = "param", value_parser = parse_pair)]
-    params: Vec<(String, String)>,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -216,27 +249,13 @@ pub async fn tasks(config_path: &Path, cmd: &TasksCommand) -> Result<()> {
     match cmd {
         TasksCommand::List(a) => {
             let c = client(config_path, &a.api)?;
-            let mut params: Vec<(String, String)> = Vec::new();
-            if !a.status.is_empty() {
-                params.push(("status".into(), a.status.join(",")));
-            }
-            let opt = [
-                ("submitted_after", &a.since),
-                ("submitted_before", &a.until),
-                ("id_prefix", &a.prefix),
-                ("tenant", &a.tenant),
-                ("function", &a.function),
-                ("cursor", &a.cursor),
-            ];
-            for (k, v) in opt {
-                if let Some(v) = v {
-                    params.push((k.into(), v.clone()));
-                }
+            let mut params = a.filter.params();
+            if let Some(c) = &a.cursor {
+                params.push(("cursor".into(), c.clone()));
             }
             if let Some(l) = a.limit {
                 params.push(("limit".into(), l.to_string()));
             }
-            params.extend(a.params.iter().cloned());
             let page = c.list(&params).await?;
             if a.api.output == Output::Json {
                 return print_json(&page);

@@ -213,6 +213,23 @@ impl Config {
             .unwrap_or_else(|| self.dead_letter(tenant))
     }
 
+    /// The dead-letter topics: each tenant's `dead_letter` topic and the `on_failure`
+    /// topics of its functions, with the tenants whose failed tasks go there.
+    pub fn dead_letter_topics(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (tname, tenant) in &self.tenants {
+            let mut add = |topic: String| out.entry(topic).or_default().insert(tname.clone());
+            add(self.dead_letter(tname));
+            for f in tenant.functions.values() {
+                if let Some(Destination::Topic(t)) = f.on_failure.as_deref().map(Destination::parse)
+                {
+                    add(t.to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// Every destination topic: dead letters, `on_success` and `on_failure` topics.
     pub fn destination_topics(&self) -> Vec<String> {
         let mut out = BTreeSet::new();
@@ -351,6 +368,38 @@ pub(crate) mod tests {
         assert_eq!(c.queue_topic("acme", "resize"), "tw.q.acme");
         assert_eq!(c.failure_destination("acme", "resize"), "tw.dlq.acme");
         assert_eq!(c.destination_topics(), vec!["acme.resized", "tw.dlq.acme"]);
+        let dl = |t: &str| c.dead_letter_topics().get(t).cloned().unwrap_or_default();
+        assert_eq!(dl("tw.dlq.acme"), BTreeSet::from(["acme".to_string()]));
+        assert!(dl("acme.resized").is_empty(), "a success destination");
+    }
+
+    #[test]
+    fn dead_letter_topics_name_the_tenants_whose_failures_they_hold() {
+        let c = Config::from_toml(
+            r#"
+            [tenants.acme]
+            dead_letter = "shared.dead"
+            [tenants.acme.functions.resize]
+            executor = { type = "inprocess", handler = "echo" }
+            on_failure = "acme.resize-failed"
+            [tenants.acme.functions.undo]
+            executor = { type = "inprocess", handler = "echo" }
+            on_failure = "function:resize"
+            [tenants.globex]
+            dead_letter = "shared.dead"
+            [tenants.globex.functions.other]
+            executor = { type = "inprocess", handler = "echo" }
+            [tenants.initech.functions.x]
+            executor = { type = "inprocess", handler = "echo" }
+            "#,
+        )
+        .unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let dl = c.dead_letter_topics();
+        assert_eq!(dl["shared.dead"], names(&["acme", "globex"]));
+        assert_eq!(dl["acme.resize-failed"], names(&["acme"]));
+        assert_eq!(dl["tw.dlq.initech"], names(&["initech"]));
+        assert_eq!(dl.len(), 3, "{dl:?}");
     }
 
     #[test]
