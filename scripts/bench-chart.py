@@ -63,7 +63,9 @@ def latency(text: str, out: Path) -> None:
         sys.exit("no latency rows found (expected the table of benches/latency.rs)")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, delivery in zip(axes, ["exactly_once", "at_least_once"]):
-        mine = [r for r in rows if r["delivery"] == delivery]
+        mine = sorted(
+            (r for r in rows if r["delivery"] == delivery), key=lambda r: int(r["rate"])
+        )
         labels = [f"{r['load']}\n{int(r['rate']):,}/s" for r in mine]
         x = range(len(mine))
         for key, name, style in [
