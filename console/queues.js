@@ -1,5 +1,6 @@
-// Queues: backlog per queue and partition, and the per-minute counts (submitted,
-// completed, failed, running, queued) as charts drawn in SVG.
+// Queues: the schedulers at work and their partitions, backlog per queue and partition,
+// and the per-minute counts (submitted, completed, failed, running, queued) as charts
+// drawn in SVG.
 
 import { api } from "./api.js";
 import { el, svg, show, when, href, every } from "./ui.js";
@@ -64,6 +65,38 @@ function partitions(q) {
   );
 }
 
+/** The schedulers that started tasks in the window, and the partitions they served. */
+function schedulers(list, minutes) {
+  if (!list.length) {
+    return el("p", { class: "muted", id: "schedulers" }, `No scheduler started a task in the last ${minutes} minutes.`);
+  }
+  return el(
+    "section",
+    { class: "card", id: "schedulers" },
+    el("h2", {}, `Schedulers (${list.length})`),
+    el("p", { class: "muted" }, `Schedulers that started tasks in the last ${minutes} minutes, and the queue partitions those tasks came from.`),
+    el(
+      "table",
+      { class: "parts" },
+      el("thead", {}, el("tr", {}, ...["Scheduler", "Tasks started", "Last start", "Partitions"].map((h) => el("th", { scope: "col" }, h)))),
+      el(
+        "tbody",
+        {},
+        list.map((s) =>
+          el(
+            "tr",
+            {},
+            el("td", {}, el("code", {}, s.scheduler_id)),
+            el("td", { class: "num" }, String(s.tasks_started)),
+            el("td", {}, when(s.last_started_at)),
+            el("td", {}, s.partitions.map((p) => `${p.topic}[${p.partition}]`).join(", ")),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
 function queueCard(q) {
   const tasks = href("tasks", { tenant: q.tenant, function: q.function || "" });
   return el(
@@ -103,6 +136,7 @@ export async function queuesPage(params) {
         { class: "summary" },
         `${o.queues.length} queue${o.queues.length === 1 ? "" : "s"} · ${parts} partitions · backlog ${backlog} · running ${running} · scheduler group ${o.group_id} · updated ${when(o.generated_at)}`,
       ),
+      schedulers(o.schedulers || [], minutes),
       ...(o.queues.length ? o.queues.map(queueCard) : [el("p", { class: "muted" }, "No queues are configured for this token.")]),
     );
   }

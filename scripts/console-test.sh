@@ -59,6 +59,7 @@ bootstrap_servers = "$bootstrap"
 prefix = "$prefix"
 partitions = 2
 [scheduler]
+id = "$prefix-scheduler"
 group_id = "$prefix.schedulers"
 shutdown_grace = "2s"
 [indexer]
@@ -117,7 +118,7 @@ done
 
 status=0
 TW_CONSOLE_URL="$url" TW_CONSOLE_ADMIN_TOKEN="$admin" TW_CONSOLE_OTHER_TOKEN="$globex" \
-  TW_CONSOLE_MARKER="$marker" TW_CONSOLE_ARTIFACTS="${TW_CONSOLE_ARTIFACTS:-/tmp}" \
+  TW_CONSOLE_MARKER="$marker" TW_CONSOLE_SCHEDULER_ID="$prefix-scheduler" TW_CONSOLE_ARTIFACTS="${TW_CONSOLE_ARTIFACTS:-/tmp}" \
   TW_CONSOLE_SCREENSHOTS="${TW_CONSOLE_SCREENSHOTS:-}" \
   node tests/console/console.test.mjs || status=$?
 for pid in "${pids[@]}"; do

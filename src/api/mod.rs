@@ -628,12 +628,14 @@ async fn queues(
         .filter(|(_, q)| scope.as_ref().is_none_or(|s| *s == q.tenant))
         .collect();
     let now = now_ms();
+    let (start, _) = crate::store::query::minute_window(now, minutes);
     let reader = s.reader.clone();
     let scope2 = scope.clone();
-    let (running, activity) = blocking(move || {
+    let (running, activity, schedulers) = blocking(move || {
         Ok((
             reader.running_by_partition(scope2.as_deref())?,
             reader.activity(scope2.as_deref(), now, minutes)?,
+            reader.schedulers_since(scope2.as_deref(), start)?,
         ))
     })
     .await?;
@@ -649,7 +651,6 @@ async fn queues(
         ApiError::unavailable("Kafka did not answer the offset and watermark queries", &e)
     })?;
     let mut activity = activity;
-    let (start, _) = crate::store::query::minute_window(now, minutes);
     let queues = topics
         .into_iter()
         .map(|(topic, q)| {
@@ -697,6 +698,7 @@ async fn queues(
         generated_at: now,
         group_id: s.config.group_id(),
         queues,
+        schedulers,
     })
     .into_response())
 }

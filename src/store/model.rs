@@ -322,4 +322,32 @@ pub struct QueuesOverview {
     /// The scheduler group whose offsets the backlogs are measured against.
     pub group_id: String,
     pub queues: Vec<QueueView>,
+    /// The schedulers that started tasks in the window, most recent first, with the
+    /// queue partitions they took them from (as the tasks' events tell: a scheduler that
+    /// started nothing in the window is not listed).
+    #[serde(default)]
+    pub schedulers: Vec<SchedulerSeen>,
+}
+
+/// A scheduler seen starting tasks, in [`QueuesOverview`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulerSeen {
+    /// Its `scheduler.id`.
+    pub scheduler_id: String,
+    /// Tasks it started in the window (each task counted once, by its latest start).
+    pub tasks_started: u64,
+    /// Its latest task start.
+    #[serde(with = "ms")]
+    pub last_started_at: i64,
+    /// The queue partitions those tasks were read from.
+    pub partitions: Vec<QueuePartition>,
+}
+
+/// A queue topic's partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePartition {
+    /// Queue topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
 }

@@ -10,7 +10,9 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use crate::types::TopicPartition;
 
-use super::model::{HistoryEvent, LogEntry, TaskDetail, TaskPage, TaskView};
+use super::model::{
+    HistoryEvent, LogEntry, QueuePartition, SchedulerSeen, TaskDetail, TaskPage, TaskView,
+};
 use super::query::{self, TaskFilter};
 use super::{Result, columns, open_err, schema};
 
@@ -239,6 +241,58 @@ impl Reader {
                 Ok((tp, r.get::<_, i64>(2)?.max(0) as u64))
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// The schedulers that started tasks at or after `since` (ms), with the queue
+    /// partitions they took them from, most recent first. Read off the tasks (their
+    /// latest start and the scheduler of their latest event), through the start-time index.
+    pub fn schedulers_since(&self, tenant: Option<&str>, since: i64) -> Result<Vec<SchedulerSeen>> {
+        self.with(|conn| {
+            let t = if tenant.is_some() {
+                "tenant = ?1"
+            } else {
+                "?1 IS NULL"
+            };
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT scheduler_id, queue_topic, queue_partition, count(*), max(started_at) \
+                 FROM tasks WHERE started_at >= ?2 AND {t} AND scheduler_id IS NOT NULL \
+                 AND queue_topic IS NOT NULL AND queue_partition IS NOT NULL \
+                 GROUP BY scheduler_id, queue_topic, queue_partition \
+                 ORDER BY scheduler_id, queue_topic, queue_partition"
+            ))?;
+            let rows = stmt.query_map(params![tenant, since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i32>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
+            let mut out: Vec<SchedulerSeen> = Vec::new();
+            for row in rows {
+                let (id, topic, partition, n, last) = row?;
+                if out.last().is_none_or(|s| s.scheduler_id != id) {
+                    out.push(SchedulerSeen {
+                        scheduler_id: id,
+                        tasks_started: 0,
+                        last_started_at: last,
+                        partitions: Vec::new(),
+                    });
+                }
+                if let Some(s) = out.last_mut() {
+                    s.tasks_started += u64::try_from(n).unwrap_or(0);
+                    s.last_started_at = s.last_started_at.max(last);
+                    s.partitions.push(QueuePartition { topic, partition });
+                }
+            }
+            out.sort_by(|a, b| {
+                b.last_started_at
+                    .cmp(&a.last_started_at)
+                    .then_with(|| a.scheduler_id.cmp(&b.scheduler_id))
+            });
+            Ok(out)
         })
     }
 

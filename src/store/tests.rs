@@ -349,3 +349,55 @@ fn queries_use_an_index() {
     assert!(p.contains("USING INDEX tasks_submitted"), "{p}");
     assert!(!p.contains("TEMP B-TREE"), "{p}");
 }
+
+#[test]
+fn schedulers_are_listed_with_the_partitions_they_started_tasks_from() {
+    let (_d, mut w, r) = store();
+    let t = 1_764_340_020_000;
+    let on = |id: &str, sched: &str, partition: i32, at: i64| {
+        let mut e = ev(id, TaskStatus::Running, 1, at);
+        e.scheduler_id = sched.into();
+        e.source.partition = partition;
+        Ingest::Status(e, Run::default())
+    };
+    w.apply(
+        &[
+            on("a", "s1", 0, t - 50_000),
+            on("b", "s1", 1, t - 40_000),
+            on("c", "s2", 2, t - 10_000),
+            // Started before the window: not counted.
+            on("d", "s3", 0, t - 900_000),
+        ],
+        &[],
+    )
+    .unwrap();
+    let seen = r.schedulers_since(None, t - 60_000).unwrap();
+    let got: Vec<(&str, u64, i64, Vec<i32>)> = seen
+        .iter()
+        .map(|s| {
+            (
+                s.scheduler_id.as_str(),
+                s.tasks_started,
+                s.last_started_at,
+                s.partitions.iter().map(|p| p.partition).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("s2", 1, t - 10_000, vec![2]),
+            ("s1", 2, t - 40_000, vec![0, 1]),
+        ],
+        "most recent first, each with its partitions"
+    );
+    assert!(
+        seen.iter()
+            .all(|s| s.partitions.iter().all(|p| p.topic == "tw.q.acme"))
+    );
+    assert!(
+        r.schedulers_since(Some("globex"), t - 60_000)
+            .unwrap()
+            .is_empty()
+    );
+}

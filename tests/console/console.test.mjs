@@ -18,6 +18,7 @@ const URL_ = env("TW_CONSOLE_URL");
 const ADMIN = env("TW_CONSOLE_ADMIN_TOKEN");
 const OTHER = env("TW_CONSOLE_OTHER_TOKEN");
 const MARKER = env("TW_CONSOLE_MARKER");
+const SCHEDULER_ID = env("TW_CONSOLE_SCHEDULER_ID");
 const SHOTS = process.env.TW_CONSOLE_SCREENSHOTS || "";
 const WIDTH = 1280;
 
@@ -156,10 +157,14 @@ try {
     await shot("task");
   });
 
-  await step("queues show backlog per partition and per-minute charts", async () => {
+  await step("queues show the scheduler at work, backlog per partition and per-minute charts", async () => {
     await page.getByRole("link", { name: "Queues" }).click();
     await page.getByRole("heading", { name: "Queues" }).waitFor();
     await page.locator("section.queue").first().waitFor();
+    // The scheduler that ran this run's tasks, with the queue partitions it took them from.
+    const row = page.locator("#schedulers tbody tr", { hasText: SCHEDULER_ID });
+    await row.waitFor();
+    check(/\.q\.[a-z]+(\.[a-z0-9_-]+)?\[\d+\]/.test(await row.innerText()), "the scheduler's partitions are listed");
     check((await page.locator("svg.chart").count()) >= 5, "charts");
     check((await page.locator("table.parts tbody tr").count()) >= 1, "partitions");
     await noHorizontalScroll("queues");
