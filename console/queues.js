@@ -65,6 +65,16 @@ function partitions(q) {
   );
 }
 
+/** Partitions grouped by topic: [[topic, [0, 1]], ...]. */
+function byTopic(partitions) {
+  const m = new Map();
+  for (const p of partitions) {
+    if (!m.has(p.topic)) m.set(p.topic, []);
+    m.get(p.topic).push(p.partition);
+  }
+  return [...m.entries()];
+}
+
 /** The schedulers that started tasks in the window, and the partitions they served. */
 function schedulers(list, minutes) {
   if (!list.length) {
@@ -89,7 +99,7 @@ function schedulers(list, minutes) {
             el("td", {}, el("code", {}, s.scheduler_id)),
             el("td", { class: "num" }, String(s.tasks_started)),
             el("td", {}, when(s.last_started_at)),
-            el("td", {}, s.partitions.map((p) => `${p.topic}[${p.partition}]`).join(", ")),
+            el("td", { class: "wrap" }, ...byTopic(s.partitions).map(([topic, ps]) => el("div", {}, el("code", {}, topic), ` partition${ps.length === 1 ? "" : "s"} ${ps.join(", ")}`))),
           ),
         ),
       ),
