@@ -226,11 +226,7 @@ impl Reader {
         tenant: Option<&str>,
     ) -> Result<HashMap<TopicPartition, u64>> {
         self.with(|conn| {
-            let t = if tenant.is_some() {
-                "tenant = ?1"
-            } else {
-                "?1 IS NULL"
-            };
+            let t = tenant_is(tenant);
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT queue_topic, queue_partition, count(*) FROM tasks \
                  WHERE status IN ('running', 'retrying') AND {t} \
@@ -249,11 +245,7 @@ impl Reader {
     /// latest start and the scheduler of their latest event), through the start-time index.
     pub fn schedulers_since(&self, tenant: Option<&str>, since: i64) -> Result<Vec<SchedulerSeen>> {
         self.with(|conn| {
-            let t = if tenant.is_some() {
-                "tenant = ?1"
-            } else {
-                "?1 IS NULL"
-            };
+            let t = tenant_is(tenant);
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT scheduler_id, queue_topic, queue_partition, count(*), max(started_at) \
                  FROM tasks WHERE started_at >= ?2 AND {t} AND scheduler_id IS NOT NULL \
@@ -342,4 +334,14 @@ fn few_with_prefix(conn: &Connection, prefix: &str) -> Result<bool> {
         None => stmt.query_row(params![prefix], |r| r.get(0))?,
     };
     Ok(n <= ID_INDEX_MAX)
+}
+
+/// The condition on `tenant` for a query whose first parameter (`?1`) is the tenant, or
+/// NULL for every tenant.
+fn tenant_is(tenant: Option<&str>) -> &'static str {
+    if tenant.is_some() {
+        "tenant = ?1"
+    } else {
+        "?1 IS NULL"
+    }
 }
