@@ -172,8 +172,18 @@ cmd_status() {
 
 cmd_start() {
   if pid_alive; then
+    # Ours, and still starting (or busy): wait for it rather than start a second one.
     resolve_jars
-    if ready_check; then
+    local since
+    since=$(date +%s)
+    until ready_check; do
+      pid_alive || break
+      if (( $(date +%s) - since > timeout )); then
+        die "broker (pid $(cat "$pidfile")) is running but not ready after ${timeout}s (logs: $state/logs)"
+      fi
+      sleep 1
+    done
+    if pid_alive; then
       say "already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"
       echo "127.0.0.1:$port"
       return 0
@@ -226,6 +236,11 @@ cmd_stop() {
   done
   say "broker did not stop in 30s; killing it"
   kill -KILL "$pid" 2>/dev/null || true
+  # Gone before returning, so a start right after finds its port free.
+  for _ in $(seq 1 20); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
   rm -f "$pidfile"
 }
 
