@@ -375,3 +375,59 @@ fn two_schedulers_share_the_work_and_survive_losing_one() {
         two.log_text()
     );
 }
+
+#[test]
+fn partitions_lost_while_paused_are_fetched_again_when_they_come_back() {
+    // librdkafka keeps a partition's pause across a rebalance. A scheduler whose
+    // partitions are paused (buffers full) and then lost (its session timed out: a long GC
+    // pause, a broker restart) gets them back on rejoining: they must be fetched again,
+    // or their backlog sits there for good.
+    let env = TestEnv::new(
+        "repause",
+        r#"
+        [scheduler]
+        max_buffered_per_partition = 4
+        spill_after = 0
+
+        [tenants.acme.functions.work]
+        executor = { type = "command", program = "sleep", args = ["0.05"] }
+        concurrency = 2
+        on_success = "{prefix}.done"
+        "#,
+    );
+    env.init_topics();
+    let n = 300;
+    env.submit(
+        "acme",
+        (0..n)
+            .map(|i| task(&format!("r-{i}"), "work", ""))
+            .collect(),
+    );
+    let one = env.start_scheduler(0);
+    let deadline = Instant::now() + WAIT;
+    while one.log_text().matches("buffer full: pausing fetch").count() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the scheduler never paused its partitions\n{}",
+            one.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Past the broker's session timeout (10 s): the group takes the partitions away, and
+    // gives them back when the scheduler rejoins.
+    one.pause();
+    std::thread::sleep(Duration::from_secs(15));
+    one.resume();
+    let ids = env.outcome_ids(&env.topic("done"), n, WAIT);
+    assert!(
+        one.log_text().contains("partitions lost"),
+        "the session never timed out: nothing tested\n{}",
+        one.log_text()
+    );
+    assert_eq!(
+        ids.len(),
+        n,
+        "every task completes once its partitions are back\n{}",
+        one.log_text()
+    );
+}

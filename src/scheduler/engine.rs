@@ -656,14 +656,24 @@ impl Engine {
     }
 
     fn on_revoked(&mut self, tps: &[TopicPartition]) {
+        // librdkafka keeps a partition's pause across rebalances: one forgotten here while
+        // still paused there would never be fetched again if it came back.
+        let mut unpause = TopicPartitionList::new();
         for tp in tps {
             let dropped = self.dispatcher.drop_partition(tp);
             for e in self.retries.take_where(|e| &e.tp == tp) {
                 self.dispatcher.task_finished(&e);
             }
-            self.paused.remove(tp);
+            if self.paused.remove(tp) {
+                let _ = unpause.add_partition(&tp.topic, tp.partition);
+            }
             if !dropped.is_empty() {
                 debug!(topic = %tp.topic, partition = tp.partition, dropped = dropped.len(), "queued tasks of a revoked partition dropped");
+            }
+        }
+        if unpause.count() > 0 {
+            if let Err(e) = self.consumer.resume(&unpause) {
+                debug!(error = %e, "clearing the pause of revoked partitions failed");
             }
         }
     }
