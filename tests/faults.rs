@@ -75,7 +75,7 @@ fn check(w: &faults::Watched, n: usize, resumed: Duration, s: &mut SchedulerProc
     assert!(
         s.is_running(),
         "the scheduler stays up through the faults\n{}",
-        s.log_text()
+        s.log_digest()
     );
 }
 
@@ -89,13 +89,13 @@ fn a_single_broker_restarted_three_times_loses_nothing_and_duplicates_nothing() 
     let mut s = env.start_scheduler(0);
     let mut resumed = Duration::ZERO;
     for at in [400, 1200, 2000] {
-        watch.wait_for(at, FINISH, || s.log_text());
+        watch.wait_for(at, FINISH, || s.diagnosis());
         kafka.stop();
         std::thread::sleep(Duration::from_secs(10));
         kafka.start();
-        resumed = resumed.max(watch.wait_for_progress(n, FINISH, || s.log_text()));
+        resumed = resumed.max(watch.wait_for_progress(n, FINISH, || s.diagnosis()));
     }
-    let w = watch.finish(n, FINISH, SETTLE, || s.log_text());
+    let w = watch.finish(n, FINISH, SETTLE, || s.diagnosis());
     report(
         "single broker stopped for 10 s and started, three times",
         n,
@@ -116,24 +116,24 @@ fn the_leader_of_a_queue_partition_and_the_transaction_coordinator_killed() {
     submit(&env, n);
     let mut s = env.start_scheduler(0);
 
-    watch.wait_for(400, FINISH, || s.log_text());
+    watch.wait_for(400, FINISH, || s.diagnosis());
     let leader = kafka.leader(&env.queue("acme"), 0);
     kafka.node("kill", leader);
-    let mut resumed = watch.wait_for_progress(n, FINISH, || s.log_text());
-    watch.wait_for(1000, FINISH, || s.log_text());
+    let mut resumed = watch.wait_for_progress(n, FINISH, || s.diagnosis());
+    watch.wait_for(1000, FINISH, || s.diagnosis());
     kafka.node("start", leader);
     kafka.script(&["wait-replicated"]);
 
     let txn_prefix = format!("{}.schedulers.", env.prefix);
     let coordinator = kafka.txn_coordinator(&txn_prefix, Duration::from_secs(30));
-    watch.wait_for(1600, FINISH, || s.log_text());
+    watch.wait_for(1600, FINISH, || s.diagnosis());
     kafka.node("kill", coordinator);
-    resumed = resumed.max(watch.wait_for_progress(n, FINISH, || s.log_text()));
-    watch.wait_for(2200, FINISH, || s.log_text());
+    resumed = resumed.max(watch.wait_for_progress(n, FINISH, || s.diagnosis()));
+    watch.wait_for(2200, FINISH, || s.diagnosis());
     kafka.node("start", coordinator);
     kafka.script(&["wait-replicated"]);
 
-    let w = watch.finish(n, FINISH, SETTLE, || s.log_text());
+    let w = watch.finish(n, FINISH, SETTLE, || s.diagnosis());
     report(
         "three nodes: SIGKILL of a queue partition's leader, later of the transaction coordinator; each restarted",
         n,
@@ -153,15 +153,15 @@ fn a_rolling_restart_of_all_three_nodes() {
     let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
     submit(&env, n);
     let mut s = env.start_scheduler(0);
-    watch.wait_for(300, FINISH, || s.log_text());
+    watch.wait_for(300, FINISH, || s.diagnosis());
     let mut resumed = Duration::ZERO;
     for node in 1..=3 {
         kafka.node("stop", node);
-        resumed = resumed.max(watch.wait_for_progress(n, FINISH, || s.log_text()));
+        resumed = resumed.max(watch.wait_for_progress(n, FINISH, || s.diagnosis()));
         kafka.node("start", node);
         kafka.script(&["wait-replicated"]);
     }
-    let w = watch.finish(n, FINISH, SETTLE, || s.log_text());
+    let w = watch.finish(n, FINISH, SETTLE, || s.diagnosis());
     report(
         "three nodes: rolling restart (stop, start, wait for full ISR, next)",
         n,
@@ -197,16 +197,20 @@ fn a_scheduler_paused_past_its_session_timeout_publishes_nothing_late() {
     // Both members hold partitions before the work arrives.
     std::thread::sleep(Duration::from_secs(5));
     submit(&env, n);
-    watch.wait_for(40, FINISH, || a.log_text());
+    watch.wait_for(40, FINISH, || a.diagnosis());
     // Longer than the broker's session timeout (10 s) and the transaction timeout (10 s):
     // the group gives A's partitions to B, which runs A's unfinished tasks again.
     a.pause();
     let paused_at = Instant::now();
     std::thread::sleep(Duration::from_secs(25));
     a.resume();
-    let resumed = watch.wait_for_progress(n, FINISH, || a.log_text());
+    let resumed = watch.wait_for_progress(n, FINISH, || a.diagnosis());
     let w = watch.finish(n, FINISH, SETTLE, || {
-        format!("--- A ---\n{}\n--- B ---\n{}", a.log_text(), b.log_text())
+        format!(
+            "--- A ---\n{}\n--- B ---\n{}",
+            a.log_digest(),
+            b.log_digest()
+        )
     });
     report(
         "a scheduler SIGSTOPped for 25 s (past the 10 s session timeout) while its tasks run, then SIGCONT",
@@ -220,7 +224,7 @@ fn a_scheduler_paused_past_its_session_timeout_publishes_nothing_late() {
     assert!(
         dups.is_empty(),
         "the paused scheduler's late results became outcomes: {dups:?}\n--- A ---\n{}",
-        a.log_text()
+        a.log_digest()
     );
     assert_eq!(w.counts.len(), n, "every task has its outcome");
     assert!(
@@ -255,7 +259,7 @@ fn run_waits_for_a_broker_that_is_down_at_start() {
     assert!(
         s.is_running(),
         "run keeps waiting for the cluster\n{}",
-        s.log_text()
+        s.log_digest()
     );
     let log = s.log_text();
     assert!(
@@ -266,8 +270,8 @@ fn run_waits_for_a_broker_that_is_down_at_start() {
     );
     kafka.start();
     submit(&env, n);
-    let resumed = watch.wait_for_progress(n, FINISH, || s.log_text());
-    let w = watch.finish(n, FINISH, SETTLE, || s.log_text());
+    let resumed = watch.wait_for_progress(n, FINISH, || s.diagnosis());
+    let w = watch.finish(n, FINISH, SETTLE, || s.diagnosis());
     report(
         "the broker down when `tidewater run` starts, up 12 s later",
         n,
@@ -326,7 +330,7 @@ fn the_index_goes_unready_through_a_broker_restart_and_catches_up() {
     let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
     let mut s = env.start_scheduler(0);
     submit(&env, 300);
-    watch.wait_for(300, FINISH, || s.log_text());
+    watch.wait_for(300, FINISH, || s.diagnosis());
 
     kafka.stop();
     let unready_after = serve.await_readyz(503, Duration::from_secs(60));
@@ -338,7 +342,7 @@ fn the_index_goes_unready_through_a_broker_restart_and_catches_up() {
             .collect(),
     );
     let ready_after = serve.await_readyz(200, FINISH);
-    let w = watch.finish(500, FINISH, SETTLE, || s.log_text());
+    let w = watch.finish(500, FINISH, SETTLE, || s.diagnosis());
     check(&w, 500, ready_after, &mut s);
 
     // The index has every task, including those finished while it could not read.

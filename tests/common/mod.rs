@@ -458,6 +458,99 @@ impl SchedulerProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The end of the log without its DEBUG lines: what a failure message can hold
+    /// (CI shows only the start of a long one; the whole log is printed on drop).
+    pub fn log_digest(&self) -> String {
+        log_digest(&self.log_text(), 60)
+    }
+
+    /// What a stall report needs: the log digest and where every thread of the process
+    /// is (through gdb, when installed), to tell a wait on Kafka from a stuck call.
+    pub fn diagnosis(&self) -> String {
+        format!(
+            "{}\n--- threads of pid {} ---\n{}",
+            self.log_digest(),
+            self.pid(),
+            thread_stacks(self.pid())
+        )
+    }
+}
+
+/// One line per thread of `pid`: its name and its innermost function names (gdb).
+pub fn thread_stacks(pid: i32) -> String {
+    let out = Command::new("timeout")
+        .args(["60", "gdb", "-nx", "-batch", "-p", &pid.to_string()])
+        .args(["-ex", "set pagination off", "-ex", "thread apply all bt 25"])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        return "(gdb not available)".into();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = Vec::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Thread ") {
+            if let Some((name, frames)) = current.take() {
+                lines.push(format!("{name}: {}", frames.join(" < ")));
+            }
+            let name = rest.split('"').nth(1).unwrap_or(rest).to_string();
+            current = Some((name, Vec::new()));
+        } else if let Some(frame) = line.strip_prefix('#') {
+            // "#3  0x00… in name (args) at file:line", or "#1  name (args) …" when inlined.
+            let rest = frame
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start();
+            let rest = match rest.split_once(" in ") {
+                Some((addr, f)) if addr.starts_with("0x") => f,
+                _ => rest,
+            };
+            let name = rest.split(" (").next().unwrap_or(rest);
+            let plumbing = [
+                "__",
+                "futex",
+                "pthread_cond",
+                "cnd_",
+                "syscall",
+                "start_thread",
+                "clone",
+            ];
+            if let Some((_, frames)) = current.as_mut() {
+                if frames.len() < 12
+                    && !plumbing
+                        .iter()
+                        .any(|p| name.starts_with(p) || name.contains(p))
+                {
+                    frames.push(name.to_string());
+                }
+            }
+        }
+    }
+    if let Some((name, frames)) = current.take() {
+        lines.push(format!("{name}: {}", frames.join(" < ")));
+    }
+    if lines.is_empty() {
+        format!(
+            "(no stacks: {})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    } else {
+        lines.join("\n")
+    }
+}
+
+/// The last `keep` lines of `text` that are not DEBUG or TRACE, and how many were left out.
+pub fn log_digest(text: &str, keep: usize) -> String {
+    let quiet = |l: &&str| !(l.contains(" DEBUG ") || l.contains(" TRACE "));
+    let total = text.lines().count();
+    let kept: Vec<&str> = text.lines().filter(quiet).collect();
+    let from = kept.len().saturating_sub(keep);
+    format!(
+        "--- the last {} of {total} log lines (DEBUG left out) ---\n{}",
+        kept.len() - from,
+        kept[from..].join("\n")
+    )
 }
 
 impl Drop for SchedulerProcess {
