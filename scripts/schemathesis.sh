@@ -22,8 +22,11 @@ if [[ ! -x "$venv/bin/schemathesis" ]] || ! "$venv/bin/schemathesis" --version |
   "$venv/bin/pip" install -q "schemathesis==$version"
 fi
 
-cargo build -q --bin tidewater
-bin="${CARGO_TARGET_DIR:-$root/target}/debug/tidewater"
+# TW_BIN names a built binary; else it is built here.
+if [[ -z "${TW_BIN:-}" ]]; then
+  cargo build -q --bin tidewater
+fi
+bin="${TW_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/tidewater}"
 
 work="$(mktemp -d)"
 serve_pid=""

@@ -10,11 +10,12 @@
 # secured cluster (tests/security.rs) use the secured broker (TW_KAFKA_SECURITY=1
 # scripts/kafka.sh), unless TW_SECURE_DIR names one already (TW_SECURE=0 skips them).
 # All are started here, side by side. Runs every test target (tests/fuzz_replay.rs
-# replays the fuzz corpora among them), then Schemathesis against docs/openapi.yaml and a
-# live `serve` (scripts/schemathesis.sh), then the client examples in Python and Node
-# (scripts/examples.sh), then the web console in headless Chromium
-# (scripts/console-test.sh), and stops the brokers it started. A failing test step does not
-# stop the later ones; the exit status is non-zero if any of them failed.
+# replays the fuzz corpora among them); beside them, the fault suite, then Schemathesis
+# against docs/openapi.yaml and a live `serve` (scripts/schemathesis.sh), the client
+# examples in Python and Node (scripts/examples.sh) and the web console in headless
+# Chromium (scripts/console-test.sh); then stops the brokers it started. A failing step
+# does not stop the others; the exit status is non-zero if any of them failed.
+# TW_FAULTS=0 skips the fault suite.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -100,25 +101,53 @@ if [[ $secure == 1 ]]; then
 fi
 
 status=0
-cargo test --no-fail-fast --all-targets "$@" || status=$?
+# Build every target first (and the binary the scripts below run), so the steps that follow
+# can run side by side without building.
+cargo test --no-run --all-targets "$@"
+export TW_BIN="${TW_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/tidewater}"
 
-# The API against its specification, with a live `serve` on the same broker (a few
-# minutes at most; TW_SCHEMATHESIS_SECONDS bounds it, 0 skips it).
-if [[ "${TW_SCHEMATHESIS_SECONDS:-120}" != 0 ]]; then
-  scripts/schemathesis.sh || status=$?
-fi
+# Two lanes, side by side on the brokers started above (every test has a topic prefix and
+# group of its own): the fault suite, which spends most of its time waiting for brokers
+# to stop and start, then the API, example and console checks; and every other test target.
+# The side lane's output is printed when both are done.
+side_log="$(mktemp)"
+side() {
+  local rc=0
+  if [[ "${TW_FAULTS:-1}" != 0 ]]; then
+    cargo test --no-fail-fast --test faults "$@" || rc=$?
+  fi
+  # The API against its specification, with a live `serve` (a few minutes at most;
+  # TW_SCHEMATHESIS_SECONDS bounds it, 0 skips it).
+  if [[ "${TW_SCHEMATHESIS_SECONDS:-120}" != 0 ]]; then
+    scripts/schemathesis.sh || rc=$?
+  fi
+  # The client examples (examples/python, examples/node) with a scheduler of their own
+  # (TW_EXAMPLES=0 skips them).
+  if [[ "${TW_EXAMPLES:-1}" != 0 ]]; then
+    scripts/examples.sh || rc=$?
+  fi
+  # The web console in a real browser (headless Chromium driven by Playwright), with a
+  # scheduler and `serve` of its own (TW_CONSOLE_TEST=0 skips it).
+  if [[ "${TW_CONSOLE_TEST:-1}" != 0 ]]; then
+    scripts/console-test.sh || rc=$?
+  fi
+  return "$rc"
+}
+side "$@" >"$side_log" 2>&1 &
+side_pid=$!
 
-# The client examples (examples/python, examples/node) against the same broker, with a
-# scheduler of their own (TW_EXAMPLES=0 skips them).
-if [[ "${TW_EXAMPLES:-1}" != 0 ]]; then
-  if [[ -z "${TW_BIN:-}" ]]; then cargo build -q --bin tidewater || status=$?; fi
-  scripts/examples.sh || status=$?
-fi
+targets=(--lib --bins --benches --examples)
+for t in tests/*.rs; do
+  name="$(basename "$t" .rs)"
+  [[ $name == faults ]] || targets+=(--test "$name")
+done
+cargo test --no-fail-fast "${targets[@]}" "$@" || status=$?
 
-# The web console in a real browser (headless Chromium driven by Playwright), against the
-# same broker, a scheduler and `serve` of its own (TW_CONSOLE_TEST=0 skips it).
-if [[ "${TW_CONSOLE_TEST:-1}" != 0 ]]; then
-  if [[ -z "${TW_BIN:-}" ]]; then cargo build -q --bin tidewater || status=$?; fi
-  scripts/console-test.sh || status=$?
-fi
+echo "test.sh: waiting for the fault suite, Schemathesis, the examples and the console test" >&2
+side_status=0
+wait "$side_pid" || side_status=$?
+echo "===== fault suite, Schemathesis, examples, console ====="
+cat "$side_log"
+rm -f "$side_log"
+[[ $side_status == 0 ]] || status=$side_status
 exit "$status"
