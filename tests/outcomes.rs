@@ -7,7 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, task};
+use common::{TestEnv, reader_on, task};
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use tidewater::codec::TaskStatus;
 
 const WAIT: Duration = Duration::from_secs(180);
 
@@ -383,4 +386,107 @@ fn a_task_id_that_already_finished_is_not_run_again() {
     );
     let executions = std::fs::read_to_string(&runs).unwrap();
     assert_eq!(executions, "pay-1\npay-2\n", "pay-1 ran once");
+}
+
+#[test]
+fn with_a_running_event_delay_only_longer_attempts_announce_themselves() {
+    let env = TestEnv::with_partitions(
+        "runev",
+        r#"
+        [scheduler]
+        running_event_delay = "1s"
+
+        [tenants.acme.functions.quick]
+        executor = { type = "command", program = "true" }
+        on_success = "{prefix}.done"
+
+        [tenants.acme.functions.slow]
+        executor = { type = "command", program = "sleep", args = ["3"] }
+        on_success = "{prefix}.done"
+        "#,
+        1,
+    );
+    env.init_topics();
+    env.submit(
+        "acme",
+        vec![task("quick-1", "quick", ""), task("slow-1", "slow", "")],
+    );
+    let _s = env.start_scheduler(0);
+    let done = env.outcomes(&env.topic("done"), 2, WAIT);
+    assert_eq!(done.len(), 2);
+    let slow = done.iter().find(|o| o.task_id == "slow-1").unwrap();
+    // Each terminal status event is published with its outcome: all are in by now.
+    let events = env.statuses(usize::MAX, Duration::from_secs(3));
+    let of = |id: &str| -> Vec<TaskStatus> {
+        events
+            .iter()
+            .filter(|e| e.task_id == id)
+            .map(|e| e.status)
+            .collect()
+    };
+    assert!(
+        of("quick-1").contains(&TaskStatus::Succeeded),
+        "{:?}",
+        of("quick-1")
+    );
+    assert!(
+        !of("quick-1").contains(&TaskStatus::Running),
+        "an attempt shorter than the delay publishes no running event: {:?}",
+        of("quick-1")
+    );
+    let running: Vec<_> = events
+        .iter()
+        .filter(|e| e.task_id == "slow-1" && e.status == TaskStatus::Running)
+        .collect();
+    assert_eq!(running.len(), 1, "{events:?}");
+    assert_eq!(
+        running[0].at, slow.attempts[0].started_at,
+        "the late running event carries the attempt's real start"
+    );
+}
+
+#[test]
+fn publish_linger_holds_a_batch_open_for_what_finishes_next() {
+    let env = TestEnv::with_partitions(
+        "linger",
+        r#"
+        [scheduler]
+        delivery = "exactly_once"
+        publish_linger = "1s"
+
+        [tenants.acme.functions.quick]
+        executor = { type = "command", program = "true" }
+        on_success = "{prefix}.done"
+        "#,
+        1,
+    );
+    env.init_topics();
+    env.submit("acme", vec![task("lone-1", "quick", "")]);
+    let _s = env.start_scheduler(0);
+    let done = env.outcomes(&env.topic("done"), 1, WAIT);
+    assert_eq!(done.len(), 1);
+    // The task's first record (its running event) opened the batch; the outcome, a few
+    // milliseconds later, joined it; the batch was sent when the linger ended.
+    let reader = reader_on(&env.bootstrap, &env.topic("done"));
+    let deadline = Instant::now() + WAIT;
+    let sent_at = loop {
+        assert!(Instant::now() < deadline, "the outcome was not read again");
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            break m.timestamp().to_millis().unwrap();
+        }
+    };
+    reader.unsubscribe();
+    let started = done[0].attempts[0].started_at;
+    assert!(
+        sent_at >= started + 950,
+        "the outcome was sent {} ms after the attempt started, within the 1 s linger",
+        sent_at - started
+    );
+    let statuses = env.statuses(usize::MAX, Duration::from_secs(2));
+    assert!(
+        statuses
+            .iter()
+            .any(|e| e.task_id == "lone-1" && e.status == TaskStatus::Running),
+        "{statuses:?}"
+    );
 }
