@@ -80,13 +80,17 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
     let clock = Instant::now();
     let execution = f.executor.execute_captured(inv, f.cfg.timeout);
     tokio::pin!(execution);
-    // Polled only with a delay: an attempt that ends before it has no `running` event.
-    let announce_at = tokio::time::sleep(delay);
+    // Only with a delay: an attempt that ends before it has no `running` event.
+    let announce_at = (!announced).then(|| tokio::time::sleep(delay));
     tokio::pin!(announce_at);
     let (result, captured) = loop {
         tokio::select! {
             r = &mut execution => break r,
-            () = &mut announce_at, if !announced => {
+            () = async {
+                if let Some(at) = announce_at.as_mut().as_pin_mut() {
+                    at.await;
+                }
+            }, if !announced => {
                 announce(job);
                 announced = true;
             }
