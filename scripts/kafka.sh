@@ -8,6 +8,8 @@
 #   scripts/kafka.sh status   exit 0 when the broker is up and answering
 #   scripts/kafka.sh reset    stop, then delete the broker's data (topics, offsets)
 #   scripts/kafka.sh logs     print the path of the broker's log file
+#   scripts/kafka.sh open-transactions TOPIC   transactions open on TOPIC's partitions
+#                             (what holds its read_committed readers back)
 #
 # Environment (all optional):
 #   TW_KAFKA_PORT        client port on 127.0.0.1                       (default 19092)
@@ -262,5 +264,7 @@ case "${1:-}" in
   status) cmd_status ;;
   reset) cmd_stop; rm -rf "$data"; say "data deleted: $data" ;;
   logs) echo "$logfile" ;;
-  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  open-transactions)
+    java -cp "$libs/*" "$here/kafka/Where.java" "127.0.0.1:$port" open-transactions "${2:?topic}" ;;
+  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -49,6 +49,17 @@ fn workload(kafka: &Kafka, name: &str, rate: u32, replication: u16) -> TestEnv {
     env
 }
 
+/// What a failed wait reports: the scheduler's log and threads, and the transactions
+/// open on the outcome topic (an open one holds `read_committed` readers back).
+fn stalled(s: &SchedulerProcess, kafka: &Kafka, env: &TestEnv) -> String {
+    let topic = env.topic("done");
+    format!(
+        "{}\n--- transactions open on {topic} ---\n{}",
+        s.diagnosis(),
+        kafka.open_transactions(&topic)
+    )
+}
+
 fn submit(env: &TestEnv, n: usize) {
     env.submit(
         "acme",
@@ -89,13 +100,13 @@ fn a_single_broker_restarted_three_times_loses_nothing_and_duplicates_nothing() 
     let mut s = env.start_scheduler(0);
     let mut resumed = Duration::ZERO;
     for at in [400, 1200, 2000] {
-        watch.wait_for(at, FINISH, || s.diagnosis());
+        watch.wait_for(at, FINISH, || stalled(&s, &kafka, &env));
         kafka.stop();
         std::thread::sleep(Duration::from_secs(10));
         kafka.start();
-        resumed = resumed.max(watch.wait_for_progress(n, FINISH, || s.diagnosis()));
+        resumed = resumed.max(watch.wait_for_progress(n, FINISH, || stalled(&s, &kafka, &env)));
     }
-    let w = watch.finish(n, FINISH, SETTLE, || s.diagnosis());
+    let w = watch.finish(n, FINISH, SETTLE, || stalled(&s, &kafka, &env));
     report(
         "single broker stopped for 10 s and started, three times",
         n,
@@ -116,24 +127,24 @@ fn the_leader_of_a_queue_partition_and_the_transaction_coordinator_killed() {
     submit(&env, n);
     let mut s = env.start_scheduler(0);
 
-    watch.wait_for(400, FINISH, || s.diagnosis());
+    watch.wait_for(400, FINISH, || stalled(&s, &kafka, &env));
     let leader = kafka.leader(&env.queue("acme"), 0);
     kafka.node("kill", leader);
-    let mut resumed = watch.wait_for_progress(n, FINISH, || s.diagnosis());
-    watch.wait_for(1000, FINISH, || s.diagnosis());
+    let mut resumed = watch.wait_for_progress(n, FINISH, || stalled(&s, &kafka, &env));
+    watch.wait_for(1000, FINISH, || stalled(&s, &kafka, &env));
     kafka.node("start", leader);
     kafka.script(&["wait-replicated"]);
 
     let txn_prefix = format!("{}.schedulers.", env.prefix);
     let coordinator = kafka.txn_coordinator(&txn_prefix, Duration::from_secs(30));
-    watch.wait_for(1600, FINISH, || s.diagnosis());
+    watch.wait_for(1600, FINISH, || stalled(&s, &kafka, &env));
     kafka.node("kill", coordinator);
-    resumed = resumed.max(watch.wait_for_progress(n, FINISH, || s.diagnosis()));
-    watch.wait_for(2200, FINISH, || s.diagnosis());
+    resumed = resumed.max(watch.wait_for_progress(n, FINISH, || stalled(&s, &kafka, &env)));
+    watch.wait_for(2200, FINISH, || stalled(&s, &kafka, &env));
     kafka.node("start", coordinator);
     kafka.script(&["wait-replicated"]);
 
-    let w = watch.finish(n, FINISH, SETTLE, || s.diagnosis());
+    let w = watch.finish(n, FINISH, SETTLE, || stalled(&s, &kafka, &env));
     report(
         "three nodes: SIGKILL of a queue partition's leader, later of the transaction coordinator; each restarted",
         n,
@@ -153,15 +164,15 @@ fn a_rolling_restart_of_all_three_nodes() {
     let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
     submit(&env, n);
     let mut s = env.start_scheduler(0);
-    watch.wait_for(300, FINISH, || s.diagnosis());
+    watch.wait_for(300, FINISH, || stalled(&s, &kafka, &env));
     let mut resumed = Duration::ZERO;
     for node in 1..=3 {
         kafka.node("stop", node);
-        resumed = resumed.max(watch.wait_for_progress(n, FINISH, || s.diagnosis()));
+        resumed = resumed.max(watch.wait_for_progress(n, FINISH, || stalled(&s, &kafka, &env)));
         kafka.node("start", node);
         kafka.script(&["wait-replicated"]);
     }
-    let w = watch.finish(n, FINISH, SETTLE, || s.diagnosis());
+    let w = watch.finish(n, FINISH, SETTLE, || stalled(&s, &kafka, &env));
     report(
         "three nodes: rolling restart (stop, start, wait for full ISR, next)",
         n,
@@ -270,8 +281,8 @@ fn run_waits_for_a_broker_that_is_down_at_start() {
     );
     kafka.start();
     submit(&env, n);
-    let resumed = watch.wait_for_progress(n, FINISH, || s.diagnosis());
-    let w = watch.finish(n, FINISH, SETTLE, || s.diagnosis());
+    let resumed = watch.wait_for_progress(n, FINISH, || stalled(&s, &kafka, &env));
+    let w = watch.finish(n, FINISH, SETTLE, || stalled(&s, &kafka, &env));
     report(
         "the broker down when `tidewater run` starts, up 12 s later",
         n,
@@ -330,7 +341,7 @@ fn the_index_goes_unready_through_a_broker_restart_and_catches_up() {
     let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
     let mut s = env.start_scheduler(0);
     submit(&env, 300);
-    watch.wait_for(300, FINISH, || s.diagnosis());
+    watch.wait_for(300, FINISH, || stalled(&s, &kafka, &env));
 
     kafka.stop();
     let unready_after = serve.await_readyz(503, Duration::from_secs(60));
@@ -342,7 +353,7 @@ fn the_index_goes_unready_through_a_broker_restart_and_catches_up() {
             .collect(),
     );
     let ready_after = serve.await_readyz(200, FINISH);
-    let w = watch.finish(500, FINISH, SETTLE, || s.diagnosis());
+    let w = watch.finish(500, FINISH, SETTLE, || stalled(&s, &kafka, &env));
     check(&w, 500, ready_after, &mut s);
 
     // The index has every task, including those finished while it could not read.

@@ -10,6 +10,9 @@
 //        -> the node id coordinating that consumer group
 //   java -cp "<kafka libs>/*" Where.java BOOTSTRAP under-replicated
 //        -> the number of partitions (internal topics included) whose ISR is short
+//   java -cp "<kafka libs>/*" Where.java BOOTSTRAP open-transactions TOPIC
+//        -> one line per producer with a transaction open on a partition of TOPIC (what
+//           holds read_committed consumers back), then one per ongoing transaction
 import java.util.List;
 import java.util.Properties;
 import java.util.concurrent.TimeUnit;
@@ -17,6 +20,8 @@ import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.ListTopicsOptions;
 import org.apache.kafka.clients.admin.TransactionListing;
+import org.apache.kafka.clients.admin.TransactionState;
+import org.apache.kafka.common.TopicPartition;
 
 public class Where {
     public static void main(String[] args) throws Exception {
@@ -69,6 +74,27 @@ public class Where {
                             .filter(p -> p.isr().size() < p.replicas().size())
                             .count();
                     System.out.println(short_);
+                }
+                case "open-transactions" -> {
+                    var d = admin.describeTopics(List.of(args[2])).allTopicNames()
+                            .get(10, TimeUnit.SECONDS).get(args[2]);
+                    var tps = d.partitions().stream()
+                            .map(p -> new TopicPartition(args[2], p.partition())).toList();
+                    var producers = admin.describeProducers(tps).all().get(10, TimeUnit.SECONDS);
+                    producers.forEach((tp, ps) -> ps.activeProducers().forEach(p ->
+                            p.currentTransactionStartOffset().ifPresent(start -> System.out.println(
+                                    "partition " + tp.partition() + ": producer " + p.producerId()
+                                    + " epoch " + p.producerEpoch() + " has a transaction open from offset "
+                                    + start + " (last write " + p.lastTimestamp() + " ms)"))));
+                    var ongoing = admin.listTransactions().all().get(10, TimeUnit.SECONDS).stream()
+                            .filter(t -> t.state() != TransactionState.COMPLETE_COMMIT
+                                    && t.state() != TransactionState.COMPLETE_ABORT
+                                    && t.state() != TransactionState.EMPTY)
+                            .toList();
+                    for (var t : ongoing) {
+                        System.out.println("transaction " + t.transactionalId() + " (producer "
+                                + t.producerId() + "): " + t.state());
+                    }
                 }
                 default -> {
                     System.err.println("unknown question " + args[1]);

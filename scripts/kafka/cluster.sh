@@ -16,6 +16,8 @@
 #   TW_KAFKA_NODES=3 scripts/kafka.sh txn-coordinator PREFIX      "<node> <id>" for each
 #                                                    transactional id starting with PREFIX
 #   TW_KAFKA_NODES=3 scripts/kafka.sh group-coordinator GROUP     node coordinating GROUP
+#   TW_KAFKA_NODES=3 scripts/kafka.sh open-transactions TOPIC     transactions holding back
+#                                                    read_committed readers of TOPIC
 #   TW_KAFKA_NODES=3 scripts/kafka.sh under-replicated            partitions with a short ISR
 #   TW_KAFKA_NODES=3 scripts/kafka.sh wait-replicated             until that is 0 (or timeout)
 #   TW_KAFKA_NODES=3 scripts/kafka.sh logs N         path of node N's log
@@ -259,6 +261,7 @@ cluster_main() {
     bootstrap) cluster_bootstrap ;;
     leader) where leader "${2:?topic}" "${3:?partition}" ;;
     txn-coordinator) where txn-coordinator "${2:?transactional id prefix}" ;;
+    open-transactions) where open-transactions "${2:?topic}" ;;
     group-coordinator) where group-coordinator "${2:?group}" ;;
     under-replicated) where under-replicated ;;
     wait-replicated)

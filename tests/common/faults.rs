@@ -85,6 +85,20 @@ impl Kafka {
             .unwrap()
     }
 
+    /// The transactions open on `topic` (`scripts/kafka.sh open-transactions`), or why
+    /// that could not be asked.
+    pub fn open_transactions(&self, topic: &str) -> String {
+        let out = self.run(&["open-transactions", topic]);
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() {
+            return format!(
+                "(not known: {})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        if text.is_empty() { "none".into() } else { text }
+    }
+
     /// Starts whatever is not running (every node), and waits until all serve.
     pub fn up(&self) {
         self.script(&["start"]);
