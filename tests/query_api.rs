@@ -1019,6 +1019,27 @@ backoff = "50ms"
     assert_eq!((submitted, completed, failed), (3, 3, 1), "{shared:?}");
     let last = shared.per_minute.last().unwrap();
     assert_eq!((last.queued, last.running), (0, 0));
+    // The CLI lists the scheduler at work and where its tasks came from.
+    let id = done("ok-1").task.scheduler_id.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["queues", "--minutes", "5"])
+        .env("TW_API_URL", &serve.url)
+        .env("TW_API_TOKEN", ACME)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("no row for scheduler {id}:\n{stdout}"));
+    assert!(row.contains(&format!("{}[", env.queue("acme"))), "{row}");
 }
 
 /// Requests found to crash or confuse the API, each answered as `docs/openapi.yaml` says:

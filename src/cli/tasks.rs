@@ -488,5 +488,34 @@ pub async fn queues(config_path: &Path, args: &QueuesArgs) -> Result<()> {
         "backlog: records not yet committed by the scheduler group {} (a partition whose last record is a transaction marker shows 1)",
         q.group_id
     );
+    if !q.schedulers.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = q
+            .schedulers
+            .iter()
+            .map(|s| {
+                let parts: Vec<String> = s
+                    .partitions
+                    .iter()
+                    .map(|p| format!("{}[{}]", p.topic, p.partition))
+                    .collect();
+                vec![
+                    s.scheduler_id.clone(),
+                    s.tasks_started.to_string(),
+                    rfc3339(s.last_started_at),
+                    parts.join(" "),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "SCHEDULER",
+                &format!("STARTED/{}m", args.minutes),
+                "LAST START",
+                "PARTITIONS",
+            ],
+            &rows,
+        )?;
+    }
     Ok(())
 }
