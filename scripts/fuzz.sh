@@ -18,7 +18,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root/fuzz"
-targets=(task_record delayed_control config_file api_query api_body commit_metadata)
+targets=(task_record delayed_control config_file api_query api_body redrive_body commit_metadata)
 # No sanitizer: Tidewater forbids unsafe code, so the panics are what is looked for,
 # and a build without a sanitizer runs several times faster. Debug assertions stay on
 # (the cargo-fuzz default), so integer overflow panics too.

@@ -18,6 +18,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("config_file", checks::config_file),
     ("api_query", checks::api_query),
     ("api_body", checks::api_body),
+    ("redrive_body", checks::redrive_body),
     ("commit_metadata", checks::commit_metadata),
 ];
 

@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tidewater::api::SubmitRequest;
+use tidewater::api::redrive::request::{self, Source};
+use tidewater::api::redrive::{MAX_IDS, RedriveRequest};
 use tidewater::codec::{self, Encoding, JsonTask};
 use tidewater::config::Config;
 use tidewater::scheduler::offsets::{MAX_METADATA, OffsetTracker, decode_done_above};
@@ -134,6 +136,49 @@ pub fn api_body(data: &[u8]) {
         let _ = codec::encode_task_as(&task, Encoding::Avro);
         let _ = codec::encode_task_as(&task, Encoding::Json);
     }
+}
+
+/// The body of `POST /v1/tasks/redrive` (also what `tidewater tasks redrive` sends):
+/// refused with a parameter error or read into one source of tasks, within its bounds;
+/// a redrive id is accepted exactly when it is valid; an accepted body sent again as the
+/// CLI serialises it reads back the same.
+pub fn redrive_body(data: &[u8]) {
+    let Ok(req) = serde_json::from_slice::<RedriveRequest>(data) else {
+        return;
+    };
+    let id = request::redrive_id(req.redrive_id.as_deref());
+    assert_eq!(
+        id.is_ok(),
+        req.redrive_id
+            .as_deref()
+            .is_none_or(tidewater::api::redrive::valid_redrive_id)
+    );
+    let Ok(source) = request::source(&req, NOW_MS) else {
+        return;
+    };
+    match &source {
+        Source::Ids { ids, .. } => {
+            assert!(!ids.is_empty() && ids.len() <= MAX_IDS, "{} ids", ids.len());
+            let unique: std::collections::HashSet<&String> = ids.iter().collect();
+            assert_eq!(unique.len(), ids.len(), "ids repeat: {ids:?}");
+        }
+        Source::DeadLetter(d) => {
+            assert!((1..=1000).contains(&d.limit), "limit {}", d.limit);
+            assert!(
+                !d.topic.is_empty() && d.topic.len() <= 249,
+                "topic {:?}",
+                d.topic
+            );
+        }
+        Source::Filter(_) => {}
+    }
+    let again: RedriveRequest = serde_json::from_slice(&serde_json::to_vec(&req).unwrap())
+        .unwrap_or_else(|e| panic!("an accepted request does not read back: {e}"));
+    assert_eq!(
+        serde_json::to_value(&again).unwrap(),
+        serde_json::to_value(&req).unwrap()
+    );
+    assert_eq!(request::source(&again, NOW_MS).ok(), Some(source));
 }
 
 /// The offset tracker's commit metadata: any text decodes without panicking, and what a
