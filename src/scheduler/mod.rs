@@ -14,6 +14,7 @@
 mod attempt;
 pub mod consumer;
 pub mod control;
+mod deliveries;
 pub mod dispatch;
 mod engine;
 mod fn_metrics;

@@ -32,6 +32,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use super::consumer::{GroupContext, Shared};
+use super::deliveries::DeliveryPoller;
 use super::offsets::TopicPartition;
 use super::worker::Signal;
 use crate::health::Health;
@@ -249,6 +250,8 @@ pub struct Publisher<T> {
     pub consumer: Arc<BaseConsumer<GroupContext>>,
     /// How long a batch waits for more units after its first (`scheduler.publish_linger`).
     pub linger: Duration,
+    /// Serves the current producer's delivery reports (started by [`Publisher::run`]).
+    pub(super) deliveries: Option<DeliveryPoller>,
 }
 
 /// Largest batch, in units (a task makes about two: its running status, then its
@@ -329,6 +332,7 @@ impl Stall {
 impl<T: Send + 'static> Publisher<T> {
     /// Runs until stopped (and drained) or abandoned.
     pub fn run(mut self, signal: Signal) {
+        self.deliveries = DeliveryPoller::start(&self.producer);
         let stall = Stall::new(self.shared.clone());
         Health::global().ready(COMPONENT);
         loop {
@@ -341,9 +345,11 @@ impl<T: Send + 'static> Publisher<T> {
                     if signal.is_stopping() {
                         return;
                     }
-                    // Idle: serve the producer's events (its statistics), which would
-                    // otherwise wait in its queue until the next batch.
-                    self.producer.poll(Duration::ZERO);
+                    // Idle: serve the producer's events (its statistics) when no
+                    // delivery thread does.
+                    if self.deliveries.is_none() {
+                        self.producer.poll(Duration::ZERO);
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -504,7 +510,9 @@ impl<T: Send + 'static> Publisher<T> {
             });
             match initialised {
                 Ok(p) => {
+                    self.deliveries = None;
                     self.producer = Arc::new(p);
+                    self.deliveries = DeliveryPoller::start(&self.producer);
                     info!("new transactional producer ready");
                     return true;
                 }

@@ -160,6 +160,7 @@ pub(super) async fn start(
         shared: shared.clone(),
         consumer: consumer.clone(),
         linger: sc.publish_linger,
+        deliveries: None,
     };
     let publisher_worker =
         Worker::spawn("tw-publisher", move |signal| publisher.run(signal)).map_err(internal)?;
