@@ -493,17 +493,21 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         }
     }
 
-    // Scraped before a scheduler crashes: it may be the one that ran them.
+    // Counted and scraped before a scheduler crashes: it may be the one that ran them.
+    // (A function's series exist from the scheduler's start, at 0: wait for a count.)
     let deadline = Instant::now() + WAIT;
-    while prom
-        .query(r#"tidewater_task_attempts_total{result="stopped"}"#)
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "stopped {stopped:?}, but no stopped attempt is scraped"
-        );
-        std::thread::sleep(Duration::from_millis(300));
+    for series in [
+        r#"tidewater_task_attempts_total{result="stopped"}"#,
+        r#"tidewater_tasks_completed_total{outcome="stopped"}"#,
+        r#"tidewater_tasks_dead_lettered_total{function="hold"}"#,
+    ] {
+        while prom.query(&format!("{series} > 0")).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "stopped {stopped:?}, but {series} is not scraped above 0"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     // A scheduler process under the supervisor crashes and is restarted.
