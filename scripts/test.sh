@@ -114,7 +114,7 @@ side_log="$(mktemp)"
 side() {
   local rc=0
   if [[ "${TW_FAULTS:-1}" != 0 ]]; then
-    cargo test --no-fail-fast --test faults "$@" || rc=$?
+    cargo test --no-fail-fast --test faults || rc=$?
   fi
   # The API against its specification, with a live `serve` (a few minutes at most;
   # TW_SCHEMATHESIS_SECONDS bounds it, 0 skips it).
@@ -133,7 +133,14 @@ side() {
   fi
   return "$rc"
 }
-side "$@" >"$side_log" 2>&1 &
+if (( $# > 0 )); then
+  # Arguments for cargo test (a filter, `--test NAME`, `-- --nocapture`): one lane, every
+  # target with them, then the script checks.
+  cargo test --no-fail-fast --all-targets "$@" || status=$?
+  TW_FAULTS=0 side || status=$?
+  exit "$status"
+fi
+side >"$side_log" 2>&1 &
 side_pid=$!
 
 targets=(--lib --bins --benches --examples)
@@ -141,7 +148,7 @@ for t in tests/*.rs; do
   name="$(basename "$t" .rs)"
   [[ $name == faults ]] || targets+=(--test "$name")
 done
-cargo test --no-fail-fast "${targets[@]}" "$@" || status=$?
+cargo test --no-fail-fast "${targets[@]}" || status=$?
 
 echo "test.sh: waiting for the fault suite, Schemathesis, the examples and the console test" >&2
 side_status=0
