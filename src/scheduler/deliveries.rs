@@ -1,15 +1,18 @@
-//! Serves a producer's delivery reports on a thread of its own.
+//! Serves a producer's delivery reports on a thread of its own while a transactional
+//! call waits for them.
 //!
 //! rust-rdkafka's producers get delivery reports as events that the application polls.
 //! librdkafka's `commit_transaction` and `abort_transaction` first wait until every
 //! message sent is delivered or failed, and a report waiting in the event queue counts as
 //! not yet delivered: called on the thread that also polls, they can only wait out their
 //! timeout whenever reports are pending (after a broker restart, every purged or timed-out
-//! message has one). librdkafka's answer says as much: "the event queue must be polled
-//! for delivery report events in a separate thread". This is that thread.
+//! message has one). librdkafka's error says as much: "the event queue must be polled for
+//! delivery report events in a separate thread". This is that thread. It polls only while
+//! such a call runs ([`DeliveryPoller::during`]); the rest of the time the publisher serves
+//! the reports itself, as it waits for a batch's deliveries, without a second thread
+//! contending for them.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,46 +21,81 @@ use tracing::error;
 
 use super::publisher::DeliveryCounter;
 
-/// How long one poll waits for an event; also how long stopping can take.
-const POLL: Duration = Duration::from_millis(50);
+/// How long one poll waits for an event while a call runs.
+const POLL: Duration = Duration::from_millis(10);
 
-/// A thread polling one producer until dropped.
+/// What the thread is told.
+#[derive(Default)]
+struct State {
+    /// A call that waits for delivery reports is running.
+    busy: bool,
+    /// The producer is being replaced or the publisher ends.
+    stop: bool,
+}
+
+/// A thread serving one producer's delivery reports on demand, until dropped.
 pub struct DeliveryPoller {
-    stop: Arc<AtomicBool>,
+    state: Arc<(Mutex<State>, Condvar)>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl DeliveryPoller {
-    /// Starts polling `producer`; `None` (logged) when no thread can be started, and the
-    /// publisher then serves the reports itself between its calls, as before.
+    /// Starts the thread for `producer`; `None` (logged) when no thread can be started,
+    /// and the calls then serve the reports between their attempts, as before.
     pub fn start(producer: &Arc<BaseProducer<DeliveryCounter>>) -> Option<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let spawned = std::thread::Builder::new()
             .name("tw-deliveries".into())
             .spawn({
-                let (producer, stop) = (producer.clone(), stop.clone());
-                move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        producer.poll(POLL);
-                    }
-                }
+                let (producer, state) = (producer.clone(), state.clone());
+                move || serve(&producer, &state)
             });
         match spawned {
             Ok(handle) => Some(Self {
-                stop,
+                state,
                 handle: Some(handle),
             }),
             Err(e) => {
-                error!(error = %e, "cannot start the delivery report thread; the publisher serves them itself");
+                error!(error = %e, "cannot start the delivery report thread; transactional calls serve them between attempts");
                 None
             }
         }
+    }
+
+    /// Runs `call` while the thread serves delivery reports.
+    pub fn during<R>(&self, call: impl FnOnce() -> R) -> R {
+        self.set(|s| s.busy = true);
+        let r = call();
+        self.set(|s| s.busy = false);
+        r
+    }
+
+    fn set(&self, change: impl FnOnce(&mut State)) {
+        let (lock, wake) = &*self.state;
+        change(&mut lock.lock().unwrap_or_else(PoisonError::into_inner));
+        wake.notify_all();
+    }
+}
+
+fn serve(producer: &BaseProducer<DeliveryCounter>, state: &(Mutex<State>, Condvar)) {
+    let (lock, wake) = state;
+    loop {
+        {
+            let mut s = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            while !s.busy && !s.stop {
+                s = wake.wait(s).unwrap_or_else(PoisonError::into_inner);
+            }
+            if s.stop {
+                return;
+            }
+        }
+        producer.poll(POLL);
     }
 }
 
 impl Drop for DeliveryPoller {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.set(|s| s.stop = true);
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }

@@ -250,7 +250,8 @@ pub struct Publisher<T> {
     pub consumer: Arc<BaseConsumer<GroupContext>>,
     /// How long a batch waits for more units after its first (`scheduler.publish_linger`).
     pub linger: Duration,
-    /// Serves the current producer's delivery reports (started by [`Publisher::run`]).
+    /// Serves the current producer's delivery reports while a commit or an abort waits
+    /// for them (started by [`Publisher::run`]).
     pub(super) deliveries: Option<DeliveryPoller>,
 }
 
@@ -345,11 +346,9 @@ impl<T: Send + 'static> Publisher<T> {
                     if signal.is_stopping() {
                         return;
                     }
-                    // Idle: serve the producer's events (its statistics) when no
-                    // delivery thread does.
-                    if self.deliveries.is_none() {
-                        self.producer.poll(Duration::ZERO);
-                    }
+                    // Idle: serve the producer's events (its statistics), which would
+                    // otherwise wait in its queue until the next batch.
+                    self.producer.poll(Duration::ZERO);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -560,6 +559,14 @@ impl<T: Send + 'static> Publisher<T> {
         }
     }
 
+    /// Makes a call that waits for delivery reports while another thread serves them.
+    fn serving_reports<R>(&self, call: impl FnOnce() -> R) -> R {
+        match &self.deliveries {
+            Some(d) => d.during(call),
+            None => call(),
+        }
+    }
+
     fn send_all(&self, batch: &[Unit<T>]) -> Result<(), KafkaError> {
         for unit in batch {
             for r in &unit.records {
@@ -622,9 +629,10 @@ impl<T: Send + 'static> Publisher<T> {
                     (signal, stall),
                     Some((ABORT_LIMIT, TxnError::Fatal)),
                     || {
-                        // An abort waits for the delivery reports of what was sent: serve them.
+                        // An abort waits for the delivery reports of what was sent (and
+                        // purged): they are served while it runs.
                         self.producer.poll(Duration::ZERO);
-                        self.producer.abort_transaction(CALL_TIMEOUT)
+                        self.serving_reports(|| self.producer.abort_transaction(CALL_TIMEOUT))
                     },
                 )
                 .map_err(|a| match a {
@@ -693,7 +701,7 @@ impl<T: Send + 'static> Publisher<T> {
         // A commit that timed out may still succeed: it is resumed until it resolves,
         // never given up for a replay that could publish the batch twice.
         self.again("commit_transaction", (signal, stall), None, || {
-            self.producer.commit_transaction(CALL_TIMEOUT)
+            self.serving_reports(|| self.producer.commit_transaction(CALL_TIMEOUT))
         })?;
         if !offsets.is_empty() {
             // The group's offsets were committed with the transaction.
