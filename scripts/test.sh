@@ -134,9 +134,9 @@ side() {
   return "$rc"
 }
 if (( $# > 0 )); then
-  # Arguments for cargo test (a filter, `--test NAME`, `-- --nocapture`): one lane, every
-  # target with them, then the script checks.
-  cargo test --no-fail-fast --all-targets "$@" || status=$?
+  # Arguments for cargo test (a filter, `--test NAME`, `-- --nocapture`): one cargo test
+  # with them (the targets they name, or cargo's default ones), then the script checks.
+  cargo test --no-fail-fast "$@" || status=$?
   TW_FAULTS=0 side || status=$?
   exit "$status"
 fi
