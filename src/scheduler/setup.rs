@@ -106,8 +106,11 @@ pub(super) async fn start(
     let scheduler_id = sc.id.clone().unwrap_or_else(default_instance_id);
     let exactly_once = sc.delivery == Delivery::ExactlyOnce;
     let make = {
-        let (c, id) = (config.clone(), scheduler_id.clone());
-        move || publisher_producer(&c, &id, exactly_once)
+        // One transactional id for the process, kept by every producer rebuilt after a
+        // failure (see `publisher_producer`).
+        let txn_id = format!("{}.{scheduler_id}.{}", config.group_id(), ulid::Ulid::new());
+        let c = config.clone();
+        move || publisher_producer(&c, &txn_id, exactly_once)
     };
     let (producer, make) = blocking(move || {
         let p = make()?;
@@ -342,11 +345,19 @@ fn group_consumer(
 }
 
 /// The publisher's producer: transactional in exactly-once mode (initialised by the
-/// caller). Each one has a transactional id of its own, so a rebuilt producer never waits
-/// on its predecessor's epoch.
+/// caller), with the process's transactional id `txn_id`.
+///
+/// A producer rebuilt after a failure keeps that id, so it continues its predecessor's
+/// producer id with a newer epoch: initialising it fences the predecessor (a call of it
+/// still stuck can no longer write) and ends its open transaction. It also ends a
+/// transaction that a broker restart left open on a partition while the coordinator
+/// completed it (seen with Kafka 4.4 when the broker stopped during a commit: the commit
+/// marker never reached one partition, whose `read_committed` readers then waited for
+/// good): the next transaction of the newer epoch that writes to that partition ends the
+/// open one with its marker. A new id would leave that partition open forever.
 fn publisher_producer(
     config: &Config,
-    scheduler_id: &str,
+    txn_id: &str,
     exactly_once: bool,
 ) -> Result<BaseProducer<DeliveryCounter>, SchedulerError> {
     let mut cc = kafka::client_config(config);
@@ -362,12 +373,9 @@ fn publisher_producer(
     }
     kafka::set_default(&mut cc, "message.timeout.ms", "60000");
     if exactly_once {
-        // Unique per process; zombies are fenced through the consumer group generation
-        // sent with each transaction's offsets.
-        cc.set(
-            "transactional.id",
-            format!("{}.{scheduler_id}.{}", config.group_id(), ulid::Ulid::new()),
-        );
+        // Unique per process; other processes' zombies are fenced through the consumer
+        // group generation sent with each transaction's offsets.
+        cc.set("transactional.id", txn_id);
         // After a crash, read_committed consumers wait for the open transaction to time
         // out: keep that short (transactions here last well under a second).
         kafka::set_default(&mut cc, "transaction.timeout.ms", "10000");
