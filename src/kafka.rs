@@ -389,9 +389,40 @@ pub enum TopicState {
     Existed(usize),
 }
 
+/// How many times [`init_topics`] asks for the topics still missing when the cluster does
+/// not answer in time (creating a topic is idempotent here: one that exists is left alone).
+const CREATE_ATTEMPTS: u32 = 4;
+
+/// Whether a failed topic creation is worth asking again: the cluster did not answer in
+/// time, or the controller moved. A refusal (policy, ACL, bad setting) is not.
+pub fn create_worth_retrying(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::OperationTimedOut | C::RequestTimedOut | C::NotController | C::BrokerTransportFailure
+    )
+}
+
+/// What a topic's creation result says about it, on the given attempt: `Ok(true)` created
+/// (by this call: on a later attempt, "already exists" means an earlier attempt that timed
+/// out created it), `Ok(false)` was already there, `Err` failed with this code.
+pub fn creation_outcome(
+    result: Result<(), RDKafkaErrorCode>,
+    attempt: u32,
+) -> Result<bool, RDKafkaErrorCode> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(RDKafkaErrorCode::TopicAlreadyExists) => Ok(attempt > 1),
+        Err(code) => Err(code),
+    }
+}
+
 /// Creates every topic the configuration implies that does not exist yet. Safe to re-run.
+/// When the cluster does not answer in time, looks again at what exists and asks for the
+/// rest, up to [`CREATE_ATTEMPTS`] times.
 pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>, KafkaOpError> {
-    let existing = existing_topics(config)?;
+    let initial = existing_topics(config)?;
+    let mut existing = initial.clone();
     let admin: AdminClient<DefaultClientContext> =
         client_config(config)
             .create()
@@ -401,47 +432,87 @@ pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>
             })?;
     let replication = i32::from(config.topics.replication_factor.get());
     let specs = topic_specs(config);
-    let missing: Vec<&TopicSpec> = specs
-        .iter()
-        .filter(|s| !existing.contains_key(&s.name))
-        .collect();
-    let new_topics: Vec<NewTopic<'_>> = missing
-        .iter()
-        .map(|s| {
-            s.config.iter().fold(
-                NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(replication)),
-                |t, (k, v)| t.set(k, v),
-            )
-        })
-        .collect();
-    let mut created = std::collections::BTreeSet::new();
-    if !new_topics.is_empty() {
-        let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-        let results = admin
-            .create_topics(&new_topics, &opts)
-            .await
-            .map_err(KafkaOpError::Admin)?;
+    // Answered by this call: created, or found already there.
+    let mut answered = std::collections::BTreeSet::new();
+    let mut already = std::collections::BTreeSet::new();
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(ADMIN_TIMEOUT))
+        .request_timeout(Some(ADMIN_TIMEOUT * 2));
+    for attempt in 1..=CREATE_ATTEMPTS {
+        let missing: Vec<&TopicSpec> = specs
+            .iter()
+            .filter(|s| !existing.contains_key(&s.name) && !answered.contains(&s.name))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        let new_topics: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|s| {
+                s.config.iter().fold(
+                    NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(replication)),
+                    |t, (k, v)| t.set(k, v),
+                )
+            })
+            .collect();
+        let last = attempt == CREATE_ATTEMPTS;
+        let results = match admin.create_topics(&new_topics, &opts).await {
+            Ok(results) => results,
+            Err(KafkaError::AdminOp(code)) if !last && create_worth_retrying(code) => {
+                retry_note(attempt, missing.len(), code);
+                existing = existing_topics(config)?;
+                continue;
+            }
+            Err(e) => return Err(KafkaOpError::Admin(e)),
+        };
+        let mut retry = None;
         for r in results {
-            match r {
-                Ok(name) => {
-                    created.insert(name);
+            let (topic, result) = match r {
+                Ok(name) => (name, Ok(())),
+                Err((name, code)) => (name, Err(code)),
+            };
+            match creation_outcome(result, attempt) {
+                Ok(true) => {
+                    answered.insert(topic);
                 }
-                // Created by someone else in the meantime: fine.
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(KafkaOpError::CreateTopic { topic, code }),
+                Ok(false) => {
+                    answered.insert(topic.clone());
+                    already.insert(topic);
+                }
+                Err(code) if !last && create_worth_retrying(code) => retry = Some(code),
+                Err(code) => return Err(KafkaOpError::CreateTopic { topic, code }),
             }
         }
+        if let Some(code) = retry {
+            retry_note(attempt, missing.len(), code);
+        }
+        // What exists now, with partition counts (a topic reported as already there
+        // appears here, perhaps after a moment).
+        existing = existing_topics(config)?;
     }
-    Ok(specs
-        .into_iter()
-        .map(|s| {
-            let state = match existing.get(&s.name) {
-                Some(n) => TopicState::Existed(*n),
-                None => TopicState::Created,
-            };
-            (s, state)
-        })
-        .collect())
+    let mut report = Vec::with_capacity(specs.len());
+    for s in specs {
+        let state = if initial.contains_key(&s.name) || already.contains(&s.name) {
+            TopicState::Existed(
+                existing
+                    .get(&s.name)
+                    .copied()
+                    .unwrap_or_else(|| usize::try_from(s.partitions).unwrap_or(0)),
+            )
+        } else {
+            TopicState::Created
+        };
+        report.push((s, state));
+    }
+    Ok(report)
+}
+
+fn retry_note(attempt: u32, missing: usize, code: RDKafkaErrorCode) {
+    tracing::warn!(
+        attempt,
+        of = CREATE_ATTEMPTS,
+        "creating {missing} topic(s): {code}; looking at what exists and asking again"
+    );
 }
 
 /// Fails with the list of topics the scheduler needs that do not exist (all but the
@@ -465,5 +536,41 @@ pub fn check_topics(config: &Config) -> Result<(), KafkaOpError> {
             return Err(KafkaOpError::MissingTopics(missing));
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_already_there_on_the_first_attempt_existed_and_on_a_later_one_was_ours() {
+        assert_eq!(creation_outcome(Ok(()), 1), Ok(true));
+        assert_eq!(
+            creation_outcome(Err(RDKafkaErrorCode::TopicAlreadyExists), 1),
+            Ok(false)
+        );
+        assert_eq!(
+            creation_outcome(Err(RDKafkaErrorCode::TopicAlreadyExists), 2),
+            Ok(true)
+        );
+        assert_eq!(
+            creation_outcome(Err(RDKafkaErrorCode::PolicyViolation), 1),
+            Err(RDKafkaErrorCode::PolicyViolation)
+        );
+    }
+
+    #[test]
+    fn only_an_unanswered_or_misdirected_creation_is_asked_again() {
+        assert!(create_worth_retrying(RDKafkaErrorCode::OperationTimedOut));
+        assert!(create_worth_retrying(RDKafkaErrorCode::RequestTimedOut));
+        assert!(create_worth_retrying(RDKafkaErrorCode::NotController));
+        assert!(!create_worth_retrying(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        ));
+        assert!(!create_worth_retrying(
+            RDKafkaErrorCode::InvalidReplicationFactor
+        ));
+        assert!(!create_worth_retrying(RDKafkaErrorCode::PolicyViolation));
     }
 }

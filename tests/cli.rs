@@ -99,7 +99,8 @@ fn topics_init_is_safe_to_rerun_and_submit_reports_progress() {
         "{text}"
     );
     let out = env.cli(&["topics", "init"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 created, 12 already there"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0 created, 12 already there"), "{text}");
 
     let out = env.cli(&[
         "submit", "-t", "acme", "-f", "f", "-p", "n={n}", "--count", "2500",
