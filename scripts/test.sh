@@ -44,7 +44,23 @@ cleanup() {
     secure_kafka stop || true
   fi
 }
-trap cleanup EXIT
+# At the very end: each failed test's name and the first lines of its message, from the
+# output of every cargo test run here (CI shows the end of a long output).
+logs_dir="$(mktemp -d)"
+recap() {
+  local failures
+  failures="$(awk '
+    /^---- .* stdout ----$/ { name = $2; n = 0; print "--- " name; next }
+    name != "" && (/^stack backtrace:/ || /^failures:$/ || /^note: /) { name = "" }
+    name != "" && NF > 0 && n < 6 { print "    " substr($0, 1, 300); n++ }
+  ' "$logs_dir"/*.log 2>/dev/null || true)"
+  if [[ -n "$failures" ]]; then
+    echo "===== test.sh: failed tests (their whole messages are above) ====="
+    echo "$failures"
+  fi
+  rm -rf "$logs_dir"
+}
+trap 'cleanup; recap' EXIT
 
 if [[ -n "${TW_BOOTSTRAP_SERVERS:-}" ]]; then
   echo "test.sh: using the broker at TW_BOOTSTRAP_SERVERS=$TW_BOOTSTRAP_SERVERS" >&2
@@ -114,7 +130,7 @@ side_log="$(mktemp)"
 side() {
   local rc=0
   if [[ "${TW_FAULTS:-1}" != 0 ]]; then
-    cargo test --no-fail-fast --test faults || rc=$?
+    cargo test --no-fail-fast --test faults 2>&1 | tee "$logs_dir/faults.log" || rc=$?
   fi
   # The API against its specification, with a live `serve` (a few minutes at most;
   # TW_SCHEMATHESIS_SECONDS bounds it, 0 skips it).
@@ -136,7 +152,7 @@ side() {
 if (( $# > 0 )); then
   # Arguments for cargo test (a filter, `--test NAME`, `-- --nocapture`): one cargo test
   # with them (the targets they name, or cargo's default ones), then the script checks.
-  cargo test --no-fail-fast "$@" || status=$?
+  cargo test --no-fail-fast "$@" 2>&1 | tee "$logs_dir/tests.log" || status=$?
   TW_FAULTS=0 side || status=$?
   exit "$status"
 fi
@@ -148,7 +164,7 @@ for t in tests/*.rs; do
   name="$(basename "$t" .rs)"
   [[ $name == faults ]] || targets+=(--test "$name")
 done
-cargo test --no-fail-fast "${targets[@]}" || status=$?
+cargo test --no-fail-fast "${targets[@]}" 2>&1 | tee "$logs_dir/tests.log" || status=$?
 
 echo "test.sh: waiting for the fault suite, Schemathesis, the examples and the console test" >&2
 side_status=0

@@ -49,14 +49,14 @@ fn workload(kafka: &Kafka, name: &str, rate: u32, replication: u16) -> TestEnv {
     env
 }
 
-/// What a failed wait reports: the scheduler's log and threads, and the transactions
-/// open on the outcome topic (an open one holds `read_committed` readers back).
+/// What a failed wait reports: the transactions open on the outcome topic (an open one
+/// holds `read_committed` readers back), then the scheduler's threads and log.
 fn stalled(s: &SchedulerProcess, kafka: &Kafka, env: &TestEnv) -> String {
     let topic = env.topic("done");
     format!(
-        "{}\n--- transactions open on {topic} ---\n{}",
-        s.diagnosis(),
-        kafka.open_transactions(&topic)
+        "--- transactions open on {topic} ---\n{}\n{}",
+        kafka.open_transactions(&topic),
+        s.diagnosis()
     )
 }
 
