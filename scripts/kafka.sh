@@ -94,6 +94,13 @@ transaction.state.log.num.partitions=4
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# A single node has no other replica to hand its partitions' leadership to: a controlled
+# shutdown only leaves them without a leader, and the transaction coordinator skips the
+# commit or abort marker of a partition without a leader (as if it were deleted). Stopped
+# during a commit, the broker then keeps that partition's part of the transaction open
+# after its restart, or lets the producer's next marker decide it. Without controlled
+# shutdown, pending markers are written once the broker is back.
+controlled.shutdown.enable=false
 # Consumer groups on the KIP-848 protocol (as Tidewater's schedulers use): detect a dead
 # member within 10 s instead of the default 45 s.
 group.consumer.session.timeout.ms=10000

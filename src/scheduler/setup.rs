@@ -349,12 +349,10 @@ fn group_consumer(
 ///
 /// A producer rebuilt after a failure keeps that id, so it continues its predecessor's
 /// producer id with a newer epoch: initialising it fences the predecessor (a call of it
-/// still stuck can no longer write) and ends its open transaction. It also ends a
-/// transaction that a broker restart left open on a partition while the coordinator
-/// completed it (seen with Kafka 4.4 when the broker stopped during a commit: the commit
-/// marker never reached one partition, whose `read_committed` readers then waited for
-/// good): the next transaction of the newer epoch that writes to that partition ends the
-/// open one with its marker. A new id would leave that partition open forever.
+/// still stuck can no longer write) and ends its open transaction. A partition whose part
+/// of a transaction the coordinator never marked (Kafka skips the marker of a partition
+/// without a leader, see RELIABILITY.md) is then ended by this producer id's next marker
+/// there; with a new id it would hold the partition's `read_committed` readers for good.
 fn publisher_producer(
     config: &Config,
     txn_id: &str,
