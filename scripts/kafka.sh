@@ -10,6 +10,8 @@
 #   scripts/kafka.sh logs     print the path of the broker's log file
 #   scripts/kafka.sh open-transactions TOPIC   transactions open on TOPIC's partitions
 #                             (what holds its read_committed readers back)
+#   scripts/kafka.sh txn-coordinator PREFIX     "<node> <id>" for each transactional id
+#                             that starts with PREFIX
 #
 # Environment (all optional):
 #   TW_KAFKA_PORT        client port on 127.0.0.1                       (default 19092)
@@ -273,5 +275,7 @@ case "${1:-}" in
   logs) echo "$logfile" ;;
   open-transactions)
     java -cp "$libs/*" "$here/kafka/Where.java" "127.0.0.1:$port" open-transactions "${2:?topic}" ;;
-  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  txn-coordinator)
+    java -cp "$libs/*" "$here/kafka/Where.java" "127.0.0.1:$port" txn-coordinator "${2:?transactional id prefix}" ;;
+  *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -129,6 +129,20 @@ impl Kafka {
             .unwrap()
     }
 
+    /// The transactional ids that start with `prefix`, as the cluster lists them.
+    pub fn transactional_ids(&self, prefix: &str) -> Vec<String> {
+        let out = self.run(&["txn-coordinator", prefix]);
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh txn-coordinator {prefix}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect()
+    }
+
     /// The node coordinating the first transactional id that starts with `prefix`,
     /// waiting for one to exist.
     pub fn txn_coordinator(&self, prefix: &str, timeout: Duration) -> u32 {
