@@ -421,8 +421,7 @@ pub fn creation_outcome(
 /// When the cluster does not answer in time, looks again at what exists and asks for the
 /// rest, up to [`CREATE_ATTEMPTS`] times.
 pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>, KafkaOpError> {
-    let initial = existing_topics(config)?;
-    let mut existing = initial.clone();
+    let existing = existing_topics(config)?;
     let admin: AdminClient<DefaultClientContext> =
         client_config(config)
             .create()
@@ -432,8 +431,9 @@ pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>
             })?;
     let replication = i32::from(config.topics.replication_factor.get());
     let specs = topic_specs(config);
-    // Answered by this call: created, or found already there.
-    let mut answered = std::collections::BTreeSet::new();
+    // Answered by this call: created by it, or found already there (missing from the
+    // metadata read first, which can lag a creation of a moment ago).
+    let mut created = std::collections::BTreeSet::new();
     let mut already = std::collections::BTreeSet::new();
     let opts = AdminOptions::new()
         .operation_timeout(Some(ADMIN_TIMEOUT))
@@ -441,7 +441,11 @@ pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>
     for attempt in 1..=CREATE_ATTEMPTS {
         let missing: Vec<&TopicSpec> = specs
             .iter()
-            .filter(|s| !existing.contains_key(&s.name) && !answered.contains(&s.name))
+            .filter(|s| {
+                !existing.contains_key(&s.name)
+                    && !created.contains(&s.name)
+                    && !already.contains(&s.name)
+            })
             .collect();
         if missing.is_empty() {
             break;
@@ -456,11 +460,12 @@ pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>
             })
             .collect();
         let last = attempt == CREATE_ATTEMPTS;
+        // Asked again, a topic an unanswered request created comes back "already
+        // exists", which `creation_outcome` counts as created from the second attempt.
         let results = match admin.create_topics(&new_topics, &opts).await {
             Ok(results) => results,
             Err(KafkaError::AdminOp(code)) if !last && create_worth_retrying(code) => {
                 retry_note(attempt, missing.len(), code);
-                existing = existing_topics(config)?;
                 continue;
             }
             Err(e) => return Err(KafkaOpError::Admin(e)),
@@ -473,10 +478,9 @@ pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>
             };
             match creation_outcome(result, attempt) {
                 Ok(true) => {
-                    answered.insert(topic);
+                    created.insert(topic);
                 }
                 Ok(false) => {
-                    answered.insert(topic.clone());
                     already.insert(topic);
                 }
                 Err(code) if !last && create_worth_retrying(code) => retry = Some(code),
@@ -486,21 +490,24 @@ pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>
         if let Some(code) = retry {
             retry_note(attempt, missing.len(), code);
         }
-        // What exists now, with partition counts (a topic reported as already there
-        // appears here, perhaps after a moment).
-        existing = existing_topics(config)?;
     }
+    // Partition counts of the topics found already there, read once more.
+    let existing = if already.is_empty() {
+        existing
+    } else {
+        existing_topics(config)?
+    };
     let mut report = Vec::with_capacity(specs.len());
     for s in specs {
-        let state = if initial.contains_key(&s.name) || already.contains(&s.name) {
+        let state = if created.contains(&s.name) {
+            TopicState::Created
+        } else {
             TopicState::Existed(
                 existing
                     .get(&s.name)
                     .copied()
                     .unwrap_or_else(|| usize::try_from(s.partitions).unwrap_or(0)),
             )
-        } else {
-            TopicState::Created
         };
         report.push((s, state));
     }
