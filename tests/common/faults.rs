@@ -129,18 +129,29 @@ impl Kafka {
             .unwrap()
     }
 
+    /// `scripts/kafka.sh txn-coordinator PREFIX`: the node coordinating each
+    /// transactional id that starts with `prefix`, or the script's error output (it fails
+    /// when there is none).
+    fn coordinators(&self, prefix: &str) -> Result<Vec<(u32, String)>, String> {
+        let out = self.run(&["txn-coordinator", prefix]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                Some((words.next()?.parse().ok()?, words.next()?.to_string()))
+            })
+            .collect())
+    }
+
     /// The transactional ids that start with `prefix`, as the cluster lists them.
     pub fn transactional_ids(&self, prefix: &str) -> Vec<String> {
-        let out = self.run(&["txn-coordinator", prefix]);
-        assert!(
-            out.status.success(),
-            "scripts/kafka.sh txn-coordinator {prefix}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
-            .collect()
+        match self.coordinators(prefix) {
+            Ok(pairs) => pairs.into_iter().map(|(_, id)| id).collect(),
+            Err(e) => panic!("scripts/kafka.sh txn-coordinator {prefix}: {e}"),
+        }
     }
 
     /// The node coordinating the first transactional id that starts with `prefix`,
@@ -148,15 +159,14 @@ impl Kafka {
     pub fn txn_coordinator(&self, prefix: &str, timeout: Duration) -> u32 {
         let deadline = Instant::now() + timeout;
         loop {
-            let out = self.run(&["txn-coordinator", prefix]);
-            let text = String::from_utf8_lossy(&out.stdout);
-            if let Some(node) = text.split_whitespace().next().and_then(|n| n.parse().ok()) {
-                return node;
+            let listed = self.coordinators(prefix);
+            if let Some((node, _)) = listed.as_ref().ok().and_then(|p| p.first()) {
+                return *node;
             }
             assert!(
                 Instant::now() < deadline,
                 "no transactional id starts with {prefix}: {}",
-                String::from_utf8_lossy(&out.stderr)
+                listed.err().unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(500));
         }
