@@ -20,6 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use tidewater::api::redrive::DeadLetterRange;
 use tidewater::api::{RedriveAction, RedriveRequest};
+use tidewater::client::ClientError;
 use tidewater::codec::{self, Encoding, Outcome, TaskStatus};
 use tidewater::config::Config;
 use tidewater::submit::Submitter;
@@ -724,19 +725,44 @@ max_attempts = 1
     }
     let record = block(admin.record("f1", None)).unwrap();
     assert_eq!(record.payload.text.as_deref(), Some("payload of f1"));
-    let r = block(admin.redrive(&RedriveRequest {
+    let from_dlq = RedriveRequest {
         dead_letter: Some(DeadLetterRange {
-            topic: dlq,
+            topic: dlq.clone(),
             ..DeadLetterRange::default()
         }),
         dry_run: true,
         ..RedriveRequest::default()
-    }))
-    .unwrap();
+    };
+    let r = block(admin.redrive(&from_dlq)).unwrap();
     assert_eq!(r.tasks.len(), 1, "{r:?}");
     assert_eq!(
         (r.tasks[0].id.as_str(), r.tasks[0].action),
         ("f1", RedriveAction::WouldSubmit)
     );
+
+    // Without READ on the dead-letter topic, the redrive is refused naming the topic and
+    // the ACL, at once, rather than answered "try again".
+    let read_dlq: Vec<String> = e
+        .acls("serve")
+        .into_iter()
+        .filter(|l| l.contains(" READ TOPIC ") && l.ends_with(&format!(" {dlq}")))
+        .collect();
+    assert_eq!(read_dlq.len(), 1, "serve's READ on {dlq}: {read_dlq:?}");
+    acl(&s, "remove", &read_dlq);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match block(admin.redrive(&from_dlq)) {
+            Err(ClientError::Api {
+                status, message, ..
+            }) if status.as_u16() == 403 => break message,
+            other => assert!(
+                Instant::now() < deadline,
+                "still not refused after the ACL went: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(refused.contains(&format!("`{dlq}`")), "{refused}");
+    assert!(refused.contains("tidewater acl --role serve"), "{refused}");
     serve.stop();
 }

@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -125,7 +125,7 @@ impl RecordReader {
                 None => {
                     let m = consumer
                         .fetch_watermarks(&pos.topic, pos.partition, READ_TIMEOUT)
-                        .map_err(|e| ReadError(format!("watermarks of {}: {e}", pos.topic)))?;
+                        .map_err(|e| ReadError::of("watermarks", &pos.topic, &e))?;
                     marks.insert(tp, m);
                     m
                 }
@@ -147,18 +147,60 @@ impl RecordReader {
     }
 }
 
-/// Kafka did not answer in time, or refused.
+/// Why records could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("reading task records: {0}")]
-pub struct ReadError(pub(crate) String);
+pub enum ReadError {
+    /// Kafka did not answer in time, or failed.
+    #[error("reading records: {0}")]
+    Unanswered(String),
+    /// The server's Kafka principal may not read the topic: asking again will not help.
+    #[error("Kafka refused to let this server read `{0}`")]
+    Denied(String),
+}
+
+impl ReadError {
+    /// The error of `what` on `topic`: [`ReadError::Denied`] when Kafka refused the
+    /// topic, else [`ReadError::Unanswered`].
+    pub fn of(what: &str, topic: &str, e: &KafkaError) -> Self {
+        if denied(e) {
+            Self::Denied(topic.to_string())
+        } else {
+            Self::Unanswered(format!("{what} of {topic}: {e}"))
+        }
+    }
+
+    /// The API's answer: 403 naming the topic when refused (the server's ACLs must
+    /// change), else 503 (`what` failed; try again).
+    pub fn answer(self, what: &str) -> ApiError {
+        match self {
+            Self::Denied(topic) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                format!(
+                    "this server's Kafka principal may not read `{topic}`: grant it READ on \
+                     the topic (`tidewater acl --role serve` prints the ACLs it needs)"
+                ),
+            ),
+            e @ Self::Unanswered(_) => ApiError::unavailable(what, &e),
+        }
+    }
+}
+
+/// Whether Kafka refused access to a topic (an ACL is missing).
+pub fn denied(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+    )
+}
 
 fn read_one(consumer: &BaseConsumer, pos: &QueuePosition) -> Result<Option<RawRecord>, ReadError> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&pos.topic, pos.partition, Offset::Offset(pos.offset))
-        .map_err(|e| ReadError(e.to_string()))?;
+        .map_err(|e| ReadError::of("assign", &pos.topic, &e))?;
     consumer
         .assign(&tpl)
-        .map_err(|e| ReadError(e.to_string()))?;
+        .map_err(|e| ReadError::of("assign", &pos.topic, &e))?;
     let deadline = Instant::now() + READ_TIMEOUT;
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
@@ -175,10 +217,11 @@ fn read_one(consumer: &BaseConsumer, pos: &QueuePosition) -> Result<Option<RawRe
             // The end, before the offset: it was part of an aborted transaction.
             Some(Err(KafkaError::PartitionEOF(p))) if p == pos.partition => return Ok(None),
             Some(Ok(_)) | None => {}
+            Some(Err(e)) if denied(&e) => return Err(ReadError::Denied(pos.topic.clone())),
             Some(Err(e)) => tracing::debug!(error = %e, "record reader"),
         }
     }
-    Err(ReadError(format!(
+    Err(ReadError::Unanswered(format!(
         "no answer for {}[{}]@{} within {READ_TIMEOUT:?}",
         pos.topic, pos.partition, pos.offset
     )))
@@ -274,7 +317,7 @@ pub async fn task_record(
     let mut found = tokio::task::spawn_blocking(move || reader.read(&[want]))
         .await
         .map_err(|e| ApiError::internal(&e))?
-        .map_err(|e| ApiError::unavailable("Kafka did not return the task record", &e))?;
+        .map_err(|e| e.answer("Kafka did not return the task record"))?;
     let Some(record) = found.remove(&pos).flatten() else {
         return Err(record_gone(&id));
     };
@@ -325,6 +368,36 @@ fn record_gone(id: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_topic_answers_403_naming_it_and_silence_503() {
+        let refused = KafkaError::MetadataFetch(RDKafkaErrorCode::TopicAuthorizationFailed);
+        let e = ReadError::of("watermarks", "tw.dlq.acme", &refused);
+        assert!(
+            matches!(&e, ReadError::Denied(t) if t == "tw.dlq.acme"),
+            "{e:?}"
+        );
+        let a = e.answer("Kafka did not return the records");
+        assert_eq!(
+            (a.status, a.code),
+            (StatusCode::FORBIDDEN, ErrorCode::Forbidden)
+        );
+        assert!(a.message.contains("`tw.dlq.acme`"), "{}", a.message);
+        assert!(a.message.contains("READ"), "{}", a.message);
+
+        let slow = KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut);
+        let e = ReadError::of("watermarks", "tw.dlq.acme", &slow);
+        assert!(matches!(e, ReadError::Unanswered(_)), "{e:?}");
+        let a = e.answer("Kafka did not return the records");
+        assert_eq!(
+            (a.status, a.code),
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
+        );
+        assert!(
+            !a.message.contains("OperationTimedOut"),
+            "details stay in the log"
+        );
+    }
 
     #[test]
     fn payloads_show_as_text_when_they_are_text_and_always_as_hex() {

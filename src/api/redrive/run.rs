@@ -226,7 +226,7 @@ async fn prepare(
     let mut raw = tokio::task::spawn_blocking(move || records.read(&positions))
         .await
         .map_err(|e| ApiError::internal(&e))?
-        .map_err(|e| ApiError::unavailable("Kafka did not return the task records", &e))?;
+        .map_err(|e| e.answer("Kafka did not return the task records"))?;
     let mut pending = Vec::new();
     for t in chosen {
         let Some((pos, record)) = t

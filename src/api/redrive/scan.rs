@@ -15,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::dead_letter::{Bounds, Span, span, task_of};
 use super::model::OffsetRange;
 use super::request::DeadLetterSource;
-use crate::api::records::{READ_TIMEOUT, RawRecord, ReadError, RecordReader};
+use crate::api::records::{READ_TIMEOUT, RawRecord, ReadError, RecordReader, denied};
 use crate::types::TaskKey;
 
 /// One record read: where it sits and the task it names, if any.
@@ -48,7 +48,7 @@ pub enum ScanError {
 }
 
 fn read_error(what: &str, topic: &str, e: KafkaError) -> ScanError {
-    ScanError::Read(ReadError(format!("{what} of {topic}: {e}")))
+    ScanError::Read(ReadError::of(what, topic, &e))
 }
 
 /// Reads the next page of `d`: from its cursor, or on the first page from the spans its
@@ -103,7 +103,10 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, ScanErro
         Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
             Err(ScanError::NoTopic(topic.to_string()))
         }
-        Some(e) => Err(ScanError::Read(ReadError(format!(
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+            Err(ScanError::Read(ReadError::Denied(topic.to_string())))
+        }
+        Some(e) => Err(ScanError::Read(ReadError::Unanswered(format!(
             "metadata of {topic}: {e}"
         )))),
     }
@@ -246,10 +249,13 @@ fn read_span(
             }
             Some(Err(KafkaError::PartitionEOF(p))) if p == s.partition => return Ok((out, None)),
             Some(Ok(_)) | None => {}
+            Some(Err(e)) if denied(&e) => {
+                return Err(ScanError::Read(ReadError::Denied(topic.to_string())));
+            }
             Some(Err(e)) => tracing::debug!(error = %e, "dead-letter reader"),
         }
     }
-    Err(ScanError::Read(ReadError(format!(
+    Err(ScanError::Read(ReadError::Unanswered(format!(
         "no record of {topic}[{}] from offset {} within {READ_TIMEOUT:?}",
         s.partition, s.next
     ))))

@@ -91,9 +91,7 @@ async fn dead_letters(
             ScanError::NoPartition { .. } => {
                 dead_letter::unknown("dead_letter.partitions", e.to_string())
             }
-            ScanError::Read(e) => {
-                ApiError::unavailable("Kafka did not return the dead-letter records", &e)
-            }
+            ScanError::Read(e) => e.answer("Kafka did not return the dead-letter records"),
         })?;
     let read = page.records.len();
     let taken: Vec<TaskKey> = page
