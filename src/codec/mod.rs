@@ -22,6 +22,7 @@
     clippy::arithmetic_side_effects
 )]
 
+mod binary;
 mod json;
 mod records;
 mod schema;

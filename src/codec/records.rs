@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::CodecError;
-use super::schema::{decode, encode, schemas};
+use super::binary;
+use super::schema::{decode, encode, framed, schemas};
 
 /// Terminal status of an outcome event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,7 +253,16 @@ pub struct DelayedTask {
 /// Encodes an outcome event as Avro (single-object encoding).
 pub fn encode_outcome(outcome: &Outcome) -> Result<Vec<u8>, CodecError> {
     let s = schemas()?;
-    encode("outcome", &s.outcome, outcome)
+    let hint = [
+        outcome.payload.len(),
+        outcome.result.as_ref().map_or(0, Vec::len),
+        outcome.error.as_ref().map_or(0, String::len),
+    ]
+    .into_iter()
+    .fold(160, usize::saturating_add);
+    Ok(framed(&s.outcome, hint, |out| {
+        binary::outcome(out, outcome)
+    }))
 }
 
 /// Decodes an outcome event.
@@ -264,7 +274,14 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, CodecError> {
 /// Encodes a status event as Avro (single-object encoding).
 pub fn encode_status(event: &StatusEvent) -> Result<Vec<u8>, CodecError> {
     let s = schemas()?;
-    encode("status event", &s.status, event)
+    let hint = event
+        .error
+        .as_ref()
+        .map_or(0, String::len)
+        .saturating_add(128);
+    Ok(framed(&s.status, hint, |out| {
+        binary::status_event(out, event)
+    }))
 }
 
 /// Encodes a delayed task as Avro (single-object encoding).

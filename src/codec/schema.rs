@@ -169,6 +169,16 @@ pub(super) fn encode<T: Serialize>(
     Ok(out)
 }
 
+/// A record written by `write` (one of [`super::binary`]'s writers) behind the
+/// single-object header of `known`.
+pub(super) fn framed(known: &Known, size_hint: usize, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size_hint.saturating_add(10));
+    out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
+    out.extend_from_slice(&known.fp);
+    write(&mut out);
+    out
+}
+
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
     what: &'static str,
     known: &'static Known,

@@ -264,3 +264,115 @@ fn terminal_statuses_are_the_final_ones() {
         ]
     );
 }
+
+/// Status events and outcomes of every shape: each enum symbol, null and set unions,
+/// empty and several map entries and attempts, negative and large numbers, non-ASCII.
+fn shapes() -> (Vec<StatusEvent>, Vec<Outcome>) {
+    let statuses = [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Retrying,
+        TaskStatus::Stopped,
+        TaskStatus::Expired,
+    ];
+    let reasons = [
+        None,
+        Some(FailureReason::Executor),
+        Some(FailureReason::Timeout),
+        Some(FailureReason::NonRetryable),
+        Some(FailureReason::Malformed),
+        Some(FailureReason::UnknownFunction),
+        Some(FailureReason::PayloadTooLarge),
+        Some(FailureReason::TenantMismatch),
+    ];
+    let numbers = [
+        0,
+        1,
+        -1,
+        63,
+        64,
+        -65,
+        8191,
+        1_764_340_000_000,
+        i64::MAX,
+        i64::MIN,
+    ];
+    let mut events = Vec::new();
+    for (i, status) in statuses.iter().enumerate() {
+        for (j, reason) in reasons.iter().enumerate() {
+            let n = numbers[(i + j) % numbers.len()];
+            events.push(StatusEvent {
+                task_id: format!("tâche-{i}-{j}"),
+                tenant: "acme".into(),
+                function: if j % 2 == 0 {
+                    "f".into()
+                } else {
+                    String::new()
+                },
+                status: *status,
+                attempt: i32::try_from(n % 1_000_000).unwrap_or(0),
+                at: n,
+                submitted_at: numbers[j % numbers.len()],
+                reason: *reason,
+                error: (j % 3 == 1).then(|| "x".repeat(200 * j)),
+                source: Source {
+                    topic: "tw.q.acme".into(),
+                    partition: i32::try_from(j).unwrap_or(0) * 1000,
+                    offset: n,
+                },
+                scheduler_id: "s-1".into(),
+            });
+        }
+    }
+    let kinds = [
+        OutcomeStatus::Succeeded,
+        OutcomeStatus::Failed,
+        OutcomeStatus::Stopped,
+        OutcomeStatus::Expired,
+    ];
+    let mut outcomes = Vec::new();
+    for (i, status) in kinds.iter().enumerate() {
+        for (j, reason) in reasons.iter().enumerate() {
+            let mut o = outcome();
+            o.status = *status;
+            o.reason = *reason;
+            o.error = (j % 2 == 0).then(|| format!("error {j} ✗"));
+            o.result = (i % 2 == 0).then(|| vec![0xff; 300 * j]);
+            o.payload = vec![u8::try_from(j).unwrap_or(0); 70 * i];
+            o.task_headers = (0..j).map(|k| (format!("h{k}"), "ü".repeat(k))).collect();
+            o.attempts = (0..j % 4)
+                .map(|k| Attempt {
+                    attempt: i32::try_from(k).unwrap_or(0) + 1,
+                    started_at: numbers[k],
+                    finished_at: numbers[(k + j) % numbers.len()],
+                    error: (k % 2 == 1).then(|| "boom".to_string()),
+                })
+                .collect();
+            o.submitted_at = numbers[j % numbers.len()];
+            o.finished_at = numbers[(i + 3) % numbers.len()];
+            o.traceparent = (j % 3 != 0).then(|| o.traceparent.clone().unwrap_or_default());
+            outcomes.push(o);
+        }
+    }
+    (events, outcomes)
+}
+
+#[test]
+fn direct_writers_write_what_the_generic_avro_writer_writes() {
+    let s = super::schema::schemas().unwrap();
+    let (events, outcomes) = shapes();
+    for e in &events {
+        let generic = super::schema::encode("status event", &s.status, e).unwrap();
+        let direct = encode_status(e).unwrap();
+        assert_eq!(direct, generic, "{e:?}");
+        assert_eq!(&decode_status(&direct).unwrap(), e);
+    }
+    for o in &outcomes {
+        let generic = super::schema::encode("outcome", &s.outcome, o).unwrap();
+        let direct = encode_outcome(o).unwrap();
+        assert_eq!(direct, generic, "{o:?}");
+        assert_eq!(&decode_outcome(&direct).unwrap(), o);
+    }
+}
