@@ -77,6 +77,9 @@ mod spill;
 
 type AttemptDone = (Entry<Box<Job>>, AttemptResult);
 
+/// Most records, or ended attempts, the loop takes in one turn before it dispatches.
+const INPUT_BATCH: usize = 256;
+
 /// The engine's state.
 pub(super) struct Engine {
     pub ctx: Arc<Ctx>,
@@ -189,7 +192,14 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if running => deadline = Some(self.drain(sc.shutdown_grace)),
-                Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => self.on_attempt(done),
+                Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => {
+                    self.on_attempt(done);
+                    // Every attempt that has ended, before the next dispatch.
+                    for _ in 1..INPUT_BATCH {
+                        let Some(done) = self.attempts.try_join_next() else { break };
+                        self.on_attempt(done);
+                    }
+                }
                 Some(msg) = inputs.published.recv() => match msg {
                     FromPublisher::Durable(units) => {
                         for p in units {
@@ -216,19 +226,34 @@ impl Engine {
                         break;
                     }
                 }
-                msg = inputs.records.recv(), if running => match msg {
-                    Some(FromConsumer::Record(record, epoch)) => self.on_record(*record, epoch),
-                    Some(FromConsumer::Revoked(tps)) => self.on_revoked(&tps),
-                    Some(FromConsumer::Fatal(e)) => {
-                        error!(error = %e, "fatal consumer error");
-                        fatal = Some(e);
-                        deadline = Some(self.drain(sc.shutdown_grace));
+                msg = inputs.records.recv(), if running => {
+                    // What the consumer has handed over, in order, before the next
+                    // dispatch: one dispatch and one backpressure check per batch.
+                    let mut next = msg;
+                    for taken in 1.. {
+                        match next {
+                            Some(FromConsumer::Record(record, epoch)) => self.on_record(*record, epoch),
+                            Some(FromConsumer::Revoked(tps)) => self.on_revoked(&tps),
+                            Some(FromConsumer::Fatal(e)) => {
+                                error!(error = %e, "fatal consumer error");
+                                fatal = Some(e);
+                                deadline = Some(self.drain(sc.shutdown_grace));
+                                break;
+                            }
+                            None => {
+                                fatal = Some(KafkaError::Canceled);
+                                deadline = Some(self.drain(sc.shutdown_grace));
+                                break;
+                            }
+                        }
+                        if taken >= INPUT_BATCH {
+                            break;
+                        }
+                        // Empty or closed: a closed channel is seen by the next `recv`.
+                        let Ok(m) = inputs.records.try_recv() else { break };
+                        next = Some(m);
                     }
-                    None => {
-                        fatal = Some(KafkaError::Canceled);
-                        deadline = Some(self.drain(sc.shutdown_grace));
-                    }
-                },
+                }
             }
             if !self.draining {
                 self.dispatch();
