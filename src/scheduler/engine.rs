@@ -8,8 +8,11 @@
 //! then they are cut off and run again on the next owner.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use metrics::counter;
@@ -79,6 +82,9 @@ type AttemptDone = (Entry<Box<Job>>, AttemptResult);
 
 /// Most records, or ended attempts, the loop takes in one turn before it dispatches.
 const INPUT_BATCH: usize = 256;
+
+/// Most rounds of starting attempts in one dispatch (see [`Engine::dispatch`]).
+const DISPATCH_ROUNDS: usize = 4;
 
 /// The engine's state.
 pub(super) struct Engine {
@@ -407,7 +413,23 @@ impl Engine {
         }
     }
 
+    /// Starts what may start. Attempts that end at their first poll are handled here,
+    /// which frees their slots for another round (a few rounds at most: the loop also
+    /// has records and publications to take in).
     fn dispatch(&mut self) {
+        let mut ended = Vec::new();
+        for _ in 0..DISPATCH_ROUNDS {
+            self.dispatch_round(&mut ended);
+            if ended.is_empty() {
+                break;
+            }
+            for done in ended.drain(..) {
+                self.on_attempt(Ok(done));
+            }
+        }
+    }
+
+    fn dispatch_round(&mut self, ended: &mut Vec<AttemptDone>) {
         let now = Instant::now();
         // Retries that are due go back to the front of their function's queue.
         while let Some(entry) = self.retries.pop_due(now) {
@@ -452,11 +474,20 @@ impl Engine {
             let cancel = CancellationToken::new();
             self.running_tokens.insert(key, cancel.clone());
             let ctx = self.ctx.clone();
-            self.attempts.spawn(async move {
+            let mut run: Pin<Box<dyn Future<Output = AttemptDone> + Send>> = Box::pin(async move {
                 let mut entry = entry;
                 let result = attempt(&ctx, &mut entry.item, cancel).await;
                 (entry, result)
             });
+            // A first poll here: an attempt that ends without waiting (an in-process
+            // handler that returns at once) needs no task of its own. One that waits is
+            // spawned, and the runtime polls it again at once with a waker that wakes it.
+            match run.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(done) => ended.push(done),
+                Poll::Pending => {
+                    self.attempts.spawn(run);
+                }
+            }
         }
         if !dropped.is_empty() {
             debug!(
