@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use super::records::{
-    Attempt, FailureReason, Outcome, OutcomeStatus, Source, StatusEvent, TaskStatus,
+    Attempt, FailureReason, Outcome, OutcomeStatus, Source, StatusView, TaskStatus,
 };
 
 /// Appends a zig-zag variable-length `long`.
@@ -111,18 +111,18 @@ fn reason(r: &FailureReason) -> i64 {
 }
 
 /// Appends a status event's datum (`schemas/status.avsc`).
-pub(super) fn status_event(out: &mut Vec<u8>, e: &StatusEvent) {
-    string(out, &e.task_id);
-    string(out, &e.tenant);
-    string(out, &e.function);
+pub(super) fn status_event(out: &mut Vec<u8>, e: &StatusView<'_>) {
+    string(out, e.task_id);
+    string(out, e.tenant);
+    string(out, e.function);
     long(out, task_status(e.status));
     long(out, i64::from(e.attempt));
     long(out, e.at);
     long(out, e.submitted_at);
     optional(out, e.reason.as_ref(), |o, r| long(o, reason(r)));
-    optional(out, e.error.as_deref(), string);
-    source(out, &e.source);
-    string(out, &e.scheduler_id);
+    optional(out, e.error, string);
+    source(out, e.source);
+    string(out, e.scheduler_id);
 }
 
 /// Appends an outcome's datum (`schemas/outcome.avsc`).

@@ -224,6 +224,42 @@ pub struct StatusEvent {
     pub scheduler_id: String,
 }
 
+/// A status event borrowed from what it describes, for writing it without copying its
+/// strings (see [`encode_status_view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusView<'a> {
+    pub task_id: &'a str,
+    pub tenant: &'a str,
+    pub function: &'a str,
+    pub status: TaskStatus,
+    pub attempt: i32,
+    pub at: i64,
+    pub submitted_at: i64,
+    pub reason: Option<FailureReason>,
+    pub error: Option<&'a str>,
+    pub source: &'a Source,
+    pub scheduler_id: &'a str,
+}
+
+impl StatusEvent {
+    /// The event as a [`StatusView`].
+    pub fn view(&self) -> StatusView<'_> {
+        StatusView {
+            task_id: &self.task_id,
+            tenant: &self.tenant,
+            function: &self.function,
+            status: self.status,
+            attempt: self.attempt,
+            at: self.at,
+            submitted_at: self.submitted_at,
+            reason: self.reason,
+            error: self.error.as_deref(),
+            source: &self.source,
+            scheduler_id: &self.scheduler_id,
+        }
+    }
+}
+
 /// A task waiting in a delay topic (`schemas/delayed.avsc`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DelayedTask {
@@ -273,12 +309,14 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, CodecError> {
 
 /// Encodes a status event as Avro (single-object encoding).
 pub fn encode_status(event: &StatusEvent) -> Result<Vec<u8>, CodecError> {
+    encode_status_view(&event.view())
+}
+
+/// Encodes a status event given as a [`StatusView`]: the same bytes as
+/// [`encode_status`] of the event it views.
+pub fn encode_status_view(event: &StatusView<'_>) -> Result<Vec<u8>, CodecError> {
     let s = schemas()?;
-    let hint = event
-        .error
-        .as_ref()
-        .map_or(0, String::len)
-        .saturating_add(128);
+    let hint = event.error.map_or(0, str::len).saturating_add(128);
     Ok(framed(&s.status, hint, |out| {
         binary::status_event(out, event)
     }))

@@ -579,7 +579,7 @@ impl Engine {
             &job.outcome,
             TaskStatus::Retrying,
             attempt_i32,
-            Some(message),
+            Some(message.as_str()),
         );
         self.ctx.send_nowait(
             status_record(&self.ctx, &ev, redrive_of(&job.outcome))
@@ -651,7 +651,7 @@ impl Engine {
             origin: job.outcome.source.clone(),
             traceparent: job.outcome.traceparent.clone(),
         };
-        match delay_record(topic, &delayed) {
+        match delay_record(&topic, &delayed) {
             Ok(record) => {
                 debug!(task_id = %delayed.task_id, topic = %record.topic, wait = ?wait, "task moved to a delay topic");
                 crate::otel::finish_process(&job.span, "delayed", None);

@@ -153,7 +153,7 @@ struct Ctx {
     /// To the publisher: records that must become durable.
     outbox: std::sync::mpsc::Sender<Unit<Published>>,
     functions: Functions,
-    status_topic: String,
+    status_topic: Arc<str>,
     /// The scheduler consumer group (named on traces).
     group_id: String,
     /// Delay tiers and their topics, shortest first.

@@ -42,7 +42,7 @@ use crate::names::metrics as m;
 /// One record to produce.
 #[derive(Debug, Clone)]
 pub struct OutRecord {
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The task id, so a task's records share a partition (and compaction keeps its last).
     pub key: String,
     pub value: Vec<u8>,

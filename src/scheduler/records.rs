@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::counter;
@@ -13,7 +14,7 @@ use super::Ctx;
 use super::intake::labels;
 use super::publisher::OutRecord;
 use crate::clock::now_ms;
-use crate::codec::{self, Outcome, OutcomeStatus, StatusEvent, TaskStatus};
+use crate::codec::{self, Outcome, OutcomeStatus, StatusView, TaskStatus};
 use crate::config::Destination;
 use crate::executor::Captured;
 use crate::names::{headers as h, metrics as m, topics};
@@ -22,7 +23,7 @@ use crate::names::{headers as h, metrics as m, topics};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     /// The outcome event is written to this topic.
-    Topic(String),
+    Topic(Arc<str>),
     /// The outcome event becomes the payload of a new task of this function (same
     /// tenant): compensation.
     Function(String),
@@ -32,7 +33,7 @@ impl Target {
     /// Parses a destination as configured (`<topic>` or `function:<name>`).
     pub(crate) fn parse(s: &str) -> Self {
         match Destination::parse(s) {
-            Destination::Topic(t) => Target::Topic(t.to_string()),
+            Destination::Topic(t) => Target::Topic(t.into()),
             Destination::Function(f) => Target::Function(f.to_string()),
         }
     }
@@ -40,7 +41,7 @@ impl Target {
     /// As configured: the topic, or `function:<name>` (a metric label).
     pub(crate) fn label(&self) -> String {
         match self {
-            Target::Topic(t) => t.clone(),
+            Target::Topic(t) => t.to_string(),
             Target::Function(f) => format!("function:{f}"),
         }
     }
@@ -104,36 +105,36 @@ fn with_redrive(mut headers: Headers, redrive: Option<&str>) -> Headers {
     headers
 }
 
-/// A status event for a task at `status`, stamped now.
-pub(super) fn status_event(
-    ctx: &Ctx,
-    o: &Outcome,
+/// A status event for a task at `status`, stamped now (borrowed from the task's outcome).
+pub(super) fn status_event<'a>(
+    ctx: &'a Ctx,
+    o: &'a Outcome,
     status: TaskStatus,
     attempt: i32,
-    error: Option<String>,
-) -> StatusEvent {
-    StatusEvent {
-        task_id: o.task_id.clone(),
-        tenant: o.tenant.clone(),
-        function: o.function.clone(),
+    error: Option<&'a str>,
+) -> StatusView<'a> {
+    StatusView {
+        task_id: &o.task_id,
+        tenant: &o.tenant,
+        function: &o.function,
         status,
         attempt,
         at: now_ms(),
         submitted_at: o.submitted_at,
         reason: o.reason,
         error,
-        source: o.source.clone(),
-        scheduler_id: ctx.scheduler_id.clone(),
+        source: &o.source,
+        scheduler_id: &ctx.scheduler_id,
     }
 }
 
 /// The `<prefix>.status` record of a status event of a run of `redrive` (if redriven).
 pub(super) fn status_record(
     ctx: &Ctx,
-    ev: &StatusEvent,
+    ev: &StatusView<'_>,
     redrive: Option<&str>,
 ) -> Option<OutRecord> {
-    let value = match codec::encode_status(ev) {
+    let value = match codec::encode_status_view(ev) {
         Ok(v) => v,
         Err(e) => {
             error!(task_id = %ev.task_id, error = %e, "cannot encode status event");
@@ -142,14 +143,14 @@ pub(super) fn status_record(
     };
     Some(OutRecord {
         topic: ctx.status_topic.clone(),
-        key: ev.task_id.clone(),
+        key: ev.task_id.to_string(),
         value,
         headers: with_redrive(
             headers(
                 h::EVENT_STATUS,
-                &ev.task_id,
-                &ev.tenant,
-                Some(&ev.function),
+                ev.task_id,
+                ev.tenant,
+                Some(ev.function),
                 None,
             ),
             redrive,
@@ -172,7 +173,7 @@ pub(super) fn outcome_records(
         OutcomeStatus::Expired => TaskStatus::Expired,
     };
     let attempt = o.attempts.last().map_or(0, |a| a.attempt);
-    let ev = status_event(ctx, o, status, attempt, o.error.clone());
+    let ev = status_event(ctx, o, status, attempt, o.error.as_deref());
     let mut records = Vec::with_capacity(2);
     match destination {
         Some(Target::Function(function)) => records.extend(compensation_record(ctx, o, function)),
@@ -253,7 +254,7 @@ fn compensation_record(ctx: &Ctx, o: &Outcome, function: &str) -> Option<OutReco
         headers.push((h::TRACEPARENT, Cow::Owned(tp.clone())));
     }
     Some(OutRecord {
-        topic: ctx.config.queue_topic(&o.tenant, function),
+        topic: ctx.config.queue_topic(&o.tenant, function).into(),
         key: task.id,
         value,
         headers,
@@ -270,7 +271,7 @@ pub(super) fn log_records(
     captured: Vec<Captured>,
 ) -> Vec<OutRecord> {
     let limit = ctx.config.scheduler.max_log_bytes.get();
-    let topic = topics::logs(&ctx.config.topics.prefix);
+    let topic: Arc<str> = topics::logs(&ctx.config.topics.prefix).into();
     captured
         .into_iter()
         .filter_map(|c| {
@@ -304,11 +305,11 @@ pub(super) fn log_records(
 
 /// The record that parks a task on the delay topic `topic` until `delayed.due_at`.
 pub(super) fn delay_record(
-    topic: String,
+    topic: &str,
     delayed: &codec::DelayedTask,
 ) -> Result<OutRecord, codec::CodecError> {
     Ok(OutRecord {
-        topic,
+        topic: topic.into(),
         key: delayed.task_id.clone(),
         value: codec::encode_delayed(delayed)?,
         headers: headers(

@@ -174,7 +174,7 @@ pub(super) async fn start(
     })
     .map_err(internal)?;
     let ctx = Arc::new(Ctx {
-        status_topic: topics::status(&config.topics.prefix),
+        status_topic: topics::status(&config.topics.prefix).into(),
         group_id: config.group_id(),
         delay_tiers: config.delay_tiers(),
         config: config.clone(),

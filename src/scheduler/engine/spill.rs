@@ -76,7 +76,7 @@ impl Engine {
             )),
         ));
         let mut records = vec![OutRecord {
-            topic: overflow.topic.clone(),
+            topic: overflow.topic.as_str().into(),
             key,
             value: record.value.clone(),
             headers,
