@@ -62,7 +62,7 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
     }
     let running = &fm.running;
     running.increment(1.0);
-    let span = otel::attempt_span(&job.span, &f.name, attempt_no);
+    let span = otel::attempt_span(job.span.get(), &f.name, attempt_no);
     let inv = Invocation {
         task_id: job.outcome.task_id.clone(),
         tenant: f.tenant.clone(),
@@ -73,7 +73,7 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
         traceparent: otel::context_headers(&span)
             .map(|(tp, _)| tp)
             .or_else(|| job.record.traceparent.clone()),
-        tracestate: job.record.tracestate.clone(),
+        tracestate: job.record.tracestate.as_deref().map(str::to_string),
         headers: job.headers.clone(),
         span: span.clone(),
     };

@@ -41,8 +41,8 @@ pub struct Record {
     pub content_type: Option<String>,
     /// `traceparent` header.
     pub traceparent: Option<String>,
-    /// `tracestate` header.
-    pub tracestate: Option<String>,
+    /// `tracestate` header (boxed: rarely set, and held with every task).
+    pub tracestate: Option<Box<str>>,
     /// Whether the key is an ordering key (`tw-ordered: true`).
     pub ordered: bool,
     /// Record timestamp, ms.
@@ -64,7 +64,7 @@ impl Record {
                 } else if hd.key.eq_ignore_ascii_case(h::TRACEPARENT) {
                     traceparent = value.map(str::to_string);
                 } else if hd.key.eq_ignore_ascii_case(h::TRACESTATE) {
-                    tracestate = value.map(str::to_string);
+                    tracestate = value.map(Box::from);
                 } else if hd.key.eq_ignore_ascii_case(h::ORDERED) {
                     ordered = value.is_some_and(|v| v.eq_ignore_ascii_case("true"));
                 }

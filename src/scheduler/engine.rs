@@ -132,6 +132,7 @@ fn done_ref(entry: &Entry<Box<Job>>) -> DoneRef {
 /// to an overflow queue needs them, and a held task should cost its payload once.
 fn forget_record_value(entry: &mut Entry<Box<Job>>) {
     entry.item.record.value = Vec::new();
+    entry.item.record.content_type = None;
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -369,6 +370,8 @@ impl Engine {
                 let tp = record.tp();
                 let bytes = record.value.len() + TASK_OVERHEAD_BYTES;
                 self.dispatcher.hold(&tp, bytes);
+                let mut outcome = outcome;
+                outcome.scheduler_id.clone_from(&self.ctx.scheduler_id);
                 let records = outcome_records(&self.ctx, &outcome, Some(&destination));
                 let done = DoneRef {
                     tp: tp.clone(),
@@ -599,8 +602,13 @@ impl Engine {
         let job = &mut entry.item;
         job.outcome.finished_at = now_ms();
         job.outcome.payload = job.payload.as_ref().clone();
+        job.outcome.scheduler_id.clone_from(&self.ctx.scheduler_id);
         let label = job.outcome.status.as_str();
-        crate::otel::finish_process(&job.span, label, job.outcome.reason.map(|r| r.as_str()));
+        crate::otel::finish_process(
+            job.span.get(),
+            label,
+            job.outcome.reason.map(|r| r.as_str()),
+        );
         if let Some(finished) = self.finished.as_mut() {
             finished.insert(&job.f.tenant, &finished_id(&job.outcome));
         }
@@ -654,7 +662,7 @@ impl Engine {
         match delay_record(&topic, &delayed) {
             Ok(record) => {
                 debug!(task_id = %delayed.task_id, topic = %record.topic, wait = ?wait, "task moved to a delay topic");
-                crate::otel::finish_process(&job.span, "delayed", None);
+                crate::otel::finish_process(job.span.get(), "delayed", None);
                 let done = done_ref(&entry);
                 self.send_unit(vec![record], done, Published::Moved(entry));
             }

@@ -11,7 +11,7 @@ use tracing::{error, warn};
 
 use super::consumer::Record;
 use super::records::Target;
-use super::{Ctx, FunctionRt, Job};
+use super::{Ctx, FunctionRt, Job, ProcessSpan, shared_headers};
 use crate::clock::now_ms;
 use crate::codec::{self, FailureReason, Outcome, OutcomeStatus};
 use crate::names::{metrics as m, topics};
@@ -70,7 +70,7 @@ pub(super) fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
         Err(e) => {
             let (lt, lf) = labels(ctx, &tenant, "");
             counter!(m::TASKS_SUBMITTED, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
-            let mut outcome = new_outcome(ctx, &record, &tenant, record.fallback_id(), "");
+            let mut outcome = new_outcome(&record, &tenant, record.fallback_id(), "");
             outcome.payload = record.value.clone();
             outcome.submitted_at = record_time;
             let refusal = Refusal {
@@ -98,20 +98,20 @@ pub(super) fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
     }
 
     let only = queue.as_ref().and_then(|q| q.function.as_deref());
-    let mut outcome = new_outcome(ctx, &record, &tenant, task_id, &task.function);
+    let mut outcome = new_outcome(&record, &tenant, task_id, &task.function);
     outcome.task_headers = task.headers.clone();
     outcome.submitted_at = task.submitted_at.unwrap_or(record_time);
     match refusal(ctx, &record, &tenant, only, &task, f.as_deref()) {
         None => match f {
             Some(f) => Prepared::Run(
                 Box::new(Job {
-                    span: process_span(ctx, &record, &mut outcome),
+                    span: ProcessSpan::new(process_span(ctx, &record, &mut outcome)),
                     record,
                     epoch,
                     f,
                     outcome,
                     payload: Arc::new(task.payload),
-                    headers: Arc::new(task.headers),
+                    headers: shared_headers(task.headers),
                 }),
                 task.not_before,
             ),
@@ -211,13 +211,7 @@ fn process_span(ctx: &Ctx, record: &Record, outcome: &mut Outcome) -> tracing::S
 }
 
 /// The outcome a task starts with: failed until an attempt says otherwise.
-fn new_outcome(
-    ctx: &Ctx,
-    record: &Record,
-    tenant: &str,
-    task_id: String,
-    function: &str,
-) -> Outcome {
+fn new_outcome(record: &Record, tenant: &str, task_id: String, function: &str) -> Outcome {
     Outcome {
         task_id,
         tenant: tenant.to_string(),
@@ -233,7 +227,8 @@ fn new_outcome(
         finished_at: 0,
         source: record.source(),
         traceparent: record.traceparent.clone(),
-        scheduler_id: ctx.scheduler_id.clone(),
+        // Set when it is published (`Engine::publish`): not held per queued task.
+        scheduler_id: String::new(),
     }
 }
 
@@ -280,7 +275,7 @@ pub(super) fn prepare_delayed(ctx: &Ctx, record: Record, epoch: u64) -> Prepared
             return Prepared::Skip(record, epoch);
         }
     };
-    let mut outcome = new_outcome(ctx, &record, &d.tenant, d.task_id.clone(), &d.function);
+    let mut outcome = new_outcome(&record, &d.tenant, d.task_id.clone(), &d.function);
     outcome.task_headers = d.headers.clone();
     outcome.attempts = d.attempts;
     outcome.submitted_at = d.submitted_at;
@@ -305,13 +300,13 @@ pub(super) fn prepare_delayed(ctx: &Ctx, record: Record, epoch: u64) -> Prepared
     record.traceparent = d.traceparent;
     Prepared::Run(
         Box::new(Job {
-            span: process_span(ctx, &record, &mut outcome),
+            span: ProcessSpan::new(process_span(ctx, &record, &mut outcome)),
             record,
             epoch,
             f,
             outcome,
             payload: Arc::new(d.payload),
-            headers: Arc::new(d.headers),
+            headers: shared_headers(d.headers),
         }),
         Some(d.due_at),
     )

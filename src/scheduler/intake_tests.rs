@@ -113,7 +113,6 @@ fn a_task_for_a_known_function_runs_with_its_fields() {
             assert_eq!(job.outcome.task_id, "t1");
             assert_eq!(job.outcome.submitted_at, 900);
             assert_eq!(job.outcome.source.offset, 40);
-            assert_eq!(job.outcome.scheduler_id, "s1");
             assert!(job.outcome.traceparent.is_some());
             assert_eq!(job.payload.as_slice(), b"hi");
             assert_eq!(job.headers.get("a").map(String::as_str), Some("b"));
@@ -269,4 +268,21 @@ fn delay_tiers_cover_short_and_long_waits() {
     assert!(ctx.is_delay_topic(&ctx.delay_tiers[0].1));
     assert!(!ctx.is_delay_topic("tw.q.acme"));
     assert!(ctx.delay_tiers[0].0 <= Duration::from_secs(1));
+}
+
+#[test]
+fn a_held_task_fits_the_allocators_512_byte_class() {
+    // Every task held in the buffers is one boxed `Job`: mimalloc serves 512 bytes from
+    // its 512-byte class and anything just above it from the 640-byte one.
+    let size = std::mem::size_of::<Job>();
+    assert!(size <= 512, "a Job is {size} bytes");
+}
+
+#[test]
+fn tasks_without_headers_share_one_empty_map() {
+    let a = shared_headers(BTreeMap::new());
+    let b = shared_headers(BTreeMap::new());
+    assert!(Arc::ptr_eq(&a, &b));
+    let with = shared_headers(BTreeMap::from([("k".to_string(), "v".to_string())]));
+    assert_eq!(with.get("k").map(String::as_str), Some("v"));
 }

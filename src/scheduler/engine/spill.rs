@@ -93,7 +93,7 @@ impl Engine {
         };
         let ev = status_event(&self.ctx, &waiting, TaskStatus::Queued, 0, None);
         records.extend(status_record(&self.ctx, &ev, redrive_of(&waiting)));
-        otel::finish_process(&job.span, "spilled", None);
+        otel::finish_process(job.span.get(), "spilled", None);
         self.dispatcher.account(&entry);
         let done = done_ref(&entry);
         self.send_unit(records, done, Published::Forwarded(entry));
