@@ -11,9 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::records::{
-    Attempt, FailureReason, Outcome, OutcomeStatus, Source, StatusView, TaskStatus,
-};
+use super::records::{Attempt, Outcome, Source, StatusView, TaskStatus};
 
 /// Appends a zig-zag variable-length `long`.
 pub(super) fn long(out: &mut Vec<u8>, v: i64) {
@@ -40,7 +38,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// A `["null", T]` union: branch 0 for none, branch 1 and the value for some.
-fn optional<T: ?Sized>(out: &mut Vec<u8>, v: Option<&T>, write: impl FnOnce(&mut Vec<u8>, &T)) {
+fn optional<T>(out: &mut Vec<u8>, v: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
     match v {
         None => long(out, 0),
         Some(v) => {
@@ -87,29 +85,6 @@ fn task_status(s: TaskStatus) -> i64 {
     }
 }
 
-/// The index of a symbol of `schemas/outcome.avsc`'s `OutcomeStatus`.
-fn outcome_status(s: OutcomeStatus) -> i64 {
-    match s {
-        OutcomeStatus::Succeeded => 0,
-        OutcomeStatus::Failed => 1,
-        OutcomeStatus::Stopped => 2,
-        OutcomeStatus::Expired => 3,
-    }
-}
-
-/// The index of a symbol of the schemas' `FailureReason`.
-fn reason(r: &FailureReason) -> i64 {
-    match r {
-        FailureReason::Executor => 0,
-        FailureReason::Timeout => 1,
-        FailureReason::NonRetryable => 2,
-        FailureReason::Malformed => 3,
-        FailureReason::UnknownFunction => 4,
-        FailureReason::PayloadTooLarge => 5,
-        FailureReason::TenantMismatch => 6,
-    }
-}
-
 /// Appends a status event's datum (`schemas/status.avsc`).
 pub(super) fn status_event(out: &mut Vec<u8>, e: &StatusView<'_>) {
     string(out, e.task_id);
@@ -119,7 +94,7 @@ pub(super) fn status_event(out: &mut Vec<u8>, e: &StatusView<'_>) {
     long(out, i64::from(e.attempt));
     long(out, e.at);
     long(out, e.submitted_at);
-    optional(out, e.reason.as_ref(), |o, r| long(o, reason(r)));
+    optional(out, e.reason, |o, r| long(o, i64::from(r.index())));
     optional(out, e.error, string);
     source(out, e.source);
     string(out, e.scheduler_id);
@@ -130,8 +105,8 @@ pub(super) fn outcome(out: &mut Vec<u8>, o: &Outcome) {
     string(out, &o.task_id);
     string(out, &o.tenant);
     string(out, &o.function);
-    long(out, outcome_status(o.status));
-    optional(out, o.reason.as_ref(), |w, r| long(w, reason(r)));
+    long(out, i64::from(o.status.index()));
+    optional(out, o.reason, |w, r| long(w, i64::from(r.index())));
     optional(out, o.error.as_deref(), string);
     optional(out, o.result.as_deref(), bytes);
     bytes(out, &o.payload);

@@ -24,6 +24,16 @@ pub enum OutcomeStatus {
 }
 
 impl OutcomeStatus {
+    /// Its symbol's position in the schema's enum (what Avro writes).
+    pub fn index(self) -> u8 {
+        match self {
+            Self::Succeeded => 0,
+            Self::Failed => 1,
+            Self::Stopped => 2,
+            Self::Expired => 3,
+        }
+    }
+
     /// The label value (same as the Avro symbol).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,6 +66,19 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    /// Its symbol's position in the schemas' enum (what Avro writes).
+    pub fn index(self) -> u8 {
+        match self {
+            Self::Executor => 0,
+            Self::Timeout => 1,
+            Self::NonRetryable => 2,
+            Self::Malformed => 3,
+            Self::UnknownFunction => 4,
+            Self::PayloadTooLarge => 5,
+            Self::TenantMismatch => 6,
+        }
+    }
+
     /// The label value (same as the Avro symbol).
     pub fn as_str(self) -> &'static str {
         match self {

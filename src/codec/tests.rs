@@ -268,15 +268,7 @@ fn terminal_statuses_are_the_final_ones() {
 /// Status events and outcomes of every shape: each enum symbol, null and set unions,
 /// empty and several map entries and attempts, negative and large numbers, non-ASCII.
 fn shapes() -> (Vec<StatusEvent>, Vec<Outcome>) {
-    let statuses = [
-        TaskStatus::Queued,
-        TaskStatus::Running,
-        TaskStatus::Succeeded,
-        TaskStatus::Failed,
-        TaskStatus::Retrying,
-        TaskStatus::Stopped,
-        TaskStatus::Expired,
-    ];
+    let statuses = every_status();
     let reasons = [
         None,
         Some(FailureReason::Executor),

@@ -31,24 +31,11 @@ const REASONS: [FailureReason; 7] = [
 ];
 
 fn outcome_index(o: OutcomeStatus) -> usize {
-    match o {
-        OutcomeStatus::Succeeded => 0,
-        OutcomeStatus::Failed => 1,
-        OutcomeStatus::Stopped => 2,
-        OutcomeStatus::Expired => 3,
-    }
+    usize::from(o.index())
 }
 
 fn reason_index(r: FailureReason) -> usize {
-    match r {
-        FailureReason::Executor => 0,
-        FailureReason::Timeout => 1,
-        FailureReason::NonRetryable => 2,
-        FailureReason::Malformed => 3,
-        FailureReason::UnknownFunction => 4,
-        FailureReason::PayloadTooLarge => 5,
-        FailureReason::TenantMismatch => 6,
-    }
+    usize::from(r.index())
 }
 
 /// How an attempt ended, as the `result` label of `tidewater_attempts_total`.
