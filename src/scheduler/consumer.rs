@@ -419,6 +419,92 @@ fn forward(msg: &BorrowedMessage<'_>, shared: &Shared, tx: &mpsc::Sender<FromCon
         epoch
     };
     let record = Record::from_message(msg);
-    tx.blocking_send(FromConsumer::Record(Box::new(record), epoch))
-        .is_ok()
+    hand_over(tx, FromConsumer::Record(Box::new(record), epoch))
+}
+
+/// Free slots the consumer thread waits for when the engine's channel is full.
+const ROOM: usize = 64;
+
+/// Hands `msg` to the engine; false when the engine is gone. When the channel is full
+/// (the engine is behind), the thread waits until [`ROOM`] slots are free, not one:
+/// waiting for one woke this thread, through a futex call on the engine's side, for every
+/// record the engine took.
+fn hand_over(tx: &mpsc::Sender<FromConsumer>, msg: FromConsumer) -> bool {
+    let msg = match tx.try_send(msg) {
+        Ok(()) => return true,
+        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        Err(mpsc::error::TrySendError::Full(msg)) => msg,
+    };
+    match block_on(tx.reserve_many(ROOM.min(tx.max_capacity()))) {
+        Ok(mut permits) => match permits.next() {
+            Some(permit) => {
+                // The other permits go back to the channel when dropped.
+                permit.send(msg);
+                true
+            }
+            None => tx.blocking_send(msg).is_ok(),
+        },
+        Err(_) => false,
+    }
+}
+
+/// Runs a future to completion on this (non-runtime) thread, parking between polls.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revoked(n: i32) -> FromConsumer {
+        FromConsumer::Revoked(vec![TopicPartition::new("q", n)])
+    }
+
+    fn partition_of(m: Option<FromConsumer>) -> Option<i32> {
+        match m {
+            Some(FromConsumer::Revoked(tps)) => tps.first().map(|tp| tp.partition),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_full_channel_takes_the_message_once_there_is_room_and_keeps_the_order() {
+        let (tx, mut rx) = mpsc::channel(4);
+        for n in 0..4 {
+            assert!(hand_over(&tx, revoked(n)));
+        }
+        let sender = std::thread::spawn(move || hand_over(&tx, revoked(4)));
+        // The sender waits for room for the whole channel (its capacity is below ROOM).
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(partition_of(rx.blocking_recv()));
+        }
+        assert!(sender.join().unwrap_or(false));
+        assert_eq!(got, (0..5).map(Some).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_closed_channel_refuses_the_message_full_or_not() {
+        let (tx, rx) = mpsc::channel(1);
+        assert!(hand_over(&tx, revoked(0)));
+        let sender = std::thread::spawn(move || hand_over(&tx, revoked(1)));
+        std::thread::sleep(Duration::from_millis(50));
+        drop(rx);
+        assert!(!sender.join().unwrap_or(true), "the engine is gone");
+    }
 }
