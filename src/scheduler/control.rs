@@ -17,7 +17,6 @@ use crate::codec::{self, StopRequest};
 use crate::config::Config;
 use crate::kafka;
 use crate::names::metrics as m;
-use crate::types::TaskKey;
 
 use super::worker::Signal;
 
@@ -27,11 +26,12 @@ pub const LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 
 /// Recent task ids of each tenant (stop requests, or tasks finished here), each with a
 /// time (when the stop was requested), bounded: the oldest are forgotten first. Looking
-/// one up allocates nothing.
+/// one up allocates nothing; adding one allocates its id once (shared by the map and the
+/// order), and a new tenant's name.
 #[derive(Debug, Default)]
 pub struct StopSet {
-    ids: HashMap<String, HashMap<String, i64>>,
-    order: VecDeque<TaskKey>,
+    ids: HashMap<Arc<str>, HashMap<Arc<str>, i64>>,
+    order: VecDeque<(Arc<str>, Arc<str>)>,
     cap: usize,
 }
 
@@ -52,36 +52,45 @@ impl StopSet {
     /// Adds task `task_id` of `tenant` with time `at`; a task already there keeps the
     /// later of its times.
     pub fn insert_at(&mut self, tenant: &str, task_id: &str, at: i64) {
-        if let Some(known) = self
+        let id: Arc<str> = match self.ids.get_mut(tenant) {
+            Some(ids) => {
+                if let Some(known) = ids.get_mut(task_id) {
+                    *known = (*known).max(at);
+                    return;
+                }
+                let id: Arc<str> = Arc::from(task_id);
+                ids.insert(id.clone(), at);
+                id
+            }
+            None => {
+                let id: Arc<str> = Arc::from(task_id);
+                self.ids
+                    .insert(Arc::from(tenant), HashMap::from([(id.clone(), at)]));
+                id
+            }
+        };
+        let tenant = self
             .ids
-            .get_mut(tenant)
-            .and_then(|ids| ids.get_mut(task_id))
-        {
-            *known = (*known).max(at);
-            return;
-        }
-        self.ids
-            .entry(tenant.to_string())
-            .or_default()
-            .insert(task_id.to_string(), at);
-        self.order.push_back(TaskKey::new(tenant, task_id));
+            .get_key_value(tenant)
+            .map_or_else(|| Arc::from(tenant), |(k, _)| k.clone());
+        self.order.push_back((tenant, id));
         while self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.forget(&old);
+            if let Some((tenant, id)) = self.order.pop_front() {
+                self.forget(&tenant, &id);
             }
         }
     }
 
     /// Forgets task `task_id` of `tenant` (its place in the order goes with the oldest).
     pub fn remove(&mut self, tenant: &str, task_id: &str) {
-        self.forget(&TaskKey::new(tenant, task_id));
+        self.forget(tenant, task_id);
     }
 
-    fn forget(&mut self, key: &TaskKey) {
-        if let Some(ids) = self.ids.get_mut(&key.tenant) {
-            ids.remove(&key.id);
+    fn forget(&mut self, tenant: &str, task_id: &str) {
+        if let Some(ids) = self.ids.get_mut(tenant) {
+            ids.remove(task_id);
             if ids.is_empty() {
-                self.ids.remove(&key.tenant);
+                self.ids.remove(tenant);
             }
         }
     }
