@@ -21,8 +21,16 @@ use tracing::error;
 
 use super::publisher::DeliveryCounter;
 
-/// How long one poll waits for an event while a call runs.
-const POLL: Duration = Duration::from_millis(10);
+/// How long a thread waiting for deliveries naps between looks at the event queue.
+pub const NAP: Duration = Duration::from_micros(200);
+
+/// Serves the delivery report waiting in `producer`'s event queue, if any, without
+/// waiting. Waiting is done by napping ([`NAP`]) between calls: rust-rdkafka's `poll` with
+/// a timeout rounds what is left of it below 1 ms down to no wait and spins through that
+/// last millisecond, a busy thread on two cores shared with the broker.
+pub fn serve_waiting(producer: &BaseProducer<DeliveryCounter>) {
+    producer.poll(Duration::ZERO);
+}
 
 /// What the thread is told.
 #[derive(Default)]
@@ -89,7 +97,8 @@ fn serve(producer: &BaseProducer<DeliveryCounter>, state: &(Mutex<State>, Condva
                 return;
             }
         }
-        producer.poll(POLL);
+        serve_waiting(producer);
+        std::thread::sleep(NAP);
     }
 }
 

@@ -32,7 +32,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use super::consumer::{GroupContext, Shared};
-use super::deliveries::DeliveryPoller;
+use super::deliveries::{self, DeliveryPoller};
 use super::offsets::TopicPartition;
 use super::worker::Signal;
 use crate::health::Health;
@@ -258,8 +258,6 @@ pub struct Publisher<T> {
 /// Largest batch, in units (a task makes about two: its running status, then its
 /// outcome): large enough that the per-batch round trip is not the bottleneck.
 const MAX_BATCH: usize = 20_000;
-/// How long one wait for deliveries lasts before the producer is asked again.
-const FLUSH_SLICE: Duration = Duration::from_millis(1);
 /// Timeout of one transactional call; a timed-out call is made again.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a retriable call is made again, and what its last error then becomes.
@@ -397,12 +395,13 @@ impl<T: Send + 'static> Publisher<T> {
     }
 
     /// Waits until every record sent is delivered (or failed), serving delivery reports
-    /// as they come. rust-rdkafka's `flush` polls in 100 ms slices that last their whole
-    /// length, which would add up to 100 ms to every batch: this polls in 1 ms slices.
+    /// as they come. rust-rdkafka's `flush` with a timeout polls in 100 ms slices that last
+    /// their whole length (up to 100 ms more per batch), and shorter slices spin (see
+    /// [`deliveries::serve_waiting`]): this looks, serves a waiting report and naps.
     fn deliver_all(&self, timeout: Duration) -> Result<(), KafkaError> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.producer.flush(FLUSH_SLICE) {
+            match self.producer.flush(Duration::ZERO) {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)) => {
                     if Instant::now() >= deadline {
@@ -410,6 +409,8 @@ impl<T: Send + 'static> Publisher<T> {
                             rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
                         ));
                     }
+                    deliveries::serve_waiting(&self.producer);
+                    std::thread::sleep(deliveries::NAP);
                 }
                 Err(e) => return Err(e),
             }
