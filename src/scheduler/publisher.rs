@@ -655,6 +655,7 @@ impl<T: Send + 'static> Publisher<T> {
         // The group generation as of now: if the partitions are lost after this point, the
         // offsets below are refused and the transaction aborts.
         let group = self.consumer.group_metadata();
+        let began = Instant::now();
         self.producer.begin_transaction().map_err(txn_error)?;
         self.send_all(batch).map_err(|e| match class_of(&e) {
             Class::Fatal => TxnError::Fatal(e),
@@ -694,16 +695,22 @@ impl<T: Send + 'static> Publisher<T> {
                 },
             )?;
         }
+        let sent = Instant::now();
         // Wait for the batch's deliveries here, serving their reports, so the commit's own
         // flush has nothing left to wait for.
         if let Err(e) = self.deliver_all(CALL_TIMEOUT) {
             debug!(error = %e, "deliveries still pending before the commit");
         }
+        let delivered = Instant::now();
         // A commit that timed out may still succeed: it is resumed until it resolves,
         // never given up for a replay that could publish the batch twice.
         self.again("commit_transaction", (signal, stall), None, || {
             self.serving_reports(|| self.producer.commit_transaction(CALL_TIMEOUT))
         })?;
+        // Where a batch's time goes: sending includes the wait for the previous
+        // transaction's markers (`CONCURRENT_TRANSACTIONS` retries of the offsets).
+        debug!(units = batch.len(), send_and_offsets = ?sent - began, deliver = ?delivered - sent,
+            commit = ?delivered.elapsed(), "transaction committed");
         if !offsets.is_empty() {
             // The group's offsets were committed with the transaction.
             counter!(m::OFFSET_COMMITS, m::L_RESULT => "ok").increment(1);
