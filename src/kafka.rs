@@ -293,11 +293,16 @@ pub fn is_auth_error(e: &KafkaOpError) -> bool {
 /// How often a denied write to the same topic is logged again.
 const DENIED_LOG_EVERY: Duration = Duration::from_secs(5);
 
+/// Whether the cluster refused this principal access to a topic (an ACL is missing).
+pub fn topic_denied(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+}
+
 /// Logs, at most every few seconds per topic, that the cluster refused to let this
 /// principal write to `topic` (a missing WRITE ACL): the records wait, uncommitted, and
 /// are sent again until the ACL is granted.
 pub fn report_denied_write(e: &KafkaError, topic: &str) {
-    if e.rdkafka_error_code() != Some(RDKafkaErrorCode::TopicAuthorizationFailed) {
+    if !topic_denied(e) {
         return;
     }
     static LAST: Mutex<BTreeMap<String, std::time::Instant>> = Mutex::new(BTreeMap::new());

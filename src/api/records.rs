@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -162,7 +162,7 @@ impl ReadError {
     /// The error of `what` on `topic`: [`ReadError::Denied`] when Kafka refused the
     /// topic, else [`ReadError::Unanswered`].
     pub fn of(what: &str, topic: &str, e: &KafkaError) -> Self {
-        if denied(e) {
+        if kafka::topic_denied(e) {
             Self::Denied(topic.to_string())
         } else {
             Self::Unanswered(format!("{what} of {topic}: {e}"))
@@ -184,14 +184,6 @@ impl ReadError {
             e @ Self::Unanswered(_) => ApiError::unavailable(what, &e),
         }
     }
-}
-
-/// Whether Kafka refused access to a topic (an ACL is missing).
-pub fn denied(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::TopicAuthorizationFailed)
-    )
 }
 
 fn read_one(consumer: &BaseConsumer, pos: &QueuePosition) -> Result<Option<RawRecord>, ReadError> {
@@ -217,7 +209,9 @@ fn read_one(consumer: &BaseConsumer, pos: &QueuePosition) -> Result<Option<RawRe
             // The end, before the offset: it was part of an aborted transaction.
             Some(Err(KafkaError::PartitionEOF(p))) if p == pos.partition => return Ok(None),
             Some(Ok(_)) | None => {}
-            Some(Err(e)) if denied(&e) => return Err(ReadError::Denied(pos.topic.clone())),
+            Some(Err(e)) if kafka::topic_denied(&e) => {
+                return Err(ReadError::Denied(pos.topic.clone()));
+            }
             Some(Err(e)) => tracing::debug!(error = %e, "record reader"),
         }
     }
@@ -368,6 +362,7 @@ fn record_gone(id: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::error::RDKafkaErrorCode;
 
     #[test]
     fn a_refused_topic_answers_403_naming_it_and_silence_503() {

@@ -15,7 +15,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::dead_letter::{Bounds, Span, span, task_of};
 use super::model::OffsetRange;
 use super::request::DeadLetterSource;
-use crate::api::records::{READ_TIMEOUT, RawRecord, ReadError, RecordReader, denied};
+use crate::api::records::{READ_TIMEOUT, RawRecord, ReadError, RecordReader};
+use crate::kafka::topic_denied;
 use crate::types::TaskKey;
 
 /// One record read: where it sits and the task it names, if any.
@@ -249,7 +250,7 @@ fn read_span(
             }
             Some(Err(KafkaError::PartitionEOF(p))) if p == s.partition => return Ok((out, None)),
             Some(Ok(_)) | None => {}
-            Some(Err(e)) if denied(&e) => {
+            Some(Err(e)) if topic_denied(&e) => {
                 return Err(ScanError::Read(ReadError::Denied(topic.to_string())));
             }
             Some(Err(e)) => tracing::debug!(error = %e, "dead-letter reader"),
