@@ -278,6 +278,13 @@ fn main() {
     // The scheduler records its metrics as in production: into the Prometheus recorder.
     tidewater::telemetry::metrics_handle().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // With RUST_LOG set, the scheduler's log lines (e.g. the publisher's per-transaction
+    // debug line) go to stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let telemetry = tidewater::config::TelemetryConfig::default();
+        rt.block_on(async { tidewater::telemetry::init(&telemetry, "bench") })
+            .unwrap();
+    }
     let run = ulid::Ulid::new().to_string().to_lowercase();
     let rate = |secs: f64| n as f64 / secs;
     let us = |cpu: f64| cpu * 1e6 / n as f64;

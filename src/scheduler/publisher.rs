@@ -5,7 +5,8 @@
 //! transaction holding the outcome events, the status events and the consumer offsets
 //! (with the offsets done above each partition's commit point in the commit metadata, so
 //! whoever owns the partition next skips them): a `read_committed` consumer sees exactly
-//! one terminal outcome per task. With `at_least_once`, records are produced and flushed,
+//! one terminal outcome per task. Batches alternate between two transactional producers
+//! ([`LANES`]), one transaction at a time. With `at_least_once`, records are produced and flushed,
 //! and the scheduler commits offsets on its own cadence.
 //!
 //! Failures follow librdkafka's error classes ([`class_of`]): a retriable error repeats
@@ -227,16 +228,54 @@ fn watched(
     })
 }
 
-/// Builds a new producer (transactional, not yet initialised, in exactly-once mode).
+/// Builds a new producer for a lane (transactional, with the lane's transactional id, not
+/// yet initialised, in exactly-once mode).
 pub type ProducerFactory =
-    Box<dyn Fn() -> Result<BaseProducer<DeliveryCounter>, KafkaError> + Send>;
+    Box<dyn Fn(usize) -> Result<BaseProducer<DeliveryCounter>, KafkaError> + Send>;
+
+/// One of the publisher's producers, and the thread serving its delivery reports while a
+/// commit or an abort waits for them.
+pub struct Lane {
+    /// Shared with a watched call's helper thread (see [`watched`]).
+    producer: Arc<BaseProducer<DeliveryCounter>>,
+    /// Which lane: a producer rebuilt after a failure is built for the same one (and so
+    /// keeps its transactional id).
+    index: usize,
+    deliveries: Option<DeliveryPoller>,
+}
+
+impl Lane {
+    /// Lane `index` with its (initialised, in exactly-once mode) producer.
+    pub fn new(producer: BaseProducer<DeliveryCounter>, index: usize) -> Self {
+        Self {
+            producer: Arc::new(producer),
+            index,
+            deliveries: None,
+        }
+    }
+
+    fn start_deliveries(&mut self) {
+        self.deliveries = None;
+        self.deliveries = DeliveryPoller::start(&self.producer);
+    }
+}
+
+/// Lanes in exactly-once mode. A transaction that follows another of the same
+/// transactional id waits until the coordinator has written the previous one's markers
+/// (its offsets are refused with `CONCURRENT_TRANSACTIONS` until then, 10-15 ms a batch on
+/// a local broker); alternating two producers leaves each that time while the other's
+/// transaction runs. Transactions still run one at a time, in order: each group offset
+/// is sent after the previous transaction's, and the group coordinator keeps the offset
+/// appended last, in whatever order the two producers' markers land.
+pub const LANES: usize = 2;
 
 /// The publisher's moving parts.
 pub struct Publisher<T> {
-    /// The producer (transactional in exactly-once mode).
-    /// Shared with a watched call's helper thread (see [`watched`]).
-    pub producer: Arc<BaseProducer<DeliveryCounter>>,
-    /// Builds the next producer after a fatal error.
+    /// The producer the next batch goes to (transactional in exactly-once mode).
+    pub lane: Lane,
+    /// The other producer in exactly-once mode; batches alternate between the two.
+    pub spare: Option<Lane>,
+    /// Builds the next producer of a lane after a fatal error.
     pub factory: ProducerFactory,
     /// Whether batches are transactions.
     pub exactly_once: bool,
@@ -250,9 +289,6 @@ pub struct Publisher<T> {
     pub consumer: Arc<BaseConsumer<GroupContext>>,
     /// How long a batch waits for more units after its first (`scheduler.publish_linger`).
     pub linger: Duration,
-    /// Serves the current producer's delivery reports while a commit or an abort waits
-    /// for them (started by [`Publisher::run`]).
-    pub(super) deliveries: Option<DeliveryPoller>,
 }
 
 /// Largest batch, in units (a task makes about two: its running status, then its
@@ -331,7 +367,10 @@ impl Stall {
 impl<T: Send + 'static> Publisher<T> {
     /// Runs until stopped (and drained) or abandoned.
     pub fn run(mut self, signal: Signal) {
-        self.deliveries = DeliveryPoller::start(&self.producer);
+        self.lane.start_deliveries();
+        if let Some(spare) = &mut self.spare {
+            spare.start_deliveries();
+        }
         let stall = Stall::new(self.shared.clone());
         Health::global().ready(COMPONENT);
         loop {
@@ -346,7 +385,10 @@ impl<T: Send + 'static> Publisher<T> {
                     }
                     // Idle: serve the producer's events (its statistics), which would
                     // otherwise wait in its queue until the next batch.
-                    self.producer.poll(Duration::ZERO);
+                    self.lane.producer.poll(Duration::ZERO);
+                    if let Some(spare) = &self.spare {
+                        spare.producer.poll(Duration::ZERO);
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -354,6 +396,9 @@ impl<T: Send + 'static> Publisher<T> {
             let batch = &mut self.gather(first);
             if !self.make_durable(batch, &signal, &stall) {
                 return;
+            }
+            if let Some(spare) = &mut self.spare {
+                std::mem::swap(&mut self.lane, spare);
             }
             let mut durable = Vec::with_capacity(batch.len());
             for unit in batch.drain(..) {
@@ -401,7 +446,7 @@ impl<T: Send + 'static> Publisher<T> {
     fn deliver_all(&self, timeout: Duration) -> Result<(), KafkaError> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.producer.flush(Duration::ZERO) {
+            match self.lane.producer.flush(Duration::ZERO) {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)) => {
                     if Instant::now() >= deadline {
@@ -409,7 +454,7 @@ impl<T: Send + 'static> Publisher<T> {
                             rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
                         ));
                     }
-                    deliveries::serve_waiting(&self.producer);
+                    deliveries::serve_waiting(&self.lane.producer);
                     std::thread::sleep(deliveries::NAP);
                 }
                 Err(e) => return Err(e),
@@ -501,7 +546,7 @@ impl<T: Send + 'static> Publisher<T> {
             if signal.is_abandoned() {
                 return false;
             }
-            let initialised = (self.factory)().and_then(|p| {
+            let initialised = (self.factory)(self.lane.index).and_then(|p| {
                 init_transactions(&p, |e| {
                     stall.failed("init_transactions", e);
                     !signal.is_abandoned()
@@ -510,10 +555,10 @@ impl<T: Send + 'static> Publisher<T> {
             });
             match initialised {
                 Ok(p) => {
-                    self.deliveries = None;
-                    self.producer = Arc::new(p);
-                    self.deliveries = DeliveryPoller::start(&self.producer);
-                    info!("new transactional producer ready");
+                    self.lane.deliveries = None;
+                    self.lane = Lane::new(p, self.lane.index);
+                    self.lane.start_deliveries();
+                    info!(lane = self.lane.index, "new transactional producer ready");
                     return true;
                 }
                 Err(e) => {
@@ -551,7 +596,7 @@ impl<T: Send + 'static> Publisher<T> {
                         stall.failed(what, &e);
                         // Serve delivery reports: a commit's flush cannot finish while
                         // they wait in the event queue ("the event queue must be polled").
-                        self.producer.poll(Duration::from_millis(100));
+                        self.lane.producer.poll(Duration::from_millis(100));
                     }
                     Class::Abort => return Err(TxnError::Abort(e)),
                     Class::Fatal => return Err(TxnError::Fatal(e)),
@@ -562,7 +607,7 @@ impl<T: Send + 'static> Publisher<T> {
 
     /// Makes a call that waits for delivery reports while another thread serves them.
     fn serving_reports<R>(&self, call: impl FnOnce() -> R) -> R {
-        match &self.deliveries {
+        match &self.lane.deliveries {
             Some(d) => d.during(call),
             None => call(),
         }
@@ -589,7 +634,7 @@ impl<T: Send + 'static> Publisher<T> {
                     }
                 }
                 loop {
-                    match self.producer.send(record) {
+                    match self.lane.producer.send(record) {
                         Ok(()) => break,
                         Err((
                             KafkaError::MessageProduction(
@@ -598,7 +643,7 @@ impl<T: Send + 'static> Publisher<T> {
                             rec,
                         )) => {
                             record = rec;
-                            self.producer.poll(Duration::from_millis(50));
+                            self.lane.producer.poll(Duration::from_millis(50));
                         }
                         Err((e, _)) => return Err(e),
                     }
@@ -632,8 +677,8 @@ impl<T: Send + 'static> Publisher<T> {
                     || {
                         // An abort waits for the delivery reports of what was sent (and
                         // purged): they are served while it runs.
-                        self.producer.poll(Duration::ZERO);
-                        self.serving_reports(|| self.producer.abort_transaction(CALL_TIMEOUT))
+                        self.lane.producer.poll(Duration::ZERO);
+                        self.serving_reports(|| self.lane.producer.abort_transaction(CALL_TIMEOUT))
                     },
                 )
                 .map_err(|a| match a {
@@ -656,7 +701,7 @@ impl<T: Send + 'static> Publisher<T> {
         // offsets below are refused and the transaction aborts.
         let group = self.consumer.group_metadata();
         let began = Instant::now();
-        self.producer.begin_transaction().map_err(txn_error)?;
+        self.lane.producer.begin_transaction().map_err(txn_error)?;
         self.send_all(batch).map_err(|e| match class_of(&e) {
             Class::Fatal => TxnError::Fatal(e),
             _ => TxnError::Abort(e),
@@ -689,9 +734,11 @@ impl<T: Send + 'static> Publisher<T> {
                 Some((OFFSETS_LIMIT, TxnError::Abort)),
                 || {
                     let args = args.clone();
-                    watched(&self.producer, "send_offsets_to_transaction", move |p| {
-                        p.send_offsets_to_transaction(&args.0, &args.1, CALL_TIMEOUT)
-                    })
+                    watched(
+                        &self.lane.producer,
+                        "send_offsets_to_transaction",
+                        move |p| p.send_offsets_to_transaction(&args.0, &args.1, CALL_TIMEOUT),
+                    )
                 },
             )?;
         }
@@ -705,7 +752,7 @@ impl<T: Send + 'static> Publisher<T> {
         // A commit that timed out may still succeed: it is resumed until it resolves,
         // never given up for a replay that could publish the batch twice.
         self.again("commit_transaction", (signal, stall), None, || {
-            self.serving_reports(|| self.producer.commit_transaction(CALL_TIMEOUT))
+            self.serving_reports(|| self.lane.producer.commit_transaction(CALL_TIMEOUT))
         })?;
         // Where a batch's time goes: sending includes the wait for the previous
         // transaction's markers (`CONCURRENT_TRANSACTIONS` retries of the offsets).
@@ -720,10 +767,10 @@ impl<T: Send + 'static> Publisher<T> {
     }
 
     fn produce(&self, batch: &[Unit<T>]) -> Result<(), TxnError> {
-        let before = self.producer.context().failed.load(Ordering::Relaxed);
+        let before = self.lane.producer.context().failed.load(Ordering::Relaxed);
         self.send_all(batch).map_err(txn_error)?;
         self.deliver_all(CALL_TIMEOUT).map_err(txn_error)?;
-        let failed = self.producer.context().failed.load(Ordering::Relaxed) - before;
+        let failed = self.lane.producer.context().failed.load(Ordering::Relaxed) - before;
         if failed > 0 {
             // Which ones is not known: send the batch again (at-least-once allows it).
             return Err(TxnError::Abort(KafkaError::MessageProduction(

@@ -17,7 +17,9 @@ use super::consumer::{self, FromConsumer, GroupContext, Shared};
 use super::control;
 use super::dispatch::{Dispatcher, FnLimits};
 use super::engine::{Engine, Inputs, Published, Workers};
-use super::publisher::{DeliveryCounter, ProducerFactory, Publisher, Unit, init_transactions};
+use super::publisher::{
+    DeliveryCounter, LANES, Lane, ProducerFactory, Publisher, Unit, init_transactions,
+};
 use super::records::Target;
 use super::spill::{self, Overflow, Seen, Spill};
 use super::worker::Worker;
@@ -106,28 +108,38 @@ pub(super) async fn start(
     let scheduler_id = sc.id.clone().unwrap_or_else(default_instance_id);
     let exactly_once = sc.delivery == Delivery::ExactlyOnce;
     let make = {
-        // One transactional id for the process, kept by every producer rebuilt after a
-        // failure (see `publisher_producer`).
+        // One transactional id per lane of the process, kept by every producer rebuilt
+        // after a failure (see `publisher_producer`).
         let txn_id = format!("{}.{scheduler_id}.{}", config.group_id(), ulid::Ulid::new());
         let c = config.clone();
-        move || publisher_producer(&c, &txn_id, exactly_once)
+        move |lane: usize| publisher_producer(&c, (&format!("{txn_id}.{lane}"), lane), exactly_once)
     };
-    let (producer, make) = blocking(move || {
-        let p = make()?;
-        if exactly_once {
-            // A coordinator still loading after a broker restart answers late: wait a while.
-            let deadline = Instant::now() + INIT_WAIT;
-            init_transactions(&p, |e| {
-                debug!(error = %e, "transactional producer not ready yet; retrying");
-                Instant::now() < deadline
-            })
-            .map_err(SchedulerError::Fatal)?;
+    let (lanes, make) = blocking(move || {
+        let count = if exactly_once { LANES } else { 1 };
+        let mut lanes = Vec::with_capacity(count);
+        for lane in 0..count {
+            let p = make(lane)?;
+            if exactly_once {
+                // A coordinator still loading after a broker restart answers late: wait a
+                // while.
+                let deadline = Instant::now() + INIT_WAIT;
+                init_transactions(&p, |e| {
+                    debug!(error = %e, "transactional producer not ready yet; retrying");
+                    Instant::now() < deadline
+                })
+                .map_err(SchedulerError::Fatal)?;
+            }
+            lanes.push(Lane::new(p, lane));
         }
-        Ok((p, make))
+        Ok((lanes, make))
     })
     .await?;
-    let factory: ProducerFactory = Box::new(move || {
-        make().map_err(|e| match e {
+    let mut lanes = lanes.into_iter();
+    let (Some(lane), spare) = (lanes.next(), lanes.next()) else {
+        return Err(internal("no publisher producer"));
+    };
+    let factory: ProducerFactory = Box::new(move |lane| {
+        make(lane).map_err(|e| match e {
             SchedulerError::Kafka(KafkaOpError::Client { source, .. }) => source,
             _ => KafkaError::Canceled,
         })
@@ -155,7 +167,8 @@ pub(super) async fn start(
     let (outbox, outbox_rx) = std::sync::mpsc::channel::<Unit<Published>>();
     let (back_tx, published) = mpsc::unbounded_channel();
     let publisher = Publisher {
-        producer: Arc::new(producer),
+        lane,
+        spare,
         factory,
         exactly_once,
         rx: outbox_rx,
@@ -163,7 +176,6 @@ pub(super) async fn start(
         shared: shared.clone(),
         consumer: consumer.clone(),
         linger: sc.publish_linger,
-        deliveries: None,
     };
     let publisher_worker =
         Worker::spawn("tw-publisher", move |signal| publisher.run(signal)).map_err(internal)?;
@@ -344,10 +356,11 @@ fn group_consumer(
         .map_err(SchedulerError::from)
 }
 
-/// The publisher's producer: transactional in exactly-once mode (initialised by the
-/// caller), with the process's transactional id `txn_id`.
+/// A publisher's producer: transactional in exactly-once mode (initialised by the
+/// caller), with its lane's transactional id `txn_id`. The first lane's producer exports
+/// the `client="producer"` statistics (a second one would overwrite its gauges).
 ///
-/// A producer rebuilt after a failure keeps that id, so it continues its predecessor's
+/// A producer rebuilt after a failure keeps its lane's id, so it continues its predecessor's
 /// producer id with a newer epoch: initialising it fences the predecessor (a call of it
 /// still stuck can no longer write) and ends its open transaction. A partition whose part
 /// of a transaction the coordinator never marked (Kafka skips the marker of a partition
@@ -355,7 +368,7 @@ fn group_consumer(
 /// there; with a new id it would hold the partition's `read_committed` readers for good.
 fn publisher_producer(
     config: &Config,
-    txn_id: &str,
+    (txn_id, lane): (&str, usize),
     exactly_once: bool,
 ) -> Result<BaseProducer<DeliveryCounter>, SchedulerError> {
     let mut cc = kafka::client_config(config);
@@ -387,7 +400,9 @@ fn publisher_producer(
         // `retry.backoff.max.ms`), which would idle the publisher for most of that.
         kafka::set_default(&mut cc, "retry.backoff.ms", "10");
     }
-    kafka_stats::enable(&mut cc, config);
+    if lane == 0 {
+        kafka_stats::enable(&mut cc, config);
+    }
     cc.create_with_context(DeliveryCounter::new(StatsClient::Producer))
         .map_err(|source| {
             SchedulerError::Kafka(KafkaOpError::Client {
