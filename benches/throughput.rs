@@ -13,7 +13,10 @@
 //! output record's timestamp (set when produced), so group joins and start-up are not
 //! counted. CPU per task is the process's CPU time (user + system, all threads, from
 //! `/proc/self/stat`) while the variant runs, divided by the tasks; it includes the bench's
-//! own reader of the output topic, the same for every variant.
+//! own reader of the output topic, the same for every variant. When the broker is the
+//! local one of `scripts/kafka.sh` (or `TW_BENCH_BROKER_PID` names it), its CPU time over
+//! the same stretch is shown beside it: on two cores shared by both, the sum per task is
+//! what bounds the rate.
 //!
 //! ```sh
 //! scripts/kafka.sh start
@@ -120,16 +123,63 @@ async fn raw_pipe(config: Arc<Config>, input: String, output: String, stop: Canc
     }
 }
 
-/// CPU time of this process so far (user + system, all threads), in seconds.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU time so far (user + system, all threads), in seconds: of this process, and of the
+/// local broker when its process is known (see [`broker_pid`]). On a machine of two cores
+/// shared by both, their sum per task is what bounds the rate.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    own: f64,
+    broker: Option<f64>,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, before: Cpu) -> Cpu {
+        Cpu {
+            own: self.own - before.own,
+            broker: self.broker.zip(before.broker).map(|(a, b)| a - b),
+        }
+    }
+}
+
+fn cpu_seconds() -> Cpu {
+    Cpu {
+        own: process_cpu("self").unwrap_or(0.0),
+        broker: broker_pid().and_then(|pid| process_cpu(&pid.to_string())),
+    }
+}
+
+/// CPU seconds of process `pid` ("self" for this one), from `/proc/<pid>/stat`.
+fn process_cpu(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
     // utime and stime are fields 14 and 15 of the line (11 and 12 after the name).
     let hz = 100.0; // USER_HZ on Linux
-    (ticks(11) + ticks(12)) / hz
+    Some((ticks(11)? + ticks(12)?) / hz)
+}
+
+/// The broker's process: `TW_BENCH_BROKER_PID`, else the pid file `scripts/kafka.sh`
+/// keeps for the broker on the bootstrap port (none for a remote broker).
+fn broker_pid() -> Option<u32> {
+    if let Ok(pid) = std::env::var("TW_BENCH_BROKER_PID") {
+        return pid.trim().parse().ok();
+    }
+    let server = bootstrap();
+    let (host, port) = server.split(',').next()?.rsplit_once(':')?;
+    if !matches!(host, "127.0.0.1" | "localhost") {
+        return None;
+    }
+    let home = std::env::var("TW_KAFKA_HOME").ok().or_else(|| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .ok()
+            .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cache")))?;
+        Some(format!("{cache}/tidewater/kafka"))
+    })?;
+    let pid = std::fs::read_to_string(format!("{home}/broker-{port}/broker.pid")).ok()?;
+    pid.trim().parse().ok()
 }
 
 /// Batches the publishers made durable so far in this process (transactions in
@@ -289,11 +339,14 @@ fn main() {
     let rate = |secs: f64| n as f64 / secs;
     let us = |cpu: f64| cpu * 1e6 / n as f64;
     println!("tasks: {n} (3 partitions, broker {})", bootstrap());
-    let line = |name: &str, (secs, cpu): (f64, f64)| {
+    let line = |name: &str, (secs, cpu): (f64, Cpu)| {
+        let broker = cpu.broker.map_or_else(String::new, |b| {
+            format!(" + broker {:.1} = {:.1}", us(b), us(cpu.own + b))
+        });
         println!(
-            "{name:<38}: {:>10.0} tasks/s ({secs:.2}s) {:>8.1} CPU-us/task",
+            "{name:<38}: {:>10.0} tasks/s ({secs:.2}s) {:>8.1} CPU-us/task{broker}",
             rate(secs),
-            us(cpu)
+            us(cpu.own)
         );
         rate(secs)
     };
@@ -337,8 +390,8 @@ fn main() {
     ratio("ratio (b)/(c), cost of transactions", eos, alo);
 }
 
-/// (a): loads `n` tasks and runs the raw pipe over them; (span, CPU seconds).
-fn raw_pipe_span(rt: &tokio::runtime::Runtime, run: &str, n: usize) -> (f64, f64) {
+/// (a): loads `n` tasks and runs the raw pipe over them; (span, CPU time).
+fn raw_pipe_span(rt: &tokio::runtime::Runtime, run: &str, n: usize) -> (f64, Cpu) {
     let cfg = Arc::new(common::noop_config(
         &format!("bench{run}a"),
         "at_least_once",
@@ -354,8 +407,8 @@ fn raw_pipe_span(rt: &tokio::runtime::Runtime, run: &str, n: usize) -> (f64, f64
     (secs, cpu_seconds() - cpu0)
 }
 
-/// (d): loads `n` tasks and runs the transactional pipe over them; (span, CPU seconds).
-fn transactional_span(rt: &tokio::runtime::Runtime, run: &str, n: usize) -> (f64, f64) {
+/// (d): loads `n` tasks and runs the transactional pipe over them; (span, CPU time).
+fn transactional_span(rt: &tokio::runtime::Runtime, run: &str, n: usize) -> (f64, Cpu) {
     let cfg = Arc::new(common::noop_config(&format!("bench{run}d"), "exactly_once"));
     let (input, output) = (cfg.queue_topic("bench", "noop"), format!("bench{run}d.out"));
     let status = tidewater::names::topics::status(&cfg.topics.prefix);
@@ -380,7 +433,7 @@ fn scheduler_span(
     prefix: &str,
     delivery: &str,
     n: usize,
-) -> (f64, f64) {
+) -> (f64, Cpu) {
     let cfg = common::noop_config(prefix, delivery);
     let out = format!("{prefix}.out");
     rt.block_on(common::load(&cfg, "bench", tasks(n)));
