@@ -251,7 +251,7 @@ async fn fifo_consumer(topic: String, started: mpsc::UnboundedSender<(String, St
     let mut per_fn = [0usize; 2];
     loop {
         let msg = consumer.recv().await.unwrap();
-        let record = Record::from_message(&msg);
+        let record = Record::from_message(&msg, msg.topic().into());
         let t = codec::decode_task(&record.value, record.content_type.as_deref()).unwrap();
         let f = usize::from(t.function != "a");
         // Head-of-line: wait here until this record may start.

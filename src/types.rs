@@ -1,19 +1,21 @@
 //! Small value types shared by the scheduler, the indexer and the controller.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
-    /// The topic's name.
-    pub topic: String,
+    /// The topic's name, shared: every task held from a partition refers to it, so a
+    /// clone is a count, not a copy.
+    pub topic: Arc<str>,
     /// The partition's index.
     pub partition: i32,
 }
 
 impl TopicPartition {
     /// The partition `partition` of `topic`.
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
         Self {
             topic: topic.into(),
             partition,

@@ -6,6 +6,7 @@
 //! revoke, the callback stops new work of the revoked partitions, gives their running
 //! attempts a bounded grace period, commits what is done, and only then lets them go.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -27,8 +28,8 @@ use crate::names::{headers as h, metrics as m};
 /// A fetched record, owned, with what the scheduler needs from it.
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// Topic.
-    pub topic: String,
+    /// Topic, shared by every record of it (see [`Topics`]).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset.
@@ -50,8 +51,8 @@ pub struct Record {
 }
 
 impl Record {
-    /// Copies what is needed out of a consumed message.
-    pub fn from_message<M: Message>(msg: &M) -> Self {
+    /// Copies what is needed out of a consumed message of `topic` (its name, shared).
+    pub fn from_message<M: Message>(msg: &M, topic: Arc<str>) -> Self {
         let mut content_type = None;
         let mut traceparent = None;
         let mut tracestate = None;
@@ -71,7 +72,7 @@ impl Record {
             }
         }
         Record {
-            topic: msg.topic().to_string(),
+            topic,
             partition: msg.partition(),
             offset: msg.offset(),
             key: msg.key().map(<[u8]>::to_vec),
@@ -87,7 +88,7 @@ impl Record {
     /// Where it was read from.
     pub fn source(&self) -> Source {
         Source {
-            topic: self.topic.clone(),
+            topic: self.topic.to_string(),
             partition: self.partition,
             offset: self.offset,
         }
@@ -374,9 +375,10 @@ pub fn poll_loop(
     // seconds, with how many reports were folded into the line.
     let mut last_warn: Option<Instant> = None;
     let mut folded = 0u64;
+    let mut topics = Topics::default();
     while !signal.is_stopping() {
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(msg)) if !forward(&msg, &shared, &tx) => break,
+            Some(Ok(msg)) if !forward(&msg, (&shared, &mut topics), &tx) => break,
             Some(Ok(_)) => {}
             Some(Err(e)) if is_fatal(&e) => {
                 let _ = tx.blocking_send(FromConsumer::Fatal(e));
@@ -402,8 +404,30 @@ pub fn poll_loop(
     }
 }
 
-fn forward(msg: &BorrowedMessage<'_>, shared: &Shared, tx: &mpsc::Sender<FromConsumer>) -> bool {
-    let tp = TopicPartition::new(msg.topic(), msg.partition());
+/// The names of the topics the consumer reads, each allocated once: every record and
+/// every held task of a topic shares its name. Bounded by the subscription (queue and
+/// delay topics).
+#[derive(Default)]
+pub struct Topics(HashSet<Arc<str>>);
+
+impl Topics {
+    /// The shared name `topic`.
+    pub fn get(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(topic);
+        self.0.insert(t.clone());
+        t
+    }
+}
+
+fn forward(
+    msg: &BorrowedMessage<'_>,
+    (shared, topics): (&Shared, &mut Topics),
+    tx: &mpsc::Sender<FromConsumer>,
+) -> bool {
+    let tp = TopicPartition::new(topics.get(msg.topic()), msg.partition());
     let epoch = {
         let mut tracker = shared.tracker();
         // Untracked (revoked under our feet): the next owner reads it.
@@ -418,7 +442,7 @@ fn forward(msg: &BorrowedMessage<'_>, shared: &Shared, tx: &mpsc::Sender<FromCon
         }
         epoch
     };
-    let record = Record::from_message(msg);
+    let record = Record::from_message(msg, tp.topic);
     hand_over(tx, FromConsumer::Record(Box::new(record), epoch))
 }
 

@@ -761,8 +761,8 @@ mod tests {
         d.push(entry(b, 3, None));
         assert_eq!(d.held_by(&tp, a), 2);
         assert_eq!(d.held_by(&tp, b), 1);
-        assert_eq!(d.held_from(a, |t| t.topic == "q"), 2);
-        assert_eq!(d.held_from(a, |t| t.topic == "other"), 0);
+        assert_eq!(d.held_from(a, |t| &*t.topic == "q"), 2);
+        assert_eq!(d.held_from(a, |t| &*t.topic == "other"), 0);
         assert!(d.key_held(&tp, "k"));
         assert!(!d.key_held(&tp, "other"));
         // A task accounted outside the queues, then released without touching keys.

@@ -63,7 +63,7 @@ pub(super) fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
     let tenant = queue
         .as_ref()
         .map(|q| q.tenant.clone())
-        .unwrap_or_else(|| record.topic.clone());
+        .unwrap_or_else(|| record.topic.to_string());
     let record_time = record.timestamp_ms.unwrap_or_else(now_ms);
     let task = match codec::decode_task(&record.value, record.content_type.as_deref()) {
         Ok(task) => task,

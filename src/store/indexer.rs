@@ -538,7 +538,7 @@ impl Indexer {
             let offsets: Vec<(String, i32, i64)> = batch
                 .pending
                 .iter()
-                .map(|(tp, o)| (tp.topic.clone(), tp.partition, *o))
+                .map(|(tp, o)| (tp.topic.to_string(), tp.partition, *o))
                 .collect();
             let started = Instant::now();
             let stats = self.writer.apply(&batch.items, &offsets)?;

@@ -23,7 +23,7 @@ impl Engine {
     /// Forwards `entry` when its function spills (or starts to now); else hands it back.
     pub(super) fn spill_or_keep(&mut self, entry: Entry<Box<Job>>) -> Option<Entry<Box<Job>>> {
         let f = entry.item.f.clone();
-        if f.shared_queue.as_deref() != Some(entry.tp.topic.as_str()) {
+        if f.shared_queue.as_deref() != Some(&*entry.tp.topic) {
             return Some(entry);
         }
         let held = self.dispatcher.held_by(&entry.tp, f.id);
@@ -131,7 +131,7 @@ impl Engine {
             shared
                 .iter()
                 .filter(|(f, _)| *f == id)
-                .map(|(_, q)| self.dispatcher.held_from(id, |tp| &tp.topic == q))
+                .map(|(_, q)| self.dispatcher.held_from(id, |tp| *tp.topic == **q))
                 .sum()
         };
         for change in self.spill.review(held, seen.as_ref()) {
