@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::records::{Attempt, Outcome, Source, StatusView, TaskStatus};
+use super::records::{Attempt, Outcome, SourceView, StatusView, TaskStatus};
 
 /// Appends a zig-zag variable-length `long`.
 pub(super) fn long(out: &mut Vec<u8>, v: i64) {
@@ -59,8 +59,8 @@ fn string_map(out: &mut Vec<u8>, m: &BTreeMap<String, String>) {
     long(out, 0);
 }
 
-fn source(out: &mut Vec<u8>, s: &Source) {
-    string(out, &s.topic);
+fn source(out: &mut Vec<u8>, s: SourceView<'_>) {
+    string(out, s.topic);
     long(out, i64::from(s.partition));
     long(out, s.offset);
 }
@@ -120,7 +120,7 @@ pub(super) fn outcome(out: &mut Vec<u8>, o: &Outcome) {
     long(out, 0);
     long(out, o.submitted_at);
     long(out, o.finished_at);
-    source(out, &o.source);
+    source(out, o.source.view());
     optional(out, o.traceparent.as_deref(), string);
     string(out, &o.scheduler_id);
 }

@@ -183,6 +183,36 @@ pub struct Source {
     pub offset: i64,
 }
 
+/// A [`Source`] borrowed from wherever its parts are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceView<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Source {
+    /// The source as a [`SourceView`].
+    pub fn view(&self) -> SourceView<'_> {
+        SourceView {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+impl SourceView<'_> {
+    /// An owned copy.
+    pub fn to_source(self) -> Source {
+        Source {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
 /// The terminal outcome of a task (`schemas/outcome.avsc`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -260,7 +290,7 @@ pub struct StatusView<'a> {
     pub submitted_at: i64,
     pub reason: Option<FailureReason>,
     pub error: Option<&'a str>,
-    pub source: &'a Source,
+    pub source: SourceView<'a>,
     pub scheduler_id: &'a str,
 }
 
@@ -277,7 +307,7 @@ impl StatusEvent {
             submitted_at: self.submitted_at,
             reason: self.reason,
             error: self.error.as_deref(),
-            source: &self.source,
+            source: self.source.view(),
             scheduler_id: &self.scheduler_id,
         }
     }

@@ -1,5 +1,5 @@
 //! One attempt of a task: check its age, run its executor within the function's timeout,
-//! record the attempt in the task's outcome, and publish the `running` status and the
+//! record the attempt with the task, and publish the `running` status and the
 //! captured output on the way. Also the delay before the next attempt.
 
 use std::time::{Duration, Instant};
@@ -26,31 +26,31 @@ pub(super) enum AttemptResult {
     Abandoned,
 }
 
-/// Runs one attempt of a job and records it in the job's outcome.
+/// Runs one attempt of a job and records it in the job's attempts.
 pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken) -> AttemptResult {
     let f = job.f.clone();
     let fm = &f.metrics;
-    let attempt_no = job.outcome.attempts.len() as u32 + 1;
+    let attempt_no = job.attempts.len() as u32 + 1;
     let attempt_i32 = i32::try_from(attempt_no).unwrap_or(i32::MAX);
     let started_at = now_ms();
     if let Some(age) = f.cfg.max_event_age {
-        let waited = Duration::from_millis(
-            u64::try_from(started_at - job.outcome.submitted_at).unwrap_or(0),
-        );
+        let waited =
+            Duration::from_millis(u64::try_from(started_at - job.submitted_at).unwrap_or(0));
         if waited > age {
             return AttemptResult::Expired(waited);
         }
     }
     if attempt_no == 1 {
         fm.queue_wait
-            .record((started_at - job.outcome.submitted_at).max(0) as f64 / 1000.0);
+            .record((started_at - job.submitted_at).max(0) as f64 / 1000.0);
     }
     // The `running` status event, stamped with the attempt's start.
     let announce = |job: &Job| {
-        let mut ev = status_event(ctx, &job.outcome, TaskStatus::Running, attempt_i32, None);
+        let task = job.task();
+        let mut ev = status_event(ctx, &task, TaskStatus::Running, attempt_i32, (None, None));
         ev.at = started_at;
         ctx.send_nowait(
-            status_record(ctx, &ev, redrive_of(&job.outcome))
+            status_record(ctx, &ev, redrive_of(&task))
                 .into_iter()
                 .collect(),
         );
@@ -64,7 +64,7 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
     running.increment(1.0);
     let span = otel::attempt_span(job.span.get(), &f.name, attempt_no);
     let inv = Invocation {
-        task_id: job.outcome.task_id.clone(),
+        task_id: job.task_id.to_string(),
         tenant: f.tenant.clone(),
         function: f.name.clone(),
         attempt: attempt_no,
@@ -72,7 +72,7 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
         // With traces on, the function continues the attempt's span; else the submitter's.
         traceparent: otel::context_headers(&span)
             .map(|(tp, _)| tp)
-            .or_else(|| job.record.traceparent.clone()),
+            .or_else(|| job.record.traceparent.as_deref().map(str::to_string)),
         tracestate: job.record.tracestate.as_deref().map(str::to_string),
         headers: job.headers.clone(),
         span: span.clone(),
@@ -104,7 +104,7 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
                 otel::finish_attempt(&span, "stopped");
                 fm.execution.record(clock.elapsed().as_secs_f64());
                 fm.attempt(AttemptEnd::Stopped).increment(1);
-                job.outcome.attempts.push(Attempt {
+                job.attempts.push(Attempt {
                     attempt: attempt_i32,
                     started_at,
                     finished_at: now_ms(),
@@ -130,13 +130,13 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
         AttemptEnd::Failure
     })
     .increment(1);
-    job.outcome.attempts.push(Attempt {
+    job.attempts.push(Attempt {
         attempt: attempt_i32,
         started_at,
         finished_at: now_ms(),
         error: result.as_ref().err().map(ToString::to_string),
     });
-    ctx.send_nowait(log_records(ctx, &job.outcome, attempt_i32, captured));
+    ctx.send_nowait(log_records(ctx, &job.task(), attempt_i32, captured));
     match result {
         Ok(r) => AttemptResult::Succeeded(r),
         Err(e) => AttemptResult::Failed(e),

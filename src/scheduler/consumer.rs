@@ -39,9 +39,9 @@ pub struct Record {
     /// Value.
     pub value: Vec<u8>,
     /// `content-type` header.
-    pub content_type: Option<String>,
+    pub content_type: Option<Box<str>>,
     /// `traceparent` header.
-    pub traceparent: Option<String>,
+    pub traceparent: Option<Box<str>>,
     /// `tracestate` header (boxed: rarely set, and held with every task).
     pub tracestate: Option<Box<str>>,
     /// Whether the key is an ordering key (`tw-ordered: true`).
@@ -61,9 +61,9 @@ impl Record {
             for hd in hs.iter() {
                 let value = hd.value.and_then(|v| std::str::from_utf8(v).ok());
                 if hd.key.eq_ignore_ascii_case(h::CONTENT_TYPE) {
-                    content_type = value.map(str::to_string);
+                    content_type = value.map(Box::from);
                 } else if hd.key.eq_ignore_ascii_case(h::TRACEPARENT) {
-                    traceparent = value.map(str::to_string);
+                    traceparent = value.map(Box::from);
                 } else if hd.key.eq_ignore_ascii_case(h::TRACESTATE) {
                     tracestate = value.map(Box::from);
                 } else if hd.key.eq_ignore_ascii_case(h::ORDERED) {

@@ -38,7 +38,7 @@ use super::records::{
 use super::retry_queue::RetryQueue;
 use super::spill::{Seen, Spill};
 use super::worker::Worker;
-use super::{Ctx, Job, RunSummary, SchedulerError, TASK_OVERHEAD_BYTES};
+use super::{Ctx, End, Job, RunSummary, SchedulerError, TASK_OVERHEAD_BYTES};
 use crate::clock::now_ms;
 use crate::codec::{self, FailureReason, OutcomeStatus, TaskStatus};
 use crate::executor::ExecError;
@@ -117,7 +117,7 @@ pub(super) struct Engine {
 }
 
 fn task_key(entry: &Entry<Box<Job>>) -> TaskKey {
-    TaskKey::new(&entry.item.f.tenant, &entry.item.outcome.task_id)
+    TaskKey::new(&entry.item.f.tenant, &*entry.item.task_id)
 }
 
 fn done_ref(entry: &Entry<Box<Job>>) -> DoneRef {
@@ -454,7 +454,7 @@ impl Engine {
             if self
                 .finished
                 .as_ref()
-                .is_some_and(|f| f.contains(&key.tenant, &finished_id(&entry.item.outcome)))
+                .is_some_and(|f| f.contains(&key.tenant, &finished_id(&entry.item.task())))
             {
                 // Already has its terminal outcome: an idempotent no-op, not a second run.
                 debug!(task_id = %key.id, tenant = %key.tenant, "task already finished here; not run again");
@@ -467,7 +467,7 @@ impl Engine {
             if self
                 .stops
                 .get(&key.tenant, &key.id)
-                .is_some_and(|at| stop_applies(&entry.item.outcome, at))
+                .is_some_and(|at| stop_applies(&entry.item.task(), at))
             {
                 self.dispatcher.attempt_finished(entry.function);
                 self.stop_task(entry);
@@ -501,7 +501,7 @@ impl Engine {
     }
 
     fn on_attempt(&mut self, done: Result<AttemptDone, tokio::task::JoinError>) {
-        let (mut entry, result) = match done {
+        let (entry, result) = match done {
             Ok(d) => d,
             Err(e) => {
                 // Its slot and buffer are lost until restart; the offset stays uncommitted.
@@ -522,28 +522,31 @@ impl Engine {
             return;
         }
         let f = entry.item.f.clone();
-        let job = &mut entry.item;
         match result {
             // Cut off at hard stop: stays accounted, so the summary counts it.
             AttemptResult::Abandoned => {}
             AttemptResult::Stopped => {
-                job.outcome.status = OutcomeStatus::Stopped;
-                job.outcome.error = Some("stopped on request while running".into());
-                self.publish(entry, Some(f.on_failure.clone()));
+                let end = End::new(
+                    OutcomeStatus::Stopped,
+                    "stopped on request while running".to_string(),
+                );
+                self.publish(entry, end, Some(f.on_failure.clone()));
             }
             AttemptResult::Expired(waited) => {
-                job.outcome.status = OutcomeStatus::Expired;
-                job.outcome.error = Some(format!(
+                let error = format!(
                     "not run: waited {} since submission, over max_event_age {}",
                     humantime::format_duration(Duration::from_secs(waited.as_secs())),
                     humantime::format_duration(f.cfg.max_event_age.unwrap_or_default())
-                ));
-                self.publish(entry, Some(f.on_failure.clone()));
+                );
+                let end = End::new(OutcomeStatus::Expired, error);
+                self.publish(entry, end, Some(f.on_failure.clone()));
             }
             AttemptResult::Succeeded(result) => {
-                job.outcome.status = OutcomeStatus::Succeeded;
-                job.outcome.result = Some(result);
-                self.publish(entry, f.on_success.clone());
+                let end = End {
+                    result: Some(result),
+                    ..End::new(OutcomeStatus::Succeeded, None)
+                };
+                self.publish(entry, end, f.on_success.clone());
             }
             AttemptResult::Failed(e) => self.on_failure(entry, e),
         }
@@ -553,7 +556,7 @@ impl Engine {
     fn on_failure(&mut self, mut entry: Entry<Box<Job>>, e: ExecError) {
         let f = entry.item.f.clone();
         let job = &mut entry.item;
-        let attempt_no = job.outcome.attempts.len() as u32;
+        let attempt_no = job.attempts.len() as u32;
         let message = e.to_string();
         let reason = match &e {
             ExecError::Timeout(_) => FailureReason::Timeout,
@@ -563,10 +566,11 @@ impl Engine {
             ExecError::Failed { .. } => FailureReason::Executor,
         };
         if !e.retryable() || attempt_no >= f.cfg.max_attempts.get() {
-            job.outcome.status = OutcomeStatus::Failed;
-            job.outcome.reason = Some(reason);
-            job.outcome.error = Some(message);
-            self.publish(entry, Some(f.on_failure.clone()));
+            let end = End {
+                reason: Some(reason),
+                ..End::new(OutcomeStatus::Failed, message)
+            };
+            self.publish(entry, end, Some(f.on_failure.clone()));
             return;
         }
         if self.draining {
@@ -574,18 +578,19 @@ impl Engine {
             return;
         }
         let delay = retry_delay(f.cfg.backoff, f.cfg.backoff_max, attempt_no + 1, jitter());
-        debug!(task_id = %job.outcome.task_id, attempt = attempt_no, error = %message, retry_in = ?delay, "attempt failed; retrying");
+        debug!(task_id = %job.task_id, attempt = attempt_no, error = %message, retry_in = ?delay, "attempt failed; retrying");
         f.metrics.retries.increment(1);
         let attempt_i32 = i32::try_from(attempt_no).unwrap_or(i32::MAX);
+        let task = job.task();
         let ev = status_event(
             &self.ctx,
-            &job.outcome,
+            &task,
             TaskStatus::Retrying,
             attempt_i32,
-            Some(message.as_str()),
+            (None, Some(message.as_str())),
         );
         self.ctx.send_nowait(
-            status_record(&self.ctx, &ev, redrive_of(&job.outcome))
+            status_record(&self.ctx, &ev, redrive_of(&task))
                 .into_iter()
                 .collect(),
         );
@@ -598,35 +603,31 @@ impl Engine {
         }
     }
 
-    fn publish(&mut self, mut entry: Entry<Box<Job>>, destination: Option<Target>) {
-        let job = &mut entry.item;
-        job.outcome.finished_at = now_ms();
-        job.outcome.payload = job.payload.as_ref().clone();
-        job.outcome.scheduler_id.clone_from(&self.ctx.scheduler_id);
-        let label = job.outcome.status.as_str();
+    fn publish(&mut self, entry: Entry<Box<Job>>, end: End, destination: Option<Target>) {
+        let job = &entry.item;
+        let outcome = job.outcome(end, &self.ctx.scheduler_id);
         crate::otel::finish_process(
             job.span.get(),
-            label,
-            job.outcome.reason.map(|r| r.as_str()),
+            outcome.status.as_str(),
+            outcome.reason.map(|r| r.as_str()),
         );
         if let Some(finished) = self.finished.as_mut() {
-            finished.insert(&job.f.tenant, &finished_id(&job.outcome));
+            finished.insert(&job.f.tenant, &finished_id(&job.task()));
         }
-        job.f
-            .metrics
-            .finished(job.outcome.status, job.outcome.reason);
-        let records = outcome_records(&self.ctx, &entry.item.outcome, destination.as_ref());
+        job.f.metrics.finished(outcome.status, outcome.reason);
+        let records = outcome_records(&self.ctx, &outcome, destination.as_ref());
         let done = done_ref(&entry);
         self.send_unit(records, done, Published::Task(entry));
     }
 
     /// Ends a task that was asked to stop before it ran (again): outcome `stopped`.
-    fn stop_task(&mut self, mut entry: Entry<Box<Job>>) {
-        let job = &mut entry.item;
-        job.outcome.status = OutcomeStatus::Stopped;
-        job.outcome.error = Some("stopped on request before it ran".into());
-        let destination = job.f.on_failure.clone();
-        self.publish(entry, Some(destination));
+    fn stop_task(&mut self, entry: Entry<Box<Job>>) {
+        let end = End::new(
+            OutcomeStatus::Stopped,
+            "stopped on request before it ran".to_string(),
+        );
+        let destination = entry.item.f.on_failure.clone();
+        self.publish(entry, end, Some(destination));
     }
 
     /// A stop request: remembered for queued and delayed tasks; a running one is cancelled.
@@ -648,16 +649,16 @@ impl Engine {
             return;
         };
         let delayed = codec::DelayedTask {
-            task_id: job.outcome.task_id.clone(),
+            task_id: job.task_id.to_string(),
             tenant: job.f.tenant.clone(),
             function: job.f.name.clone(),
             payload: job.payload.as_ref().clone(),
             headers: job.headers.as_ref().clone(),
-            submitted_at: job.outcome.submitted_at,
+            submitted_at: job.submitted_at,
             due_at: due,
-            attempts: job.outcome.attempts.clone(),
-            origin: job.outcome.source.clone(),
-            traceparent: job.outcome.traceparent.clone(),
+            attempts: job.attempts.clone(),
+            origin: job.source().to_source(),
+            traceparent: job.traceparent.as_deref().map(str::to_string),
         };
         match delay_record(&topic, &delayed) {
             Ok(record) => {
@@ -710,7 +711,7 @@ impl Engine {
         match published {
             Published::Task(entry) | Published::Moved(entry) => {
                 if let Some(finished) = self.finished.as_mut() {
-                    finished.remove(&entry.item.f.tenant, &finished_id(&entry.item.outcome));
+                    finished.remove(&entry.item.f.tenant, &finished_id(&entry.item.task()));
                 }
                 self.dispatcher.task_finished(&entry);
             }

@@ -98,35 +98,61 @@ pub(super) fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
     }
 
     let only = queue.as_ref().and_then(|q| q.function.as_deref());
-    let mut outcome = new_outcome(&record, &tenant, task_id, &task.function);
-    outcome.task_headers = task.headers.clone();
-    outcome.submitted_at = task.submitted_at.unwrap_or(record_time);
-    match refusal(ctx, &record, &tenant, only, &task, f.as_deref()) {
-        None => match f {
-            Some(f) => Prepared::Run(
-                Box::new(Job {
-                    span: ProcessSpan::new(process_span(ctx, &record, &mut outcome)),
-                    record,
-                    epoch,
-                    f,
-                    outcome,
-                    payload: Arc::new(task.payload),
-                    headers: shared_headers(task.headers),
-                }),
-                task.not_before,
-            ),
-            // `refusal` answers for a missing function; kept total without a panic.
-            None => {
-                outcome.payload = task.payload;
-                let refusal = unknown_function(ctx, &tenant, &outcome.function);
-                reject(ctx, record, epoch, outcome, refusal)
-            }
-        },
-        Some(refusal) => {
+    let submitted_at = task.submitted_at.unwrap_or(record_time);
+    let refused = refusal(ctx, &record, &tenant, only, &task, f.as_deref());
+    match (refused, f) {
+        (None, Some(f)) => {
+            let not_before = task.not_before;
+            let held = Held {
+                task_id,
+                submitted_at,
+                origin: None,
+                traceparent: record.traceparent.clone(),
+                attempts: Vec::new(),
+                payload: task.payload,
+                headers: task.headers,
+            };
+            Prepared::Run(job(ctx, (record, epoch), f, held), not_before)
+        }
+        (refused, _) => {
+            let refusal = refused.unwrap_or_else(|| unknown_function(ctx, &tenant, &task.function));
+            let mut outcome = new_outcome(&record, &tenant, task_id, &task.function);
+            outcome.task_headers = task.headers;
+            outcome.submitted_at = submitted_at;
             outcome.payload = task.payload;
             reject(ctx, record, epoch, outcome, refusal)
         }
     }
+}
+
+/// What a job holds of its task besides its record and function.
+struct Held {
+    task_id: String,
+    submitted_at: i64,
+    origin: Option<Box<codec::Source>>,
+    traceparent: Option<Box<str>>,
+    attempts: Vec<codec::Attempt>,
+    payload: Vec<u8>,
+    headers: BTreeMap<String, String>,
+}
+
+/// A job for a task of `f`, with its `process` span (whose trace context its events
+/// carry, with traces on).
+fn job(ctx: &Ctx, (record, epoch): (Record, u64), f: Arc<FunctionRt>, held: Held) -> Box<Job> {
+    let (span, traceparent) = process_span(ctx, &record, (&held.task_id, &f.tenant, &f.name));
+    Box::new(Job {
+        span: ProcessSpan::new(span),
+        record,
+        epoch,
+        f,
+        task_id: held.task_id.into_boxed_str(),
+        submitted_at: held.submitted_at,
+        origin: held.origin,
+        traceparent: traceparent.map(String::into_boxed_str).or(held.traceparent),
+        attempts: held.attempts,
+        payload: Arc::new(held.payload),
+        headers: shared_headers(held.headers),
+    })
 }
 
 /// Why a decoded task cannot run on this queue, if it cannot.
@@ -186,9 +212,13 @@ fn dead_letter(ctx: &Ctx, tenant: &str) -> Target {
 /// The task's OpenTelemetry `process` span, continuing the record's trace context. With
 /// traces on, the task's events (outcome, status, delayed copies) carry the span's context
 /// instead of the submitter's, so a consumer of them continues this trace.
-fn process_span(ctx: &Ctx, record: &Record, outcome: &mut Outcome) -> tracing::Span {
+fn process_span(
+    ctx: &Ctx,
+    record: &Record,
+    (task_id, tenant, function): (&str, &str, &str),
+) -> (tracing::Span, Option<String>) {
     if !otel::enabled() {
-        return tracing::Span::none();
+        return (tracing::Span::none(), None);
     }
     let consumed = otel::Consumed {
         topic: &record.topic,
@@ -198,16 +228,9 @@ fn process_span(ctx: &Ctx, record: &Record, outcome: &mut Outcome) -> tracing::S
         traceparent: record.traceparent.as_deref(),
         tracestate: record.tracestate.as_deref(),
     };
-    let span = otel::process_span(
-        &consumed,
-        &outcome.task_id,
-        &outcome.tenant,
-        &outcome.function,
-    );
-    if let Some((traceparent, _)) = otel::context_headers(&span) {
-        outcome.traceparent = Some(traceparent);
-    }
-    span
+    let span = otel::process_span(&consumed, task_id, tenant, function);
+    let traceparent = otel::context_headers(&span).map(|(traceparent, _)| traceparent);
+    (span, traceparent)
 }
 
 /// The outcome a task starts with: failed until an attempt says otherwise.
@@ -226,7 +249,7 @@ fn new_outcome(record: &Record, tenant: &str, task_id: String, function: &str) -
         submitted_at: 0,
         finished_at: 0,
         source: record.source(),
-        traceparent: record.traceparent.clone(),
+        traceparent: record.traceparent.as_deref().map(str::to_string),
         // Set when it is published (`Engine::publish`): not held per queued task.
         scheduler_id: String::new(),
     }
@@ -245,7 +268,14 @@ fn reject(
         error,
         destination,
     } = refusal;
-    let span = process_span(ctx, &record, &mut outcome);
+    let (span, traceparent) = process_span(
+        ctx,
+        &record,
+        (&outcome.task_id, &outcome.tenant, &outcome.function),
+    );
+    if traceparent.is_some() {
+        outcome.traceparent = traceparent;
+    }
     otel::finish_process(&span, "failed", Some(reason.as_str()));
     let (lt, lf) = labels(ctx, &outcome.tenant, &outcome.function);
     warn!(task_id = %outcome.task_id, tenant = %outcome.tenant, reason = reason.as_str(), error = %error, "task rejected");
@@ -275,13 +305,13 @@ pub(super) fn prepare_delayed(ctx: &Ctx, record: Record, epoch: u64) -> Prepared
             return Prepared::Skip(record, epoch);
         }
     };
-    let mut outcome = new_outcome(&record, &d.tenant, d.task_id.clone(), &d.function);
-    outcome.task_headers = d.headers.clone();
-    outcome.attempts = d.attempts;
-    outcome.submitted_at = d.submitted_at;
-    outcome.source = d.origin;
-    outcome.traceparent = d.traceparent.clone();
     let Some(f) = ctx.functions.get(&d.tenant, &d.function).cloned() else {
+        let mut outcome = new_outcome(&record, &d.tenant, d.task_id.clone(), &d.function);
+        outcome.task_headers = d.headers;
+        outcome.attempts = d.attempts;
+        outcome.submitted_at = d.submitted_at;
+        outcome.source = d.origin;
+        outcome.traceparent = d.traceparent;
         outcome.payload = d.payload;
         outcome.reason = Some(FailureReason::UnknownFunction);
         outcome.error = Some(format!(
@@ -297,19 +327,17 @@ pub(super) fn prepare_delayed(ctx: &Ctx, record: Record, epoch: u64) -> Prepared
         };
     };
     let mut record = record;
-    record.traceparent = d.traceparent;
-    Prepared::Run(
-        Box::new(Job {
-            span: ProcessSpan::new(process_span(ctx, &record, &mut outcome)),
-            record,
-            epoch,
-            f,
-            outcome,
-            payload: Arc::new(d.payload),
-            headers: shared_headers(d.headers),
-        }),
-        Some(d.due_at),
-    )
+    record.traceparent = d.traceparent.as_deref().map(Box::from);
+    let held = Held {
+        task_id: d.task_id,
+        submitted_at: d.submitted_at,
+        origin: Some(Box::new(d.origin)),
+        traceparent: d.traceparent.map(String::into_boxed_str),
+        attempts: d.attempts,
+        payload: d.payload,
+        headers: d.headers,
+    };
+    Prepared::Run(job(ctx, (record, epoch), f, held), Some(d.due_at))
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ use tracing::debug;
 
 pub use attempt::retry_delay;
 
-use crate::codec::Outcome;
+use crate::codec::{Attempt, FailureReason, Outcome, OutcomeStatus, Source, SourceView};
 use crate::config::{Config, FunctionConfig};
 use crate::executor::{Executor, ExecutorBuildError, Handlers};
 use crate::kafka::KafkaOpError;
@@ -46,7 +46,7 @@ use consumer::Record;
 use dispatch::FnId;
 use engine::Published;
 use publisher::{OutRecord, Unit};
-use records::Target;
+use records::{Target, TaskRef};
 
 /// Why the scheduler could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -183,22 +183,102 @@ impl Ctx {
     }
 }
 
-/// Memory a held task costs besides its payload and key (measured: about 1,000 bytes per
+/// Memory a held task costs besides its payload and key (measured: about 700 bytes per
 /// buffered task, see BENCHMARKS.md), so the byte limits bound real memory.
-const TASK_OVERHEAD_BYTES: usize = 1024;
+const TASK_OVERHEAD_BYTES: usize = 704;
 
-/// A task on its way through the dispatcher.
+/// A task on its way through the dispatcher. Only what its outcome cannot take from
+/// elsewhere is held (tenant and function are its function's, payload and headers are
+/// shared, its source is its record's): the outcome is built when it ends
+/// ([`Job::outcome`]).
 struct Job {
     record: Record,
     /// The assignment epoch of its partition when it was read.
     epoch: u64,
     f: Arc<FunctionRt>,
-    /// What will be published: filled in as attempts run.
-    outcome: Outcome,
+    /// The task's id.
+    task_id: Box<str>,
+    /// Submission time, ms.
+    submitted_at: i64,
+    /// Where the task was read first, when that is not its record (a task back from a
+    /// delay topic).
+    origin: Option<Box<Source>>,
+    /// The trace context its events carry: its `process` span's with traces on, else the
+    /// submitter's.
+    traceparent: Option<Box<str>>,
+    /// Its attempts so far.
+    attempts: Vec<Attempt>,
     payload: Arc<Vec<u8>>,
     headers: Arc<BTreeMap<String, String>>,
     /// Its OpenTelemetry `process` span; ends with it.
     span: ProcessSpan,
+}
+
+/// How a task ended: the part of its outcome only the end decides.
+struct End {
+    status: OutcomeStatus,
+    reason: Option<FailureReason>,
+    error: Option<String>,
+    result: Option<Vec<u8>>,
+}
+
+impl End {
+    /// Ended with `status` and, for other than success, why.
+    fn new(status: OutcomeStatus, error: impl Into<Option<String>>) -> Self {
+        Self {
+            status,
+            reason: None,
+            error: error.into(),
+            result: None,
+        }
+    }
+}
+
+impl Job {
+    /// Where the task was read from first.
+    fn source(&self) -> SourceView<'_> {
+        match &self.origin {
+            Some(origin) => origin.view(),
+            None => SourceView {
+                topic: &self.record.topic,
+                partition: self.record.partition,
+                offset: self.record.offset,
+            },
+        }
+    }
+
+    /// The task, for its status events and logs.
+    fn task(&self) -> TaskRef<'_> {
+        TaskRef {
+            task_id: &self.task_id,
+            tenant: &self.f.tenant,
+            function: &self.f.name,
+            submitted_at: self.submitted_at,
+            source: self.source(),
+            task_headers: &self.headers,
+        }
+    }
+
+    /// Its outcome, ended by `end` now, decided by `scheduler_id`.
+    fn outcome(&self, end: End, scheduler_id: &str) -> Outcome {
+        Outcome {
+            task_id: self.task_id.to_string(),
+            tenant: self.f.tenant.clone(),
+            function: self.f.name.clone(),
+            status: end.status,
+            reason: end.reason,
+            error: end.error,
+            result: end.result,
+            payload: self.payload.as_ref().clone(),
+            task_headers: self.headers.as_ref().clone(),
+            attempts: self.attempts.clone(),
+            submitted_at: self.submitted_at,
+            finished_at: crate::clock::now_ms(),
+            source: self.source().to_source(),
+            traceparent: self.traceparent.as_deref().map(str::to_string),
+            scheduler_id: scheduler_id.to_string(),
+        }
+    }
 }
 
 /// A task's `process` span: boxed while traces are on, nothing while they are off (an

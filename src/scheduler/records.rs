@@ -14,7 +14,9 @@ use super::Ctx;
 use super::intake::labels;
 use super::publisher::OutRecord;
 use crate::clock::now_ms;
-use crate::codec::{self, Outcome, OutcomeStatus, StatusView, TaskStatus};
+use crate::codec::{
+    self, FailureReason, Outcome, OutcomeStatus, SourceView, StatusView, TaskStatus,
+};
 use crate::config::Destination;
 use crate::executor::Captured;
 use crate::names::{headers as h, metrics as m, topics};
@@ -75,25 +77,51 @@ fn headers(
     out
 }
 
+/// What a task's records say about it, borrowed: from a held job (whose outcome is built
+/// only when it ends) or from an outcome.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TaskRef<'a> {
+    pub task_id: &'a str,
+    pub tenant: &'a str,
+    pub function: &'a str,
+    pub submitted_at: i64,
+    pub source: SourceView<'a>,
+    pub task_headers: &'a BTreeMap<String, String>,
+}
+
+impl<'a> TaskRef<'a> {
+    /// The task of an outcome.
+    pub(super) fn of(o: &'a Outcome) -> Self {
+        Self {
+            task_id: &o.task_id,
+            tenant: &o.tenant,
+            function: &o.function,
+            submitted_at: o.submitted_at,
+            source: o.source.view(),
+            task_headers: &o.task_headers,
+        }
+    }
+}
+
 /// The redrive a task's run belongs to (its `tw-redrive-id` task header), if any.
-pub(super) fn redrive_of(o: &Outcome) -> Option<&str> {
-    o.task_headers.get(h::REDRIVE_ID).map(String::as_str)
+pub(super) fn redrive_of<'a>(t: &TaskRef<'a>) -> Option<&'a str> {
+    t.task_headers.get(h::REDRIVE_ID).map(String::as_str)
 }
 
 /// The id a task's run is remembered by once it finished here (`scheduler.dedupe_window`):
 /// the task id, and for a redriven run the task id and redrive, so a redrive runs a task
 /// that finished here before, and the same redrive delivered twice runs it once.
-pub(super) fn finished_id(o: &Outcome) -> Cow<'_, str> {
-    match redrive_of(o) {
-        Some(r) => Cow::Owned(format!("{}\u{1f}{r}", o.task_id)),
-        None => Cow::Borrowed(&o.task_id),
+pub(super) fn finished_id<'a>(t: &TaskRef<'a>) -> Cow<'a, str> {
+    match redrive_of(t) {
+        Some(r) => Cow::Owned(format!("{}\u{1f}{r}", t.task_id)),
+        None => Cow::Borrowed(t.task_id),
     }
 }
 
 /// Whether a stop request made at `requested_at` applies to this run of the task: always,
 /// except to a redriven run submitted after the request (the redrive came later).
-pub(super) fn stop_applies(o: &Outcome, requested_at: i64) -> bool {
-    redrive_of(o).is_none() || o.submitted_at <= requested_at
+pub(super) fn stop_applies(t: &TaskRef<'_>, requested_at: i64) -> bool {
+    redrive_of(t).is_none() || t.submitted_at <= requested_at
 }
 
 /// `headers` with the redrive of the run added, when the task was redriven: the indexer
@@ -105,25 +133,25 @@ fn with_redrive(mut headers: Headers, redrive: Option<&str>) -> Headers {
     headers
 }
 
-/// A status event for a task at `status`, stamped now (borrowed from the task's outcome).
+/// A status event for a task at `status`, stamped now (borrowed from the task).
 pub(super) fn status_event<'a>(
     ctx: &'a Ctx,
-    o: &'a Outcome,
+    t: &TaskRef<'a>,
     status: TaskStatus,
     attempt: i32,
-    error: Option<&'a str>,
+    (reason, error): (Option<FailureReason>, Option<&'a str>),
 ) -> StatusView<'a> {
     StatusView {
-        task_id: &o.task_id,
-        tenant: &o.tenant,
-        function: &o.function,
+        task_id: t.task_id,
+        tenant: t.tenant,
+        function: t.function,
         status,
         attempt,
         at: now_ms(),
-        submitted_at: o.submitted_at,
-        reason: o.reason,
+        submitted_at: t.submitted_at,
+        reason,
         error,
-        source: &o.source,
+        source: t.source,
         scheduler_id: &ctx.scheduler_id,
     }
 }
@@ -173,7 +201,8 @@ pub(super) fn outcome_records(
         OutcomeStatus::Expired => TaskStatus::Expired,
     };
     let attempt = o.attempts.last().map_or(0, |a| a.attempt);
-    let ev = status_event(ctx, o, status, attempt, o.error.as_deref());
+    let task = TaskRef::of(o);
+    let ev = status_event(ctx, &task, status, attempt, (o.reason, o.error.as_deref()));
     let mut records = Vec::with_capacity(2);
     match destination {
         Some(Target::Function(function)) => records.extend(compensation_record(ctx, o, function)),
@@ -190,7 +219,7 @@ pub(super) fn outcome_records(
                         Some(&o.function),
                         o.traceparent.as_deref(),
                     ),
-                    redrive_of(o),
+                    redrive_of(&task),
                 ),
                 place: None,
             }),
@@ -201,7 +230,7 @@ pub(super) fn outcome_records(
     if let Some(d) = destination.filter(|_| !records.is_empty()) {
         count_dead_letter(ctx, o, d);
     }
-    records.extend(status_record(ctx, &ev, redrive_of(o)));
+    records.extend(status_record(ctx, &ev, redrive_of(&task)));
     records
 }
 
@@ -266,7 +295,7 @@ fn compensation_record(ctx: &Ctx, o: &Outcome, function: &str) -> Option<OutReco
 /// `scheduler.max_log_bytes`.
 pub(super) fn log_records(
     ctx: &Ctx,
-    o: &Outcome,
+    t: &TaskRef<'_>,
     attempt: i32,
     captured: Vec<Captured>,
 ) -> Vec<OutRecord> {
@@ -279,9 +308,9 @@ pub(super) fn log_records(
             let mut data = c.data;
             data.truncate(limit);
             let log = codec::TaskLog {
-                task_id: o.task_id.clone(),
-                tenant: o.tenant.clone(),
-                function: o.function.clone(),
+                task_id: t.task_id.to_string(),
+                tenant: t.tenant.to_string(),
+                function: t.function.to_string(),
                 attempt,
                 at: now_ms(),
                 stream: c.stream,
@@ -295,7 +324,7 @@ pub(super) fn log_records(
                 value,
                 headers: with_redrive(
                     headers(h::EVENT_LOG, &log.task_id, &log.tenant, None, None),
-                    redrive_of(o),
+                    redrive_of(t),
                 ),
                 place: None,
             })
@@ -395,14 +424,19 @@ mod tests {
 
     #[test]
     fn a_redriven_run_is_remembered_apart_and_outlives_earlier_stops() {
-        let first = outcome(&[], 100);
-        let redriven = outcome(&[(h::REDRIVE_ID, "r1")], 500);
+        let (first, redriven, other) = (
+            outcome(&[], 100),
+            outcome(&[(h::REDRIVE_ID, "r1")], 500),
+            outcome(&[(h::REDRIVE_ID, "r2")], 500),
+        );
+        let (first, redriven, other) = (
+            TaskRef::of(&first),
+            TaskRef::of(&redriven),
+            TaskRef::of(&other),
+        );
         assert_eq!(finished_id(&first), "t1");
         assert_eq!(finished_id(&redriven), "t1\u{1f}r1");
-        assert_ne!(
-            finished_id(&redriven),
-            finished_id(&outcome(&[(h::REDRIVE_ID, "r2")], 500))
-        );
+        assert_ne!(finished_id(&redriven), finished_id(&other));
         assert!(stop_applies(&first, 50), "a first run obeys any stop");
         assert!(!stop_applies(&redriven, 400), "stopped before the redrive");
         assert!(stop_applies(&redriven, 600), "stopped after the redrive");

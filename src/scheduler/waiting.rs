@@ -49,7 +49,7 @@ pub struct Queued {
 pub(super) fn queued(ctx: &Ctx, job: &Job) -> Option<Queued> {
     (!ctx.is_delay_topic(&job.record.topic)).then(|| Queued {
         offset: job.record.offset,
-        since_ms: job.outcome.submitted_at,
+        since_ms: job.submitted_at,
         read_ms: now_ms(),
     })
 }

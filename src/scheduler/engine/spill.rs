@@ -13,7 +13,7 @@ use super::super::publisher::{OutRecord, Place};
 use super::super::records::{redrive_of, status_event, status_record};
 use super::super::spill::{Change, Overflow};
 use super::{Engine, Published, done_ref};
-use crate::codec::{Source, TaskStatus};
+use crate::codec::{SourceView, TaskStatus};
 use crate::names::{headers as h, metrics as m};
 use crate::otel;
 
@@ -57,13 +57,13 @@ impl Engine {
             .key
             .as_deref()
             .and_then(|k| std::str::from_utf8(k).ok())
-            .map_or_else(|| job.outcome.task_id.clone(), str::to_string);
+            .map_or_else(|| job.task_id.to_string(), str::to_string);
         let mut headers = Vec::with_capacity(5);
         if let Some(ct) = &record.content_type {
-            headers.push((h::CONTENT_TYPE, Cow::Owned(ct.clone())));
+            headers.push((h::CONTENT_TYPE, Cow::Owned(ct.to_string())));
         }
-        if let Some(tp) = job.outcome.traceparent.as_ref() {
-            headers.push((h::TRACEPARENT, Cow::Owned(tp.clone())));
+        if let Some(tp) = job.traceparent.as_ref() {
+            headers.push((h::TRACEPARENT, Cow::Owned(tp.to_string())));
         }
         if record.ordered {
             headers.push((h::ORDERED, Cow::Borrowed("true")));
@@ -85,13 +85,13 @@ impl Engine {
                 timestamp: record.timestamp_ms,
             }),
         }];
-        let mut waiting = job.outcome.clone();
-        waiting.source = Source {
-            topic: overflow.topic.clone(),
+        let mut waiting = job.task();
+        waiting.source = SourceView {
+            topic: &overflow.topic,
             partition,
             offset: -1,
         };
-        let ev = status_event(&self.ctx, &waiting, TaskStatus::Queued, 0, None);
+        let ev = status_event(&self.ctx, &waiting, TaskStatus::Queued, 0, (None, None));
         records.extend(status_record(&self.ctx, &ev, redrive_of(&waiting)));
         otel::finish_process(job.span.get(), "spilled", None);
         self.dispatcher.account(&entry);
