@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 THROUGHPUT_LINE = re.compile(
     r"^\((?P<v>[abcd])\) (?P<name>.+?)\s*:\s*(?P<rate>\d+) tasks/s .*?(?P<cpu>[\d.]+) CPU-us/task"
+    r"(?: \+ broker (?P<broker>[\d.]+))?"
 )
 LATENCY_LINE = re.compile(
     r"^\s+(?P<delivery>exactly_once|at_least_once)\s+(?P<load>\S+)\s+(?P<rate>\d+)\s+\d+\s+\|"
@@ -39,7 +40,7 @@ def throughput(text: str, out: Path) -> None:
     for line in text.splitlines():
         m = THROUGHPUT_LINE.match(line.strip())
         if m:
-            rows[m["v"]] = (int(m["rate"]), float(m["cpu"]))
+            rows[m["v"]] = (int(m["rate"]), float(m["cpu"]), float(m["broker"] or 0))
     if not rows:
         sys.exit("no throughput lines found (expected '(a) ... tasks/s ... CPU-us/task')")
     order = [v for v in "adbc" if v in rows]
@@ -48,7 +49,16 @@ def throughput(text: str, out: Path) -> None:
     colors = ["#9e9e9e" if v in "ad" else "#1565c0" for v in order]
     left.bar(names, [rows[v][0] for v in order], color=colors)
     left.set_title("no-op tasks per second (higher is better)")
-    right.bar(names, [rows[v][1] for v in order], color=colors)
+    right.bar(names, [rows[v][1] for v in order], color=colors, label="bench process")
+    if any(rows[v][2] for v in order):
+        right.bar(
+            names,
+            [rows[v][2] for v in order],
+            bottom=[rows[v][1] for v in order],
+            color="#ffb74d",
+            label="local broker",
+        )
+        right.legend(fontsize=8)
     right.set_title("CPU microseconds per task (lower is better)")
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=8)
