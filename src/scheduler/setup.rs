@@ -116,21 +116,23 @@ pub(super) async fn start(
     };
     let (lanes, make) = blocking(move || {
         let count = if exactly_once { LANES } else { 1 };
-        let mut lanes = Vec::with_capacity(count);
-        for lane in 0..count {
-            let p = make(lane)?;
-            if exactly_once {
-                // A coordinator still loading after a broker restart answers late: wait a
-                // while.
-                let deadline = Instant::now() + INIT_WAIT;
-                init_transactions(&p, |e| {
-                    debug!(error = %e, "transactional producer not ready yet; retrying");
-                    Instant::now() < deadline
+        // The lanes' producers are initialised side by side: each waits for its
+        // transaction coordinator, a while on a broker that is starting.
+        let lanes = std::thread::scope(|scope| {
+            let started: Vec<_> = (0..count)
+                .map(|lane| {
+                    let make = &make;
+                    scope.spawn(move || lane_producer(make, lane, exactly_once))
                 })
-                .map_err(SchedulerError::Fatal)?;
-            }
-            lanes.push(Lane::new(p, lane));
-        }
+                .collect();
+            started
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(internal("a producer's start panicked")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         Ok((lanes, make))
     })
     .await?;
@@ -354,6 +356,25 @@ fn group_consumer(
             source,
         })
         .map_err(SchedulerError::from)
+}
+
+/// Lane `lane`'s producer, made by `make` and, in exactly-once mode, initialised.
+fn lane_producer(
+    make: &impl Fn(usize) -> Result<BaseProducer<DeliveryCounter>, SchedulerError>,
+    lane: usize,
+    exactly_once: bool,
+) -> Result<Lane, SchedulerError> {
+    let p = make(lane)?;
+    if exactly_once {
+        // A coordinator still loading after a broker restart answers late: wait a while.
+        let deadline = Instant::now() + INIT_WAIT;
+        init_transactions(&p, |e| {
+            debug!(error = %e, "transactional producer not ready yet; retrying");
+            Instant::now() < deadline
+        })
+        .map_err(SchedulerError::Fatal)?;
+    }
+    Ok(Lane::new(p, lane))
 }
 
 /// A publisher's producer: transactional in exactly-once mode (initialised by the
