@@ -152,13 +152,19 @@ fn cpu_seconds() -> Cpu {
 /// CPU seconds of process `pid` ("self" for this one), from `/proc/<pid>/stat`.
 fn process_cpu(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu(&stat).map(|(_, secs)| secs)
+}
+
+/// The command name and CPU seconds (user + system) of a `/proc/.../stat` line.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
     // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(').map_or("?", |(_, n)| n);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
     // utime and stime are fields 14 and 15 of the line (11 and 12 after the name).
     let hz = 100.0; // USER_HZ on Linux
-    Some((ticks(11)? + ticks(12)?) / hz)
+    Some((name, (ticks(11)? + ticks(12)?) / hz))
 }
 
 /// The broker's process: `TW_BENCH_BROKER_PID`, else the pid file `scripts/kafka.sh`
@@ -198,15 +204,12 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
     };
     for task in dir.flatten() {
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let Some((head, rest)) = stat.rsplit_once(')') else {
+        let Some((name, secs)) = stat_cpu(&stat) else {
             continue;
         };
-        let name = head.split_once('(').map_or("?", |(_, n)| n);
         // Names like `rdk:broker123` differ by number only.
         let name: String = name.trim_end_matches(|c: char| c.is_ascii_digit()).into();
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        *out.entry(name).or_default() += (ticks(11) + ticks(12)) / 100.0;
+        *out.entry(name).or_default() += secs;
     }
     out
 }

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::offsets::{OffsetTracker, TopicPartition};
 use super::worker::Signal;
-use crate::codec::Source;
+use crate::codec::SourceView;
 use crate::kafka_stats::KafkaStats;
 use crate::names::{headers as h, metrics as m};
 
@@ -86,9 +86,9 @@ impl Record {
     }
 
     /// Where it was read from.
-    pub fn source(&self) -> Source {
-        Source {
-            topic: self.topic.to_string(),
+    pub fn source(&self) -> SourceView<'_> {
+        SourceView {
+            topic: &self.topic,
             partition: self.partition,
             offset: self.offset,
         }

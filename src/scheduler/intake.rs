@@ -248,7 +248,7 @@ fn new_outcome(record: &Record, tenant: &str, task_id: String, function: &str) -
         attempts: Vec::new(),
         submitted_at: 0,
         finished_at: 0,
-        source: record.source(),
+        source: record.source().to_source(),
         traceparent: record.traceparent.as_deref().map(str::to_string),
         // Set when it is published (`Engine::publish`): not held per queued task.
         scheduler_id: String::new(),

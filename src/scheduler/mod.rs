@@ -239,11 +239,7 @@ impl Job {
     fn source(&self) -> SourceView<'_> {
         match &self.origin {
             Some(origin) => origin.view(),
-            None => SourceView {
-                topic: &self.record.topic,
-                partition: self.record.partition,
-                offset: self.record.offset,
-            },
+            None => self.record.source(),
         }
     }
 

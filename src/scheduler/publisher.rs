@@ -255,7 +255,6 @@ impl Lane {
     }
 
     fn start_deliveries(&mut self) {
-        self.deliveries = None;
         self.deliveries = DeliveryPoller::start(&self.producer);
     }
 }
@@ -555,7 +554,7 @@ impl<T: Send + 'static> Publisher<T> {
             });
             match initialised {
                 Ok(p) => {
-                    self.lane.deliveries = None;
+                    // The old lane's delivery thread ends as the old lane is dropped.
                     self.lane = Lane::new(p, self.lane.index);
                     self.lane.start_deliveries();
                     info!(lane = self.lane.index, "new transactional producer ready");
