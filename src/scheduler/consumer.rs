@@ -507,6 +507,17 @@ mod tests {
     }
 
     #[test]
+    fn records_of_one_topic_share_its_name() {
+        let mut topics = Topics::default();
+        let a = topics.get("tw.q.acme");
+        let b = topics.get("tw.q.acme");
+        let other = topics.get("tw.q.other");
+        assert!(Arc::ptr_eq(&a, &b), "one allocation per topic");
+        assert_eq!(&*other, "tw.q.other");
+        assert!(!Arc::ptr_eq(&a, &other));
+    }
+
+    #[test]
     fn a_full_channel_takes_the_message_once_there_is_room_and_keeps_the_order() {
         let (tx, mut rx) = mpsc::channel(4);
         for n in 0..4 {
