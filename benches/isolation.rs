@@ -68,6 +68,7 @@ use tidewater::config::Config;
 use tidewater::executor::Handlers;
 use tidewater::scheduler::Scheduler;
 use tidewater::scheduler::consumer::Record;
+use tidewater::types::TopicPartition;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -251,7 +252,7 @@ async fn fifo_consumer(topic: String, started: mpsc::UnboundedSender<(String, St
     let mut per_fn = [0usize; 2];
     loop {
         let msg = consumer.recv().await.unwrap();
-        let record = Record::from_message(&msg, msg.topic().into());
+        let record = Record::from_message(&msg, TopicPartition::new(msg.topic(), msg.partition()));
         let t = codec::decode_task(&record.value, record.content_type.as_deref()).unwrap();
         let f = usize::from(t.function != "a");
         // Head-of-line: wait here until this record may start.
@@ -259,10 +260,7 @@ async fn fifo_consumer(topic: String, started: mpsc::UnboundedSender<(String, St
             let done = running.join_next().await.unwrap().unwrap();
             per_fn[done] -= 1;
         }
-        let submitted_at = t
-            .submitted_at
-            .or(record.timestamp_ms)
-            .unwrap_or_else(now_ms);
+        let submitted_at = t.submitted_at.or(record.timestamp()).unwrap_or_else(now_ms);
         let _ = started.send((t.id, t.function, now_ms() - submitted_at));
         per_fn[f] += 1;
         let sleep = if f == 0 { A_SLEEP } else { B_SLEEP };

@@ -28,16 +28,14 @@ use crate::names::{headers as h, metrics as m};
 /// A fetched record, owned, with what the scheduler needs from it.
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// Topic, shared by every record of it (see [`Topics`]).
-    pub topic: Arc<str>,
-    /// Partition.
-    pub partition: i32,
+    /// Topic (its name shared by every record of it, see [`Topics`]) and partition.
+    pub tp: TopicPartition,
     /// Offset.
     pub offset: i64,
-    /// Key.
-    pub key: Option<Vec<u8>>,
+    /// Key (boxed slices, not vectors: a held task keeps its record).
+    pub key: Option<Box<[u8]>>,
     /// Value.
-    pub value: Vec<u8>,
+    pub value: Box<[u8]>,
     /// `content-type` header.
     pub content_type: Option<Box<str>>,
     /// `traceparent` header.
@@ -46,13 +44,14 @@ pub struct Record {
     pub tracestate: Option<Box<str>>,
     /// Whether the key is an ordering key (`tw-ordered: true`).
     pub ordered: bool,
-    /// Record timestamp, ms.
-    pub timestamp_ms: Option<i64>,
+    /// Record timestamp, ms; negative when it has none (see [`Record::timestamp`]; not an
+    /// `Option`, which would take 8 more bytes of every held task).
+    pub timestamp_ms: i64,
 }
 
 impl Record {
-    /// Copies what is needed out of a consumed message of `topic` (its name, shared).
-    pub fn from_message<M: Message>(msg: &M, topic: Arc<str>) -> Self {
+    /// Copies what is needed out of a consumed message of partition `tp`.
+    pub fn from_message<M: Message>(msg: &M, tp: TopicPartition) -> Self {
         let mut content_type = None;
         let mut traceparent = None;
         let mut tracestate = None;
@@ -72,35 +71,34 @@ impl Record {
             }
         }
         Record {
-            topic,
-            partition: msg.partition(),
+            tp,
             offset: msg.offset(),
-            key: msg.key().map(<[u8]>::to_vec),
-            value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            key: msg.key().map(Box::from),
+            value: msg.payload().map(Box::from).unwrap_or_default(),
             content_type,
             traceparent,
             tracestate,
             ordered,
-            timestamp_ms: msg.timestamp().to_millis(),
+            timestamp_ms: msg.timestamp().to_millis().unwrap_or(-1),
         }
+    }
+
+    /// Its timestamp, ms, when it has one.
+    pub fn timestamp(&self) -> Option<i64> {
+        (self.timestamp_ms >= 0).then_some(self.timestamp_ms)
     }
 
     /// Where it was read from.
     pub fn source(&self) -> SourceView<'_> {
         SourceView {
-            topic: &self.topic,
-            partition: self.partition,
+            topic: &self.tp.topic,
+            partition: self.tp.partition,
             offset: self.offset,
         }
     }
 
-    /// Its partition.
-    pub fn tp(&self) -> TopicPartition {
-        TopicPartition::new(self.topic.clone(), self.partition)
-    }
-
     /// The ordering key, when the record is marked ordered and has a UTF-8 key.
-    pub fn ordering_key(&self) -> Option<String> {
+    pub fn ordering_key(&self) -> Option<&str> {
         if !self.ordered {
             return None;
         }
@@ -108,7 +106,6 @@ impl Record {
             .as_deref()
             .and_then(|k| std::str::from_utf8(k).ok())
             .filter(|k| !k.is_empty())
-            .map(str::to_string)
     }
 
     /// The task id when the submitter chose none: the record key, else its position.
@@ -118,7 +115,7 @@ impl Record {
             .and_then(|k| std::str::from_utf8(k).ok())
             .filter(|k| !k.is_empty())
             .map(str::to_string)
-            .unwrap_or_else(|| format!("{}-{}-{}", self.topic, self.partition, self.offset))
+            .unwrap_or_else(|| format!("{}-{}-{}", self.tp.topic, self.tp.partition, self.offset))
     }
 }
 
@@ -442,7 +439,7 @@ fn forward(
         }
         epoch
     };
-    let record = Record::from_message(msg, tp.topic);
+    let record = Record::from_message(msg, tp);
     hand_over(tx, FromConsumer::Record(Box::new(record), epoch))
 }
 

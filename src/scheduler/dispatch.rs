@@ -83,29 +83,46 @@ impl TokenBucket {
     }
 }
 
-/// A task waiting in the dispatcher, with what the dispatcher needs to know of it.
-#[derive(Debug)]
-pub struct Entry<T> {
-    /// The caller's task.
-    pub item: T,
+/// What the dispatcher needs to know of a task it holds. Read from the task itself, so a
+/// held task costs its queue slot and nothing more here; every answer must stay the same
+/// while the task is held (the accounting releases what it added).
+pub trait Held {
     /// Its function.
-    pub function: FnId,
+    fn function(&self) -> FnId;
     /// Its partition.
-    pub tp: TopicPartition,
+    fn tp(&self) -> &TopicPartition;
     /// Bytes it holds in memory (accounted until it finishes).
-    pub bytes: usize,
+    fn bytes(&self) -> usize;
     /// Its ordering key: tasks with the same key (per partition) run one at a time, in
     /// the order they arrived.
-    pub key: Option<String>,
+    fn key(&self) -> Option<&str>;
     /// Set for a task read from a queue topic: it counts as waiting (for the age of the
     /// oldest waiting task) from [`Dispatcher::push`] until it is handed out.
-    pub queued: Option<Queued>,
+    fn queued(&self) -> Option<Queued>;
+}
+
+impl<T: Held + ?Sized> Held for Box<T> {
+    fn function(&self) -> FnId {
+        (**self).function()
+    }
+    fn tp(&self) -> &TopicPartition {
+        (**self).tp()
+    }
+    fn bytes(&self) -> usize {
+        (**self).bytes()
+    }
+    fn key(&self) -> Option<&str> {
+        (**self).key()
+    }
+    fn queued(&self) -> Option<Queued> {
+        (**self).queued()
+    }
 }
 
 #[derive(Debug)]
 struct FnQueue<T> {
     limits: FnLimits,
-    ready: VecDeque<Entry<T>>,
+    ready: VecDeque<T>,
     running: u32,
     bucket: Option<TokenBucket>,
     /// Virtual finish time for weighted fair queuing.
@@ -125,8 +142,9 @@ pub struct Buffered {
 #[derive(Debug)]
 pub struct Dispatcher<T> {
     functions: Vec<FnQueue<T>>,
-    /// Keys whose head task is queued or running, with the tasks waiting behind it.
-    keys: HashMap<(TopicPartition, String), VecDeque<Entry<T>>>,
+    /// Per partition, keys whose head task is queued or running, with the tasks waiting
+    /// behind it.
+    keys: HashMap<TopicPartition, HashMap<Box<str>, VecDeque<T>>>,
     partitions: HashMap<TopicPartition, Buffered>,
     /// Tasks held per partition and function (indexed by [`FnId`]).
     by_function: HashMap<TopicPartition, Vec<usize>>,
@@ -139,7 +157,7 @@ pub struct Dispatcher<T> {
     waiting: Waiting,
 }
 
-impl<T> Dispatcher<T> {
+impl<T: Held> Dispatcher<T> {
     /// A dispatcher handing out at most `max_running` slots at once.
     pub fn new(max_running: usize) -> Self {
         Self {
@@ -169,7 +187,12 @@ impl<T> Dispatcher<T> {
 
     fn count_function(&mut self, tp: &TopicPartition, f: FnId, held: bool) {
         if held {
-            let counts = self.by_function.entry(tp.clone()).or_default();
+            if !self.by_function.contains_key(tp) {
+                self.by_function.insert(tp.clone(), Vec::new());
+            }
+            let Some(counts) = self.by_function.get_mut(tp) else {
+                return;
+            };
             if counts.len() <= f {
                 counts.resize(f + 1, 0);
             }
@@ -181,31 +204,33 @@ impl<T> Dispatcher<T> {
         }
     }
 
-    /// Accepts a fetched task. It waits behind earlier tasks with the same key.
-    pub fn push(&mut self, entry: Entry<T>) {
-        if let Some(q) = entry.queued {
-            self.waiting.add(&entry.tp, q);
+    /// Accepts a fetched task, read at `read_ms` (ms since the epoch). It waits behind
+    /// earlier tasks with the same key.
+    pub fn push(&mut self, entry: T, read_ms: i64) {
+        let tp = entry.tp();
+        if let Some(q) = entry.queued() {
+            self.waiting.add(tp, q, read_ms);
         }
-        let b = self.partitions.entry(entry.tp.clone()).or_default();
-        b.count += 1;
-        b.bytes += entry.bytes;
-        self.total.count += 1;
-        self.total.bytes += entry.bytes;
-        self.count_function(&entry.tp, entry.function, true);
-        if let Some(key) = &entry.key {
-            let k = (entry.tp.clone(), key.clone());
-            if let Some(waiting) = self.keys.get_mut(&k) {
-                waiting.push_back(entry);
-                return;
+        self.hold(tp, entry.bytes());
+        self.count_function(tp, entry.function(), true);
+        if let Some(key) = entry.key() {
+            if !self.keys.contains_key(tp) {
+                self.keys.insert(tp.clone(), HashMap::new());
             }
-            self.keys.insert(k, VecDeque::new());
+            if let Some(keys) = self.keys.get_mut(tp) {
+                if let Some(waiting) = keys.get_mut(key) {
+                    waiting.push_back(entry);
+                    return;
+                }
+                keys.insert(key.into(), VecDeque::new());
+            }
         }
         self.enqueue_back(entry);
     }
 
-    fn enqueue_back(&mut self, entry: Entry<T>) {
+    fn enqueue_back(&mut self, entry: T) {
         let vclock = self.vclock;
-        if let Some(f) = self.functions.get_mut(entry.function) {
+        if let Some(f) = self.functions.get_mut(entry.function()) {
             if f.ready.is_empty() && f.running == 0 {
                 // A function that was idle starts at the current virtual time: it gets its
                 // fair share from now on, no credit for the time it had nothing to do.
@@ -217,16 +242,16 @@ impl<T> Dispatcher<T> {
 
     /// Accounts a task held outside the queues (waiting for its time) until
     /// [`Dispatcher::requeue`] or [`Dispatcher::task_finished`]. Keys are not held.
-    pub fn account(&mut self, entry: &Entry<T>) {
-        self.hold(&entry.tp, entry.bytes);
-        self.count_function(&entry.tp, entry.function, true);
+    pub fn account(&mut self, entry: &(impl Held + ?Sized)) {
+        self.hold(entry.tp(), entry.bytes());
+        self.count_function(entry.tp(), entry.function(), true);
     }
 
     /// Releases what [`Dispatcher::account`] accounted for a task that never entered the
     /// queues (forwarded elsewhere); keys are not touched.
-    pub fn unaccount(&mut self, entry: &Entry<T>) {
-        self.release(&entry.tp, entry.bytes);
-        self.count_function(&entry.tp, entry.function, false);
+    pub fn unaccount(&mut self, entry: &(impl Held + ?Sized)) {
+        self.release(entry.tp(), entry.bytes());
+        self.count_function(entry.tp(), entry.function(), false);
     }
 
     /// Tasks of function `f` held from partition `tp`.
@@ -249,15 +274,22 @@ impl<T> Dispatcher<T> {
 
     /// Whether a task with ordering key `key` of partition `tp` is held (queued or running).
     pub fn key_held(&self, tp: &TopicPartition, key: &str) -> bool {
-        self.keys.contains_key(&(tp.clone(), key.to_string()))
+        self.keys.get(tp).is_some_and(|keys| keys.contains_key(key))
     }
 
     /// Accounts memory held for a partition outside any queue (input that cannot run,
     /// on its way to a failure destination).
     pub fn hold(&mut self, tp: &TopicPartition, bytes: usize) {
-        let b = self.partitions.entry(tp.clone()).or_default();
-        b.count += 1;
-        b.bytes += bytes;
+        match self.partitions.get_mut(tp) {
+            Some(b) => {
+                b.count += 1;
+                b.bytes += bytes;
+            }
+            None => {
+                self.partitions
+                    .insert(tp.clone(), Buffered { count: 1, bytes });
+            }
+        }
         self.total.count += 1;
         self.total.bytes += bytes;
     }
@@ -274,8 +306,8 @@ impl<T> Dispatcher<T> {
 
     /// Puts a task back at the front of its function's queue (a retry that is due). Its
     /// key stays held, so tasks behind it with the same key keep waiting.
-    pub fn requeue(&mut self, entry: Entry<T>) {
-        if let Some(f) = self.functions.get_mut(entry.function) {
+    pub fn requeue(&mut self, entry: T) {
+        if let Some(f) = self.functions.get_mut(entry.function()) {
             f.ready.push_front(entry);
         }
     }
@@ -296,9 +328,9 @@ impl<T> Dispatcher<T> {
     pub fn next(
         &mut self,
         now: Instant,
-        mut accept: impl FnMut(&Entry<T>) -> bool,
-        dropped: &mut Vec<Entry<T>>,
-    ) -> Option<Entry<T>> {
+        mut accept: impl FnMut(&T) -> bool,
+        dropped: &mut Vec<T>,
+    ) -> Option<T> {
         loop {
             if self.running >= self.max_running {
                 return None;
@@ -314,8 +346,8 @@ impl<T> Dispatcher<T> {
             }
             let (_, id) = best?;
             let entry = self.functions[id].ready.pop_front()?;
-            if let Some(q) = entry.queued {
-                self.waiting.remove(&entry.tp, q);
+            if let Some(q) = entry.queued() {
+                self.waiting.remove(entry.tp(), q);
             }
             if !accept(&entry) {
                 self.forget(&entry);
@@ -344,37 +376,33 @@ impl<T> Dispatcher<T> {
 
     /// A task is done for good (outcome published, or abandoned): its memory is released
     /// and the next task with its key may run.
-    pub fn task_finished(&mut self, entry: &Entry<T>) {
+    pub fn task_finished(&mut self, entry: &(impl Held + ?Sized)) {
         self.forget(entry);
     }
 
-    fn forget(&mut self, entry: &Entry<T>) {
-        if let Some(b) = self.partitions.get_mut(&entry.tp) {
-            b.count = b.count.saturating_sub(1);
-            b.bytes = b.bytes.saturating_sub(entry.bytes);
-        }
-        self.count_function(&entry.tp, entry.function, false);
-        self.total.count = self.total.count.saturating_sub(1);
-        self.total.bytes = self.total.bytes.saturating_sub(entry.bytes);
-        if let Some(key) = &entry.key {
-            let k = (entry.tp.clone(), key.clone());
-            let next = match self.keys.get_mut(&k) {
-                Some(waiting) => waiting.pop_front(),
-                None => None,
-            };
-            match next {
-                // The next task of the key is older than anything queued after it.
-                Some(next) => {
-                    let vclock = self.vclock;
-                    if let Some(f) = self.functions.get_mut(next.function) {
-                        if f.ready.is_empty() && f.running == 0 {
-                            f.vtime = f.vtime.max(vclock);
-                        }
-                        f.ready.push_front(next);
+    fn forget(&mut self, entry: &(impl Held + ?Sized)) {
+        let tp = entry.tp();
+        self.release(tp, entry.bytes());
+        self.count_function(tp, entry.function(), false);
+        let Some(key) = entry.key() else { return };
+        let Some(keys) = self.keys.get_mut(tp) else {
+            return;
+        };
+        match keys.get_mut(key).and_then(VecDeque::pop_front) {
+            // The next task of the key is older than anything queued after it.
+            Some(next) => {
+                let vclock = self.vclock;
+                if let Some(f) = self.functions.get_mut(next.function()) {
+                    if f.ready.is_empty() && f.running == 0 {
+                        f.vtime = f.vtime.max(vclock);
                     }
+                    f.ready.push_front(next);
                 }
-                None => {
-                    self.keys.remove(&k);
+            }
+            None => {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.keys.remove(tp);
                 }
             }
         }
@@ -387,28 +415,18 @@ impl<T> Dispatcher<T> {
         let mut out = Vec::new();
         for f in &mut self.functions {
             let (gone, keep): (VecDeque<_>, VecDeque<_>) =
-                f.ready.drain(..).partition(|e| &e.tp == tp);
+                f.ready.drain(..).partition(|e| e.tp() == tp);
             f.ready = keep;
             out.extend(gone);
         }
-        let keys: Vec<_> = self.keys.keys().filter(|(t, _)| t == tp).cloned().collect();
-        for k in keys {
-            if let Some(waiting) = self.keys.remove(&k) {
-                out.extend(waiting);
-            }
+        if let Some(keys) = self.keys.remove(tp) {
+            out.extend(keys.into_values().flatten());
         }
-        let mut items = Vec::with_capacity(out.len());
-        for e in out {
-            self.count_function(&e.tp, e.function, false);
-            if let Some(b) = self.partitions.get_mut(&e.tp) {
-                b.count = b.count.saturating_sub(1);
-                b.bytes = b.bytes.saturating_sub(e.bytes);
-            }
-            self.total.count = self.total.count.saturating_sub(1);
-            self.total.bytes = self.total.bytes.saturating_sub(e.bytes);
-            items.push(e.item);
+        for e in &out {
+            self.release(tp, e.bytes());
+            self.count_function(tp, e.function(), false);
         }
-        items
+        out
     }
 
     /// Forgets a partition's accounting (after it was revoked and drained).
@@ -484,22 +502,46 @@ mod tests {
         }
     }
 
-    fn entry(function: FnId, offset: i64, key: Option<&str>) -> Entry<i64> {
+    /// A test task: `item` names it.
+    #[derive(Debug, PartialEq)]
+    struct Entry {
+        item: i64,
+        function: FnId,
+        tp: TopicPartition,
+        key: Option<String>,
+    }
+
+    impl Held for Entry {
+        fn function(&self) -> FnId {
+            self.function
+        }
+        fn tp(&self) -> &TopicPartition {
+            &self.tp
+        }
+        fn bytes(&self) -> usize {
+            10
+        }
+        fn key(&self) -> Option<&str> {
+            self.key.as_deref()
+        }
+        fn queued(&self) -> Option<Queued> {
+            Some(Queued {
+                offset: self.item,
+                since_ms: 1000 * self.item,
+            })
+        }
+    }
+
+    fn entry(function: FnId, offset: i64, key: Option<&str>) -> Entry {
         Entry {
             item: offset,
             function,
             tp: TopicPartition::new("q", 0),
-            bytes: 10,
             key: key.map(str::to_string),
-            queued: Some(Queued {
-                offset,
-                since_ms: 1000 * offset,
-                read_ms: 0,
-            }),
         }
     }
 
-    fn next(d: &mut Dispatcher<i64>, now: Instant) -> Option<Entry<i64>> {
+    fn next(d: &mut Dispatcher<Entry>, now: Instant) -> Option<Entry> {
         d.next(now, |_| true, &mut Vec::new())
     }
 
@@ -510,10 +552,10 @@ mod tests {
         let b = d.add_function(limits(32, 1.0));
         // A's tasks first, as in a shared FIFO queue.
         for o in 0..10 {
-            d.push(entry(a, o, None));
+            d.push(entry(a, o, None), 0);
         }
         for o in 10..20 {
-            d.push(entry(b, o, None));
+            d.push(entry(b, o, None), 0);
         }
         let now = Instant::now();
         let mut started = Vec::new();
@@ -530,8 +572,8 @@ mod tests {
         let a = d.add_function(limits(100, 3.0));
         let b = d.add_function(limits(100, 1.0));
         for o in 0..1000 {
-            d.push(entry(a, o, None));
-            d.push(entry(b, 10_000 + o, None));
+            d.push(entry(a, o, None), 0);
+            d.push(entry(b, 10_000 + o, None), 0);
         }
         let now = Instant::now();
         let mut count = [0usize; 2];
@@ -552,7 +594,7 @@ mod tests {
         let b = d.add_function(limits(10, 1.0));
         let now = Instant::now();
         for o in 0..100 {
-            d.push(entry(a, o, None));
+            d.push(entry(a, o, None), 0);
         }
         for _ in 0..50 {
             let e = next(&mut d, now).unwrap();
@@ -560,7 +602,7 @@ mod tests {
             d.task_finished(&e);
         }
         for o in 0..10 {
-            d.push(entry(b, 1000 + o, None));
+            d.push(entry(b, 1000 + o, None), 0);
         }
         // From now on they alternate; B does not get 50 turns in a row.
         let mut seq = Vec::new();
@@ -583,7 +625,7 @@ mod tests {
             weight: 1.0,
         });
         for o in 0..10 {
-            d.push(entry(f, o, None));
+            d.push(entry(f, o, None), 0);
         }
         let t0 = Instant::now();
         assert!(next(&mut d, t0).is_some());
@@ -600,10 +642,10 @@ mod tests {
         let mut d = Dispatcher::new(100);
         let f = d.add_function(limits(10, 1.0));
         let g = d.add_function(limits(10, 1.0));
-        d.push(entry(f, 0, Some("k")));
-        d.push(entry(g, 1, Some("k")));
-        d.push(entry(f, 2, Some("other")));
-        d.push(entry(f, 3, Some("k")));
+        d.push(entry(f, 0, Some("k")), 0);
+        d.push(entry(g, 1, Some("k")), 0);
+        d.push(entry(f, 2, Some("other")), 0);
+        d.push(entry(f, 3, Some("k")), 0);
         let now = Instant::now();
         let first = next(&mut d, now).unwrap();
         let second = next(&mut d, now).unwrap();
@@ -624,7 +666,7 @@ mod tests {
         let mut d = Dispatcher::new(100);
         let f = d.add_function(limits(1, 1.0));
         for o in 0..5 {
-            d.push(entry(f, o, None));
+            d.push(entry(f, o, None), 0);
         }
         assert_eq!(
             d.buffered(&TopicPartition::new("q", 0)),
@@ -644,6 +686,7 @@ mod tests {
             }
         );
         let dropped = d.drop_partition(&TopicPartition::new("q", 0));
+        let dropped: Vec<i64> = dropped.iter().map(|e| e.item).collect();
         assert_eq!(dropped, vec![1, 2, 3, 4]);
         assert_eq!(d.total(), Buffered::default());
     }
@@ -653,9 +696,9 @@ mod tests {
         let mut d = Dispatcher::new(100);
         let f = d.add_function(limits(1, 1.0));
         let tp = TopicPartition::new("q", 0);
-        d.push(entry(f, 0, Some("k")));
-        d.push(entry(f, 1, Some("k")));
-        d.push(entry(f, 2, None));
+        d.push(entry(f, 0, Some("k")), 0);
+        d.push(entry(f, 1, Some("k")), 0);
+        d.push(entry(f, 2, None), 0);
         assert_eq!(d.waiting().len(), 3);
         assert_eq!(
             d.waiting().oldest_age(&tp, 10_000),
@@ -682,8 +725,8 @@ mod tests {
     fn refused_entries_are_dropped_and_released() {
         let mut d = Dispatcher::new(100);
         let f = d.add_function(limits(10, 1.0));
-        d.push(entry(f, 0, Some("k")));
-        d.push(entry(f, 1, Some("k")));
+        d.push(entry(f, 0, Some("k")), 0);
+        d.push(entry(f, 1, Some("k")), 0);
         let mut dropped = Vec::new();
         assert!(
             d.next(Instant::now(), |e| e.item != 0, &mut dropped)
@@ -708,10 +751,10 @@ mod tests {
             let ids: Vec<FnId> = concurrency.iter().map(|c| d.add_function(limits(*c, 1.0))).collect();
             for (i, (f, key)) in tasks.iter().enumerate() {
                 let f = ids[f % ids.len()];
-                d.push(entry(f, i as i64, key.map(|k| format!("k{k}")).as_deref()));
+                d.push(entry(f, i as i64, key.map(|k| format!("k{k}")).as_deref()), 0);
             }
             let now = Instant::now();
-            let mut running: Vec<Entry<i64>> = Vec::new();
+            let mut running: Vec<Entry> = Vec::new();
             let mut started = Vec::new();
             let mut picks = finish_order.iter();
             loop {
@@ -756,9 +799,9 @@ mod tests {
         let a = d.add_function(limits(1, 1.0));
         let b = d.add_function(limits(1, 1.0));
         let tp = TopicPartition::new("q", 0);
-        d.push(entry(a, 1, Some("k")));
-        d.push(entry(a, 2, None));
-        d.push(entry(b, 3, None));
+        d.push(entry(a, 1, Some("k")), 0);
+        d.push(entry(a, 2, None), 0);
+        d.push(entry(b, 3, None), 0);
         assert_eq!(d.held_by(&tp, a), 2);
         assert_eq!(d.held_by(&tp, b), 1);
         assert_eq!(d.held_from(a, |t| &*t.topic == "q"), 2);

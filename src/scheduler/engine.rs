@@ -27,7 +27,7 @@ use tracing::{debug, error, info, warn};
 use super::attempt::{AttemptResult, attempt, jitter, retry_delay};
 use super::consumer::{FromConsumer, GroupContext, Record, Shared};
 use super::control::StopSet;
-use super::dispatch::{Dispatcher, Entry};
+use super::dispatch::{Dispatcher, Held};
 use super::intake::{Prepared, prepare};
 use super::offsets::TopicPartition;
 use super::publisher::{DoneRef, FromPublisher, OutRecord, Unit};
@@ -51,13 +51,13 @@ mod gauges;
 /// What a publication was for.
 pub(super) enum Published {
     /// A task that ran.
-    Task(Entry<Box<Job>>),
+    Task(Box<Job>),
     /// Input that could not run.
     Reject { tp: TopicPartition, bytes: usize },
     /// A task moved to a delay topic (or skipped): its record here is done.
-    Moved(Entry<Box<Job>>),
+    Moved(Box<Job>),
     /// A task forwarded to its function's overflow queue (it never entered the queues).
-    Forwarded(Entry<Box<Job>>),
+    Forwarded(Box<Job>),
 }
 
 /// What flows into the engine.
@@ -78,7 +78,7 @@ pub(super) struct Workers {
 
 mod spill;
 
-type AttemptDone = (Entry<Box<Job>>, AttemptResult);
+type AttemptDone = (Box<Job>, AttemptResult);
 
 /// Most records, or ended attempts, the loop takes in one turn before it dispatches.
 const INPUT_BATCH: usize = 256;
@@ -104,7 +104,7 @@ pub(super) struct Engine {
     exactly_once: bool,
     /// Tasks waiting out a retry backoff here (keyed tasks, and tasks back from a delay
     /// topic before their time).
-    retries: RetryQueue<Entry<Box<Job>>>,
+    retries: RetryQueue<Box<Job>>,
     paused: HashSet<TopicPartition>,
     /// Fetching is paused because outcomes cannot be made durable.
     fetch_held: bool,
@@ -116,23 +116,23 @@ pub(super) struct Engine {
     spill_active: Arc<AtomicBool>,
 }
 
-fn task_key(entry: &Entry<Box<Job>>) -> TaskKey {
-    TaskKey::new(&entry.item.f.tenant, &*entry.item.task_id)
+fn task_key(entry: &Job) -> TaskKey {
+    TaskKey::new(&entry.f.tenant, &*entry.task_id)
 }
 
-fn done_ref(entry: &Entry<Box<Job>>) -> DoneRef {
+fn done_ref(entry: &Job) -> DoneRef {
     DoneRef {
-        tp: entry.tp.clone(),
-        offset: entry.item.record.offset,
-        epoch: entry.item.epoch,
+        tp: entry.record.tp.clone(),
+        offset: entry.record.offset,
+        epoch: entry.epoch,
     }
 }
 
 /// Drops the record's bytes once the task is decoded and staying here: only forwarding it
 /// to an overflow queue needs them, and a held task should cost its payload once.
-fn forget_record_value(entry: &mut Entry<Box<Job>>) {
-    entry.item.record.value = Vec::new();
-    entry.item.record.content_type = None;
+fn forget_record_value(entry: &mut Box<Job>) {
+    entry.record.value = Box::default();
+    entry.record.content_type = None;
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -351,7 +351,7 @@ impl Engine {
         match prepare(&self.ctx, record, epoch) {
             Prepared::Run(job, due) => self.accept(job, due),
             Prepared::Skip(record, epoch) => {
-                let tp = record.tp();
+                let tp = record.tp.clone();
                 self.dispatcher.hold(&tp, 0);
                 let done = DoneRef {
                     tp: tp.clone(),
@@ -367,7 +367,7 @@ impl Engine {
                 destination,
             } => {
                 // Bad input never runs: its failure outcome goes straight out.
-                let tp = record.tp();
+                let tp = record.tp.clone();
                 let bytes = record.value.len() + TASK_OVERHEAD_BYTES;
                 self.dispatcher.hold(&tp, bytes);
                 let mut outcome = outcome;
@@ -384,22 +384,12 @@ impl Engine {
     }
 
     /// Queues a task to run now, or holds or delays it until `due` (ms).
-    fn accept(&mut self, job: Box<Job>, due: Option<i64>) {
-        let entry = Entry {
-            function: job.f.id,
-            tp: job.record.tp(),
-            bytes: job.payload.len()
-                + job.record.key.as_ref().map_or(0, Vec::len)
-                + TASK_OVERHEAD_BYTES,
-            key: job.record.ordering_key(),
-            queued: super::waiting::queued(&self.ctx, &job),
-            item: job,
-        };
+    fn accept(&mut self, entry: Box<Job>, due: Option<i64>) {
         let now = now_ms();
         let Some(due) = due.filter(|due| *due > now) else {
             if let Some(mut entry) = self.spill_or_keep(entry) {
                 forget_record_value(&mut entry);
-                self.dispatcher.push(entry);
+                self.dispatcher.push(entry, now);
             }
             return;
         };
@@ -407,7 +397,7 @@ impl Engine {
         forget_record_value(&mut entry);
         let wait = Duration::from_millis(u64::try_from(due - now).unwrap_or(0));
         self.dispatcher.account(&entry);
-        if self.ctx.is_delay_topic(&entry.tp.topic) {
+        if self.ctx.is_delay_topic(&entry.record.tp.topic) {
             // Back from its delay topic: it waits out the rest here, in the buffer (whose
             // limit pauses the delay partition).
             self.retries.push(Instant::now() + wait, entry);
@@ -445,7 +435,7 @@ impl Engine {
                 let tracker = shared.tracker();
                 self.dispatcher.next(
                     now,
-                    |e| tracker.may_start(&e.tp, e.item.epoch),
+                    |e| tracker.may_start(&e.record.tp, e.epoch),
                     &mut dropped,
                 )
             };
@@ -454,12 +444,12 @@ impl Engine {
             if self
                 .finished
                 .as_ref()
-                .is_some_and(|f| f.contains(&key.tenant, &finished_id(&entry.item.task())))
+                .is_some_and(|f| f.contains(&key.tenant, &finished_id(&entry.task())))
             {
                 // Already has its terminal outcome: an idempotent no-op, not a second run.
                 debug!(task_id = %key.id, tenant = %key.tenant, "task already finished here; not run again");
                 counter!(m::SKIPPED).increment(1);
-                self.dispatcher.attempt_finished(entry.function);
+                self.dispatcher.attempt_finished(entry.f.id);
                 let done = done_ref(&entry);
                 self.send_unit(Vec::new(), done, Published::Moved(entry));
                 continue;
@@ -467,19 +457,19 @@ impl Engine {
             if self
                 .stops
                 .get(&key.tenant, &key.id)
-                .is_some_and(|at| stop_applies(&entry.item.task(), at))
+                .is_some_and(|at| stop_applies(&entry.task(), at))
             {
-                self.dispatcher.attempt_finished(entry.function);
+                self.dispatcher.attempt_finished(entry.f.id);
                 self.stop_task(entry);
                 continue;
             }
-            shared.tracker().mark_running(&entry.tp, entry.item.epoch);
+            shared.tracker().mark_running(&entry.record.tp, entry.epoch);
             let cancel = CancellationToken::new();
             self.running_tokens.insert(key, cancel.clone());
             let ctx = self.ctx.clone();
             let mut run: Pin<Box<dyn Future<Output = AttemptDone> + Send>> = Box::pin(async move {
                 let mut entry = entry;
-                let result = attempt(&ctx, &mut entry.item, cancel).await;
+                let result = attempt(&ctx, &mut entry, cancel).await;
                 (entry, result)
             });
             // A first poll here: an attempt that ends without waiting (an in-process
@@ -509,19 +499,19 @@ impl Engine {
                 return;
             }
         };
-        self.dispatcher.attempt_finished(entry.function);
+        self.dispatcher.attempt_finished(entry.f.id);
         self.running_tokens.remove(&task_key(&entry));
-        self.shared.attempt_ended(&entry.tp, entry.item.epoch);
+        self.shared.attempt_ended(&entry.record.tp, entry.epoch);
         if !self
             .shared
             .tracker()
-            .is_current(&entry.tp, entry.item.epoch)
+            .is_current(&entry.record.tp, entry.epoch)
         {
             // Revoked while running: the new owner runs it and publishes its outcome.
             self.dispatcher.task_finished(&entry);
             return;
         }
-        let f = entry.item.f.clone();
+        let f = entry.f.clone();
         match result {
             // Cut off at hard stop: stays accounted, so the summary counts it.
             AttemptResult::Abandoned => {}
@@ -553,9 +543,9 @@ impl Engine {
     }
 
     /// A failed attempt: the final failure, or a retry after a backoff.
-    fn on_failure(&mut self, mut entry: Entry<Box<Job>>, e: ExecError) {
-        let f = entry.item.f.clone();
-        let job = &mut entry.item;
+    fn on_failure(&mut self, mut entry: Box<Job>, e: ExecError) {
+        let f = entry.f.clone();
+        let job = &mut entry;
         let attempt_no = job.attempts.len() as u32;
         let message = e.to_string();
         let reason = match &e {
@@ -594,7 +584,7 @@ impl Engine {
                 .into_iter()
                 .collect(),
         );
-        if entry.key.is_some() {
+        if entry.key().is_some() {
             // Keyed: later tasks of the key wait behind it, so it waits here.
             self.retries.push(Instant::now() + delay, entry);
         } else {
@@ -603,8 +593,8 @@ impl Engine {
         }
     }
 
-    fn publish(&mut self, entry: Entry<Box<Job>>, end: End, destination: Option<Target>) {
-        let job = &entry.item;
+    fn publish(&mut self, entry: Box<Job>, end: End, destination: Option<Target>) {
+        let job = &entry;
         let outcome = job.outcome(end, &self.ctx.scheduler_id);
         crate::otel::finish_process(
             job.span.get(),
@@ -621,12 +611,12 @@ impl Engine {
     }
 
     /// Ends a task that was asked to stop before it ran (again): outcome `stopped`.
-    fn stop_task(&mut self, entry: Entry<Box<Job>>) {
+    fn stop_task(&mut self, entry: Box<Job>) {
         let end = End::new(
             OutcomeStatus::Stopped,
             "stopped on request before it ran".to_string(),
         );
-        let destination = entry.item.f.on_failure.clone();
+        let destination = entry.f.on_failure.clone();
         self.publish(entry, end, Some(destination));
     }
 
@@ -642,8 +632,8 @@ impl Engine {
     }
 
     /// Moves a task to the delay topic for its wait; its current record is then done.
-    fn defer(&mut self, entry: Entry<Box<Job>>, due: i64) {
-        let job = &entry.item;
+    fn defer(&mut self, entry: Box<Job>, due: i64) {
+        let job = &entry;
         let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
         let Some(topic) = tier_for(&self.ctx.delay_tiers, wait).map(str::to_string) else {
             return;
@@ -658,7 +648,7 @@ impl Engine {
             due_at: due,
             attempts: job.attempts.clone(),
             origin: job.source().to_source(),
-            traceparent: job.traceparent.as_deref().map(str::to_string),
+            traceparent: job.traceparent().map(str::to_string),
         };
         match delay_record(&topic, &delayed) {
             Ok(record) => {
@@ -711,7 +701,7 @@ impl Engine {
         match published {
             Published::Task(entry) | Published::Moved(entry) => {
                 if let Some(finished) = self.finished.as_mut() {
-                    finished.remove(&entry.item.f.tenant, &finished_id(&entry.item.task()));
+                    finished.remove(&entry.f.tenant, &finished_id(&entry.task()));
                 }
                 self.dispatcher.task_finished(&entry);
             }
@@ -726,7 +716,7 @@ impl Engine {
         let mut unpause = TopicPartitionList::new();
         for tp in tps {
             let dropped = self.dispatcher.drop_partition(tp);
-            for e in self.retries.take_where(|e| &e.tp == tp) {
+            for e in self.retries.take_where(|e| &e.record.tp == tp) {
                 self.dispatcher.task_finished(&e);
             }
             if self.paused.remove(tp) {

@@ -56,28 +56,28 @@ pub(super) fn labels(ctx: &Ctx, tenant: &str, function: &str) -> (String, String
 
 /// Decodes and checks a record: a job for its function, or a rejection with the reason.
 pub(super) fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
-    if ctx.is_delay_topic(&record.topic) {
+    if ctx.is_delay_topic(&record.tp.topic) {
         return prepare_delayed(ctx, record, epoch);
     }
-    let queue = topics::parse_queue(&ctx.config.topics.prefix, &record.topic);
+    let queue = topics::parse_queue(&ctx.config.topics.prefix, &record.tp.topic);
     let tenant = queue
         .as_ref()
         .map(|q| q.tenant.clone())
-        .unwrap_or_else(|| record.topic.to_string());
-    let record_time = record.timestamp_ms.unwrap_or_else(now_ms);
+        .unwrap_or_else(|| record.tp.topic.to_string());
+    let record_time = record.timestamp().unwrap_or_else(now_ms);
     let task = match codec::decode_task(&record.value, record.content_type.as_deref()) {
         Ok(task) => task,
         Err(e) => {
             let (lt, lf) = labels(ctx, &tenant, "");
             counter!(m::TASKS_SUBMITTED, m::L_TENANT => lt, m::L_FUNCTION => lf).increment(1);
             let mut outcome = new_outcome(&record, &tenant, record.fallback_id(), "");
-            outcome.payload = record.value.clone();
+            outcome.payload = record.value.to_vec();
             outcome.submitted_at = record_time;
             let refusal = Refusal {
                 reason: FailureReason::Malformed,
                 error: format!(
                     "cannot decode task at {}[{}]@{}: {e}",
-                    record.topic, record.partition, record.offset
+                    record.tp.topic, record.tp.partition, record.offset
                 ),
                 destination: dead_letter(ctx, &tenant),
             };
@@ -107,7 +107,6 @@ pub(super) fn prepare(ctx: &Ctx, record: Record, epoch: u64) -> Prepared {
                 task_id,
                 submitted_at,
                 origin: None,
-                traceparent: record.traceparent.clone(),
                 attempts: Vec::new(),
                 payload: task.payload,
                 headers: task.headers,
@@ -130,7 +129,6 @@ struct Held {
     task_id: String,
     submitted_at: i64,
     origin: Option<Box<codec::Source>>,
-    traceparent: Option<Box<str>>,
     attempts: Vec<codec::Attempt>,
     payload: Vec<u8>,
     headers: BTreeMap<String, String>,
@@ -141,14 +139,13 @@ struct Held {
 fn job(ctx: &Ctx, (record, epoch): (Record, u64), f: Arc<FunctionRt>, held: Held) -> Box<Job> {
     let (span, traceparent) = process_span(ctx, &record, (&held.task_id, &f.tenant, &f.name));
     Box::new(Job {
-        span: ProcessSpan::new(span),
+        span: ProcessSpan::new(span, traceparent),
         record,
         epoch,
         f,
         task_id: held.task_id.into_boxed_str(),
         submitted_at: held.submitted_at,
         origin: held.origin,
-        traceparent: traceparent.map(String::into_boxed_str).or(held.traceparent),
         attempts: held.attempts,
         payload: Arc::new(held.payload),
         headers: shared_headers(held.headers),
@@ -178,7 +175,7 @@ fn refusal(
             reason: FailureReason::UnknownFunction,
             error: format!(
                 "queue {} serves only function `{only}`, not `{}`",
-                record.topic, task.function
+                record.tp.topic, task.function
             ),
             destination: dead_letter(ctx, tenant),
         });
@@ -221,8 +218,8 @@ fn process_span(
         return (tracing::Span::none(), None);
     }
     let consumed = otel::Consumed {
-        topic: &record.topic,
-        partition: record.partition,
+        topic: &record.tp.topic,
+        partition: record.tp.partition,
         offset: record.offset,
         group: &ctx.group_id,
         traceparent: record.traceparent.as_deref(),
@@ -300,7 +297,7 @@ pub(super) fn prepare_delayed(ctx: &Ctx, record: Record, epoch: u64) -> Prepared
         Err(e) => {
             // Only Tidewater writes delay topics: this is not a user's task to dead-letter.
             counter!(m::RECORDS_SKIPPED, m::L_KIND => "delayed").increment(1);
-            error!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %e,
+            error!(topic = %record.tp.topic, partition = record.tp.partition, offset = record.offset, error = %e,
                 "undecodable record in a delay topic skipped");
             return Prepared::Skip(record, epoch);
         }
@@ -327,12 +324,12 @@ pub(super) fn prepare_delayed(ctx: &Ctx, record: Record, epoch: u64) -> Prepared
         };
     };
     let mut record = record;
-    record.traceparent = d.traceparent.as_deref().map(Box::from);
+    // The delayed copy carries the task's trace context (its events', its span's parent).
+    record.traceparent = d.traceparent.map(String::into_boxed_str);
     let held = Held {
         task_id: d.task_id,
         submitted_at: d.submitted_at,
         origin: Some(Box::new(d.origin)),
-        traceparent: d.traceparent.map(String::into_boxed_str),
         attempts: d.attempts,
         payload: d.payload,
         headers: d.headers,

@@ -45,6 +45,7 @@ use crate::kafka::KafkaOpError;
 use consumer::Record;
 use dispatch::FnId;
 use engine::Published;
+use offsets::TopicPartition;
 use publisher::{OutRecord, Unit};
 use records::{Target, TaskRef};
 
@@ -183,9 +184,9 @@ impl Ctx {
     }
 }
 
-/// Memory a held task costs besides its payload and key (measured: about 700 bytes per
+/// Memory a held task costs besides its payload and key (measured: 440-490 bytes per
 /// buffered task, see BENCHMARKS.md), so the byte limits bound real memory.
-const TASK_OVERHEAD_BYTES: usize = 704;
+const TASK_OVERHEAD_BYTES: usize = 480;
 
 /// A task on its way through the dispatcher. Only what its outcome cannot take from
 /// elsewhere is held (tenant and function are its function's, payload and headers are
@@ -203,9 +204,6 @@ struct Job {
     /// Where the task was read first, when that is not its record (a task back from a
     /// delay topic).
     origin: Option<Box<Source>>,
-    /// The trace context its events carry: its `process` span's with traces on, else the
-    /// submitter's.
-    traceparent: Option<Box<str>>,
     /// Its attempts so far.
     attempts: Vec<Attempt>,
     payload: Arc<Vec<u8>>,
@@ -243,6 +241,12 @@ impl Job {
         }
     }
 
+    /// The trace context its events carry: its `process` span's with traces on, else the
+    /// submitter's (for a task back from a delay topic: the delayed copy's, the same).
+    fn traceparent(&self) -> Option<&str> {
+        self.span.context().or(self.record.traceparent.as_deref())
+    }
+
     /// The task, for its status events and logs.
     fn task(&self) -> TaskRef<'_> {
         TaskRef {
@@ -271,26 +275,61 @@ impl Job {
             submitted_at: self.submitted_at,
             finished_at: crate::clock::now_ms(),
             source: self.source().to_source(),
-            traceparent: self.traceparent.as_deref().map(str::to_string),
+            traceparent: self.traceparent().map(str::to_string),
             scheduler_id: scheduler_id.to_string(),
         }
     }
 }
 
-/// A task's `process` span: boxed while traces are on, nothing while they are off (an
-/// inline span would take 40 bytes of every held task).
-struct ProcessSpan(Option<Box<tracing::Span>>);
+/// What the dispatcher reads of a held task.
+impl dispatch::Held for Job {
+    fn function(&self) -> FnId {
+        self.f.id
+    }
+
+    fn tp(&self) -> &TopicPartition {
+        &self.record.tp
+    }
+
+    fn bytes(&self) -> usize {
+        self.payload.len() + self.record.key.as_ref().map_or(0, |k| k.len()) + TASK_OVERHEAD_BYTES
+    }
+
+    fn key(&self) -> Option<&str> {
+        self.record.ordering_key()
+    }
+
+    /// Read from a queue topic, not back from a delay topic (whose tasks have an origin).
+    fn queued(&self) -> Option<waiting::Queued> {
+        self.origin.is_none().then_some(waiting::Queued {
+            offset: self.record.offset,
+            since_ms: self.submitted_at,
+        })
+    }
+}
+
+/// A task's `process` span and its trace context: boxed while traces are on, nothing
+/// while they are off (inline, they would take 56 bytes of every held task).
+struct ProcessSpan(Option<Box<(tracing::Span, Option<Box<str>>)>>);
 
 impl ProcessSpan {
-    fn new(span: tracing::Span) -> Self {
-        Self((!span.is_disabled()).then(|| Box::new(span)))
+    /// `span`, whose trace context is `context`.
+    fn new(span: tracing::Span, context: Option<String>) -> Self {
+        Self((!span.is_disabled()).then(|| Box::new((span, context.map(String::into_boxed_str)))))
     }
 
     /// The span; a disabled one when traces are off.
     fn get(&self) -> &tracing::Span {
         static NONE: std::sync::LazyLock<tracing::Span> =
             std::sync::LazyLock::new(tracing::Span::none);
-        self.0.as_deref().unwrap_or(&NONE)
+        self.0.as_deref().map_or(&NONE, |(span, _)| span)
+    }
+
+    /// The span's trace context (a `traceparent` value), with traces on.
+    fn context(&self) -> Option<&str> {
+        self.0
+            .as_deref()
+            .and_then(|(_, context)| context.as_deref())
     }
 }
 

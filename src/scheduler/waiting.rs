@@ -25,40 +25,34 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::offsets::TopicPartition;
-use super::{Ctx, Job};
-use crate::clock::now_ms;
 use crate::names::metrics as m;
 
 /// How recently a task must have been read from a partition for its age to stand for
 /// the tasks not read yet (rule 2 of the module documentation).
 pub const READING_WINDOW_MS: i64 = 1000;
 
-/// A task read from a queue partition that has not started: its offset, when it was
-/// submitted and when it was read (ms since the epoch).
+/// A task read from a queue partition that has not started: its offset and when it was
+/// submitted (ms since the epoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Queued {
     /// Offset of its record.
     pub offset: i64,
     /// Submission time, ms.
     pub since_ms: i64,
-    /// When this scheduler read it, ms.
-    pub read_ms: i64,
 }
 
-/// What makes a task count as waiting: read from a queue topic (not a delay topic).
-pub(super) fn queued(ctx: &Ctx, job: &Job) -> Option<Queued> {
-    (!ctx.is_delay_topic(&job.record.topic)).then(|| Queued {
-        offset: job.record.offset,
-        since_ms: job.submitted_at,
-        read_ms: now_ms(),
-    })
+/// The last task read from a partition: when it was submitted and when it was read, ms.
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    since_ms: i64,
+    read_ms: i64,
 }
 
 /// One partition: its waiting tasks by offset (submission time), and the last task read.
 #[derive(Debug, Default)]
 struct Part {
     waiting: BTreeMap<i64, i64>,
-    last: Option<Queued>,
+    last: Option<Last>,
 }
 
 /// The waiting tasks of every queue partition.
@@ -71,11 +65,19 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    /// A task of `tp` was read and waits.
-    pub fn add(&mut self, tp: &TopicPartition, q: Queued) {
-        let part = self.parts.entry(tp.clone()).or_default();
+    /// A task of `tp` was read at `read_ms` and waits.
+    pub fn add(&mut self, tp: &TopicPartition, q: Queued, read_ms: i64) {
+        if !self.parts.contains_key(tp) {
+            self.parts.insert(tp.clone(), Part::default());
+        }
+        let Some(part) = self.parts.get_mut(tp) else {
+            return;
+        };
         part.waiting.insert(q.offset, q.since_ms);
-        part.last = Some(q);
+        part.last = Some(Last {
+            since_ms: q.since_ms,
+            read_ms,
+        });
     }
 
     /// A task of `tp` no longer waits (it started, or it was dropped).
@@ -145,23 +147,22 @@ mod tests {
         TopicPartition::new("tw.q.shop", p)
     }
 
-    /// A task at `offset`, submitted at `since_ms`, read at 5 s.
+    /// A task at `offset`, submitted at `since_ms`.
     fn q(offset: i64, since_ms: i64) -> Queued {
-        Queued {
-            offset,
-            since_ms,
-            read_ms: 5_000,
-        }
+        Queued { offset, since_ms }
     }
+
+    /// When the tests' tasks are read: at 5 s.
+    const READ: i64 = 5_000;
 
     #[test]
     fn the_oldest_is_the_first_record_not_started_and_its_age_counts_from_submission() {
         let mut w = Waiting::default();
         assert_eq!(w.oldest_age(&tp(0), 10_000), 0.0, "nothing read");
-        w.add(&tp(0), q(12, 4_000));
-        w.add(&tp(0), q(10, 1_000));
-        w.add(&tp(0), q(11, 500));
-        w.add(&tp(1), q(3, 9_000));
+        w.add(&tp(0), q(12, 4_000), READ);
+        w.add(&tp(0), q(10, 1_000), READ);
+        w.add(&tp(0), q(11, 500), READ);
+        w.add(&tp(1), q(3, 9_000), READ);
         // By offset, not by the earliest time: offset 10 is the first not started.
         assert_eq!(w.oldest_age(&tp(0), 10_000), 9.0);
         assert_eq!(w.oldest_age(&tp(1), 10_000), 1.0);
@@ -181,20 +182,20 @@ mod tests {
         let mut w = Waiting::default();
         // A backlog submitted at 0 s, read and started at once from 5 s on: nothing waits
         // in memory, but the next records (not read yet) are as old as the last one read.
-        w.add(&tp(0), q(7, 0));
+        w.add(&tp(0), q(7, 0), READ);
         w.remove(&tp(0), q(7, 0));
         assert_eq!(w.oldest_age(&tp(0), 5_500), 5.5);
         // Nothing read for a second: nothing is known to wait.
         assert_eq!(w.oldest_age(&tp(0), 5_000 + READING_WINDOW_MS), 0.0);
         // A task waiting in memory comes first.
-        w.add(&tp(0), q(8, 2_000));
+        w.add(&tp(0), q(8, 2_000), READ);
         assert_eq!(w.oldest_age(&tp(0), 5_500), 3.5);
     }
 
     #[test]
     fn a_submission_time_in_the_future_is_not_a_negative_age() {
         let mut w = Waiting::default();
-        w.add(&tp(0), q(0, 20_000));
+        w.add(&tp(0), q(0, 20_000), READ);
         assert_eq!(w.oldest_age(&tp(0), 10_000), 0.0);
         w.remove(&tp(0), q(7, 0));
         assert_eq!(w.len(), 1, "removing what is not there changes nothing");

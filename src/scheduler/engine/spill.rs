@@ -8,7 +8,7 @@ use std::time::Instant;
 use metrics::{counter, gauge};
 use tracing::{error, info};
 
-use super::super::dispatch::Entry;
+use super::super::dispatch::Held;
 use super::super::publisher::{OutRecord, Place};
 use super::super::records::{redrive_of, status_event, status_record};
 use super::super::spill::{Change, Overflow};
@@ -21,16 +21,15 @@ use super::super::Job;
 
 impl Engine {
     /// Forwards `entry` when its function spills (or starts to now); else hands it back.
-    pub(super) fn spill_or_keep(&mut self, entry: Entry<Box<Job>>) -> Option<Entry<Box<Job>>> {
-        let f = entry.item.f.clone();
-        if f.shared_queue.as_deref() != Some(&*entry.tp.topic) {
+    pub(super) fn spill_or_keep(&mut self, entry: Box<Job>) -> Option<Box<Job>> {
+        let f = entry.f.clone();
+        if f.shared_queue.as_deref() != Some(&*entry.record.tp.topic) {
             return Some(entry);
         }
-        let held = self.dispatcher.held_by(&entry.tp, f.id);
+        let held = self.dispatcher.held_by(&entry.record.tp, f.id);
         let key_held = entry
-            .key
-            .as_deref()
-            .is_some_and(|k| self.dispatcher.key_held(&entry.tp, k));
+            .key()
+            .is_some_and(|k| self.dispatcher.key_held(&entry.record.tp, k));
         let Some((overflow, change)) = self.spill.route(f.id, held, key_held) else {
             return Some(entry);
         };
@@ -49,9 +48,9 @@ impl Engine {
 
     /// The task's record, as read, to the overflow queue, with a `queued` status event
     /// naming where it waits now; durable together with its shared offset.
-    fn forward(&mut self, entry: Entry<Box<Job>>, overflow: &Overflow) {
-        let job = &entry.item;
-        let partition = overflow.partition_for(entry.tp.partition);
+    fn forward(&mut self, entry: Box<Job>, overflow: &Overflow) {
+        let job = &entry;
+        let partition = overflow.partition_for(entry.record.tp.partition);
         let record = &job.record;
         let key = record
             .key
@@ -62,7 +61,7 @@ impl Engine {
         if let Some(ct) = &record.content_type {
             headers.push((h::CONTENT_TYPE, Cow::Owned(ct.to_string())));
         }
-        if let Some(tp) = job.traceparent.as_ref() {
+        if let Some(tp) = job.traceparent() {
             headers.push((h::TRACEPARENT, Cow::Owned(tp.to_string())));
         }
         if record.ordered {
@@ -72,17 +71,17 @@ impl Engine {
             h::SPILLED_FROM,
             Cow::Owned(format!(
                 "{}/{}/{}",
-                record.topic, record.partition, record.offset
+                record.tp.topic, record.tp.partition, record.offset
             )),
         ));
         let mut records = vec![OutRecord {
             topic: overflow.topic.as_str().into(),
             key,
-            value: record.value.clone(),
+            value: record.value.to_vec(),
             headers,
             place: Some(Place {
                 partition,
-                timestamp: record.timestamp_ms,
+                timestamp: record.timestamp(),
             }),
         }];
         let mut waiting = job.task();
@@ -100,9 +99,9 @@ impl Engine {
     }
 
     /// A forwarded task's unit is durable, or was given up with its partition.
-    pub(super) fn on_forwarded(&mut self, entry: &Entry<Box<Job>>) {
+    pub(super) fn on_forwarded(&mut self, entry: &Job) {
         self.dispatcher.unaccount(entry);
-        self.spill.forwarded(entry.item.f.id, Instant::now());
+        self.spill.forwarded(entry.f.id, Instant::now());
     }
 
     /// Ends spilling for the functions whose backlog is gone (called on the commit tick).
