@@ -3,7 +3,8 @@
 # demo and tests, run as a plain Java process: no Docker.
 #
 #   scripts/kafka.sh start    resolve the broker jars (once), format storage (once), start,
-#                             and wait until the broker answers metadata requests
+#                             and wait until the broker answers metadata requests (one
+#                             probe JVM asks until it does; see scripts/kafka/Ready.java)
 #   scripts/kafka.sh stop     stop the broker this script started
 #   scripts/kafka.sh status   exit 0 when the broker is up and answering
 #   scripts/kafka.sh reset    stop, then delete the broker's data (topics, offsets)
@@ -19,7 +20,8 @@
 #   TW_KAFKA_HOME        cache and state folder, outside the repo
 #                        (default ${XDG_CACHE_HOME:-$HOME/.cache}/tidewater/kafka)
 #   TW_KAFKA_HEAP        JVM heap                                       (default 1G)
-#   TW_KAFKA_START_TIMEOUT  seconds to wait for readiness               (default 120)
+#   TW_KAFKA_START_TIMEOUT  seconds to wait for readiness (asked in 10 s slices, the
+#                        broker's process checked between them)         (default 120)
 #   TW_KAFKA_NODES       3 (or more) for a replicated local cluster; its commands are
 #                        listed by `TW_KAFKA_NODES=3 scripts/kafka.sh help`
 #   TW_KAFKA_SECURITY    1: a secured broker (TLS, SASL, ACLs) on ports 29192-29195
@@ -27,6 +29,8 @@
 #
 # The broker's jars come from Maven Central through scripts/kafka/pom.xml
 # (org.apache.kafka:kafka_2.13 plus a log4j2 binding) into $TW_KAFKA_HOME/libs-<version>.
+# The Java helpers in scripts/kafka/ are compiled once (javac) into
+# $TW_KAFKA_HOME/classes-<version>, again after an edit; without javac they run from source.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -162,10 +166,71 @@ pid_alive() {
   [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
 
-# A real metadata request through Kafka's own Java client: succeeds when the broker
-# answers and lists itself.
+# The Java helpers in scripts/kafka/ (Ready, Where, SecureAdmin), compiled once with
+# javac, instead of being compiled again by every single-file source launch (a javac
+# inside each JVM, seconds of CPU on a busy machine): into
+# $home/classes-<version>/NAME-<checksum of NAME.java>, so an edit compiles anew. Each is
+# compiled into a temporary folder renamed into place, so runs for different ports in
+# parallel never see a half-written one. tool_cp[NAME] is that folder, or empty when
+# javac is missing or fails (then the helper runs from source, as before).
+declare -A tool_cp=()
+tool_compile() {
+  local name="$1" src="$here/kafka/$1.java" base="$home/classes-$version" sum dir tmp
+  [[ -v "tool_cp[$name]" ]] && return 0
+  tool_cp[$name]=""
+  [[ -f "$libs/.complete" ]] || return 0
+  sum="$(cksum <"$src" | cut -d' ' -f1)" || return 0
+  dir="$base/$name-$sum"
+  if [[ ! -f "$dir/$name.class" ]]; then
+    command -v javac >/dev/null 2>&1 || return 0
+    mkdir -p "$base" 2>/dev/null && tmp="$(mktemp -d "$dir.tmp.XXXXXX" 2>/dev/null)" || return 0
+    if ! javac --release 17 -nowarn -cp "$libs/*" -d "$tmp" "$src" >"$tmp.log" 2>&1; then
+      say "javac could not compile $name.java (see $dir.log); running it from source"
+      mv -f "$tmp.log" "$dir.log" 2>/dev/null || true
+      rm -rf "$tmp" "$tmp.log"
+      return 0
+    fi
+    rm -f "$tmp.log"
+    # A parallel run may have renamed its own copy into place first: keep that one.
+    mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
+    rm -f "$dir.log"
+    [[ -f "$dir/$name.class" ]] || return 0
+  fi
+  tool_cp[$name]="$dir"
+}
+
+# Runs the helper scripts/kafka/$1.java with the broker's jars and the remaining
+# arguments: its compiled class (a small, quick JVM), or its source when it has none.
+kafka_tool() {
+  local name="$1"
+  shift
+  tool_compile "$name"
+  if [[ -n "${tool_cp[$name]}" ]]; then
+    java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "${tool_cp[$name]}:$libs/*" "$name" "$@"
+  else
+    java -cp "$libs/*" "$here/kafka/$name.java" "$@"
+  fi
+}
+
+# A real metadata request through Kafka's own Java client (scripts/kafka/Ready.java):
+# succeeds when the broker answers and lists itself. With $1, keeps asking inside one JVM
+# for up to $1 seconds.
 ready_check() {
-  java -cp "$libs/*" "$here/kafka/Ready.java" "127.0.0.1:$port" >/dev/null 2>&1
+  tool_compile Ready # outside the redirection: says so when javac fails
+  kafka_tool Ready "127.0.0.1:$port" ${1:+--wait "$1"} >/dev/null 2>&1
+}
+
+# Readiness is awaited in slices of this many seconds, one JVM each, so a broker that
+# dies meanwhile is noticed between slices.
+ready_slice=10
+
+# Seconds for the next slice of a wait that started at $1 (date +%s) and ends
+# $timeout seconds later: at most ready_slice, at least 1.
+ready_budget() {
+  local left=$(( timeout - ($(date +%s) - $1) ))
+  (( left > ready_slice )) && left=$ready_slice
+  (( left < 1 )) && left=1
+  echo "$left"
 }
 
 port_open() {
@@ -187,12 +252,11 @@ cmd_start() {
     resolve_jars
     local since
     since=$(date +%s)
-    until ready_check; do
+    until ready_check "$(ready_budget "$since")"; do
       pid_alive || break
       if (( $(date +%s) - since > timeout )); then
         die "broker (pid $(cat "$pidfile")) is running but not ready after ${timeout}s (logs: $state/logs)"
       fi
-      sleep 1
     done
     if pid_alive; then
       say "already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"
@@ -218,14 +282,17 @@ cmd_start() {
       tail -n 40 "$stdout_log" "$logfile" >&2 2>/dev/null || true
       die "broker exited during start (logs: $state/logs)"
     fi
-    if grep -q "Kafka Server started" "$logfile" 2>/dev/null && ready_check; then
-      break
+    if grep -q "Kafka Server started" "$logfile" 2>/dev/null; then
+      # One JVM asks until the broker answers, for a slice at most.
+      if ready_check "$(ready_budget "$started_at")"; then break; fi
+      pid_alive || continue
+    else
+      sleep 0.5
     fi
     if (( $(date +%s) - started_at > timeout )); then
       cmd_stop || true
       die "broker not ready after ${timeout}s (logs: $state/logs)"
     fi
-    sleep 0.5
   done
   say "ready in $(( $(date +%s) - started_at ))s: 127.0.0.1:$port (log $logfile)"
   echo "127.0.0.1:$port"
@@ -274,8 +341,8 @@ case "${1:-}" in
   reset) cmd_stop; rm -rf "$data"; say "data deleted: $data" ;;
   logs) echo "$logfile" ;;
   open-transactions)
-    java -cp "$libs/*" "$here/kafka/Where.java" "127.0.0.1:$port" open-transactions "${2:?topic}" ;;
+    kafka_tool Where "127.0.0.1:$port" open-transactions "${2:?topic}" ;;
   txn-coordinator)
-    java -cp "$libs/*" "$here/kafka/Where.java" "127.0.0.1:$port" txn-coordinator "${2:?transactional id prefix}" ;;
-  *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    kafka_tool Where "127.0.0.1:$port" txn-coordinator "${2:?transactional id prefix}" ;;
+  *) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,8 +1,9 @@
 // Admin requests to the secured broker of scripts/kafka.sh (TW_KAFKA_SECURITY=1), made as
 // the super user through Kafka's own admin client.
-// Run as a single-file source program:
+// scripts/kafka.sh compiles it once (javac); it also runs as a single-file source program:
 //   java -cp "<kafka libs>/*" SecureAdmin.java ADMIN.properties ready
-//       exit 0 when the broker answers a metadata request and lists itself
+//       exit 0 when the broker answers a metadata request and lists itself (kafka.sh's
+//       own ready check is Ready.java --config ADMIN.properties)
 //   java -cp "<kafka libs>/*" SecureAdmin.java ADMIN.properties acl-add|acl-remove
 //       ACL lines from stdin, as `tidewater acl` prints them:
 //       PRINCIPAL OPERATION RESOURCE-TYPE PATTERN-TYPE NAME   (e.g.

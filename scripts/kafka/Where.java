@@ -1,5 +1,5 @@
 // Questions scripts/kafka.sh asks a cluster, answered with Kafka's own admin client.
-// Run as a single-file source program:
+// scripts/kafka.sh compiles it once (javac); it also runs as a single-file source program:
 //   java -cp "<kafka libs>/*" Where.java BOOTSTRAP brokers
 //        -> the ids of the live brokers, one per line
 //   java -cp "<kafka libs>/*" Where.java BOOTSTRAP leader TOPIC PARTITION

@@ -152,28 +152,36 @@ node_started() {
   tail -c "+$((offset + 1))" "$dir/logs/server.log" 2>/dev/null | grep "Kafka Server started" >/dev/null
 }
 
-# Waits until node $1 has started and answers a metadata request on its own port.
+# Waits until node $1 has started and answers a metadata request on its own port: once
+# its log says it started, one JVM (scripts/kafka/Ready.java --wait) asks until it
+# answers, for a slice of at most ready_slice seconds, and the node's process is checked
+# between slices.
 await_node() {
   local i="$1" started_at
   started_at=$(date +%s)
+  tool_compile Ready
   while true; do
     if ! node_alive "$i"; then
       tail -n 30 "$(node_dir "$i")/logs/stdout.log" "$(node_log "$i")" >&2 2>/dev/null || true
       die "node $i exited during start"
     fi
-    if node_started "$i" && java -cp "$libs/*" "$here/kafka/Ready.java" "127.0.0.1:$(node_port "$i")" >/dev/null 2>&1; then
-      say "node $i ready in $(( $(date +%s) - started_at ))s: 127.0.0.1:$(node_port "$i")"
-      return 0
+    if node_started "$i"; then
+      if kafka_tool Ready "127.0.0.1:$(node_port "$i")" --wait "$(ready_budget "$started_at")" \
+          >/dev/null 2>&1; then
+        say "node $i ready in $(( $(date +%s) - started_at ))s: 127.0.0.1:$(node_port "$i")"
+        return 0
+      fi
+    else
+      sleep 0.5
     fi
     if (( $(date +%s) - started_at > timeout )); then
       die "node $i not ready after ${timeout}s (log $(node_log "$i"))"
     fi
-    sleep 0.5
   done
 }
 
 where() {
-  java -cp "$libs/*" "$here/kafka/Where.java" "$(cluster_bootstrap)" "$@"
+  kafka_tool Where "$(cluster_bootstrap)" "$@"
 }
 
 signal_node() {
@@ -277,6 +285,6 @@ cluster_main() {
       done
       ;;
     logs) check_node "${2:-}"; node_log "$2" ;;
-    *) sed -n '1,26p' "$here/kafka/cluster.sh" | sed 's/^# \{0,1\}//'; return 2 ;;
+    *) sed -n '1,27p' "$here/kafka/cluster.sh" | sed 's/^# \{0,1\}//'; return 2 ;;
   esac
 }

@@ -107,6 +107,12 @@ secure_write_config() {
   local admin_pw tw_pw
   admin_pw="$(secure_get admin_password)"
   tw_pw="$(secure_get tidewater_password)"
+  # The SCRAM users, created when the storage is formatted (kafka.sh's format_storage,
+  # after this). Set here, once the passwords exist: on a first start they do only now.
+  format_extra=(
+    --add-scram "SCRAM-SHA-512=[name=admin,password=$admin_pw]"
+    --add-scram "SCRAM-SHA-512=[name=tidewater,password=$tw_pw]"
+  )
   secure_plain_write_config
   cat >>"$conf" <<EOF2
 # Secured mode (scripts/kafka/secure.sh).
@@ -142,10 +148,14 @@ secure_last_wins() {
   mv "$file.tmp" "$file"
 }
 
+# kafka.sh's ready check (scripts/kafka/Ready.java) as User:admin over SASL_SSL, with the
+# client settings of admin.properties; $1 (optional) as there: seconds to keep asking.
 secure_ready_check() {
   secure_paths
   [[ -f "$secure_tls/admin.properties" ]] || return 1
-  java -cp "$libs/*" "$here/kafka/SecureAdmin.java" "$secure_tls/admin.properties" ready >/dev/null 2>&1
+  tool_compile Ready
+  kafka_tool Ready "127.0.0.1:$port" --config "$secure_tls/admin.properties" ${1:+--wait "$1"} \
+    >/dev/null 2>&1
 }
 
 # Ready-to-paste client configurations, one per listener.
@@ -205,7 +215,7 @@ cmd_acl() {
   local mode="${1:-}"
   [[ $mode == add || $mode == remove ]] || die "usage: $0 acl add|remove < acl-lines"
   [[ -f "$secure_tls/admin.properties" ]] || die "no secured broker yet: run TW_KAFKA_SECURITY=1 $0 start"
-  java -cp "$libs/*" "$here/kafka/SecureAdmin.java" "$secure_tls/admin.properties" "acl-$mode"
+  kafka_tool SecureAdmin "$secure_tls/admin.properties" "acl-$mode"
 }
 
 # Runs a command of this mode (see secure_handles).
@@ -223,12 +233,7 @@ secure_install() {
   secure_paths
   eval "secure_plain_$(declare -f write_config)"
   write_config() { secure_write_config; }
-  # The SCRAM users, created when the storage is formatted.
-  format_extra=(
-    --add-scram "SCRAM-SHA-512=[name=admin,password=$(secure_get admin_password)]"
-    --add-scram "SCRAM-SHA-512=[name=tidewater,password=$(secure_get tidewater_password)]"
-  )
-  ready_check() { secure_ready_check; }
+  ready_check() { secure_ready_check "$@"; }
 }
 
 # Whether $1 is a command of this mode.
