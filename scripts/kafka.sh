@@ -9,6 +9,8 @@
 #   scripts/kafka.sh status   exit 0 when the broker is up and answering
 #   scripts/kafka.sh reset    stop, then delete the broker's data (topics, offsets)
 #   scripts/kafka.sh logs     print the path of the broker's log file
+#   scripts/kafka.sh data-dir print the path of the broker's data (one folder per
+#                             partition, <topic>-<partition>, holding its log segments)
 #   scripts/kafka.sh open-transactions TOPIC   transactions open on TOPIC's partitions
 #                             (what holds its read_committed readers back)
 #   scripts/kafka.sh txn-coordinator PREFIX     "<node> <id>" for each transactional id
@@ -340,9 +342,10 @@ case "${1:-}" in
   status) cmd_status ;;
   reset) cmd_stop; rm -rf "$data"; say "data deleted: $data" ;;
   logs) echo "$logfile" ;;
+  data-dir) echo "$data" ;;
   open-transactions)
     kafka_tool Where "127.0.0.1:$port" open-transactions "${2:?topic}" ;;
   txn-coordinator)
     kafka_tool Where "127.0.0.1:$port" txn-coordinator "${2:?transactional id prefix}" ;;
-  *) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

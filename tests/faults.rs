@@ -127,6 +127,63 @@ fn a_single_broker_restarted_three_times_loses_nothing_and_duplicates_nothing() 
     );
 }
 
+/// The publisher alternates its two transactional producers batch by batch, and both
+/// commit: seen in the broker's own log, where every transaction ends with a marker
+/// naming its producer. With one status partition, every transaction (each carries a
+/// status event) leaves a marker there.
+#[test]
+fn batches_alternate_between_the_two_transactional_producers() {
+    let (_lock, kafka) = faults::single();
+    let env = TestEnv::on(
+        &kafka.bootstrap(),
+        "lanes",
+        r#"
+        [scheduler]
+        delivery = "exactly_once"
+
+        [tenants.acme.functions.work]
+        executor = { type = "command", program = "true" }
+        on_success = "{prefix}.done"
+        "#,
+        1,
+        1,
+    );
+    env.init_topics();
+    let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
+    let _s = env.start_scheduler(0);
+    // Waves, each submitted after the one before has its outcomes: at least one
+    // transaction each.
+    let (waves, per_wave) = (6, 5);
+    for wave in 0..waves {
+        env.submit(
+            "acme",
+            (0..per_wave)
+                .map(|i| task(&format!("w{wave}-{i}"), "work", ""))
+                .collect(),
+        );
+        watch.wait_for((wave + 1) * per_wave, FINISH, String::new);
+    }
+    let w = watch.finish(waves * per_wave, FINISH, SETTLE, String::new);
+    assert!(w.duplicates().is_empty());
+    let markers = kafka.markers(&env.status_topic(), 0);
+    assert!(
+        markers.len() >= waves,
+        "a transaction per wave at least: {markers:?}"
+    );
+    assert!(
+        markers.iter().all(|m| m.commit),
+        "every transaction committed: {markers:?}"
+    );
+    let producers: BTreeSet<i64> = markers.iter().map(|m| m.producer_id).collect();
+    assert_eq!(producers.len(), 2, "two producers wrote: {markers:?}");
+    for pair in markers.windows(2) {
+        assert_ne!(
+            pair[0].producer_id, pair[1].producer_id,
+            "one producer ended two transactions in a row: {markers:?}"
+        );
+    }
+}
+
 #[test]
 fn the_leader_of_a_queue_partition_and_the_transaction_coordinator_killed() {
     let (_lock, kafka) = faults::cluster();

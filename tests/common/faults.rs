@@ -99,6 +99,13 @@ impl Kafka {
         if text.is_empty() { "none".into() } else { text }
     }
 
+    /// The transaction markers in the single broker's log of `topic`'s `partition`, in
+    /// offset order (read off its segment files, `scripts/kafka.sh data-dir`).
+    pub fn markers(&self, topic: &str, partition: i32) -> Vec<super::segments::Marker> {
+        let data = PathBuf::from(self.script(&["data-dir"]));
+        super::segments::markers(&data.join(format!("{topic}-{partition}")))
+    }
+
     /// Starts whatever is not running (every node), and waits until all serve.
     pub fn up(&self) {
         self.script(&["start"]);

@@ -19,6 +19,7 @@ use tidewater::names::headers as h;
 use tidewater::submit::Submitter;
 
 pub mod faults;
+pub mod segments;
 pub mod serve;
 
 /// A record to produce: key, value, headers.
