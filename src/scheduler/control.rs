@@ -2,7 +2,7 @@
 //! remembers recent stop requests, so a running task is cancelled and a queued or delayed
 //! one is skipped when its turn comes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::kafka;
 use crate::names::metrics as m;
 
+use super::task_table::TaskTable;
 use super::worker::Signal;
 
 /// How far back stop requests are read at start: a task delayed longer than this after
@@ -25,13 +26,15 @@ use super::worker::Signal;
 pub const LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 
 /// Recent task ids of each tenant (stop requests, or tasks finished here), each with a
-/// time (when the stop was requested), bounded: the oldest are forgotten first. Looking
-/// one up allocates nothing; adding one allocates its id once (shared by the map and the
-/// order), and a new tenant's name.
-#[derive(Debug, Default)]
+/// time (when the stop was requested), bounded: the oldest are forgotten first, without
+/// hashing anything again. Looking one up allocates nothing; adding one allocates its key.
+#[derive(Debug)]
 pub struct StopSet {
-    ids: HashMap<Arc<str>, HashMap<Arc<str>, i64>>,
-    order: VecDeque<(Arc<str>, Arc<str>)>,
+    /// Per task: its sequence number (its place in `order`) and its time.
+    table: TaskTable<(u64, i64)>,
+    /// Hash and sequence number of each entry, oldest first.
+    order: VecDeque<(u64, u64)>,
+    next_seq: u64,
     cap: usize,
 }
 
@@ -39,8 +42,10 @@ impl StopSet {
     /// Remembers at most `cap` requests.
     pub fn new(cap: usize) -> Self {
         Self {
+            table: TaskTable::default(),
+            order: VecDeque::new(),
+            next_seq: 0,
             cap: cap.max(1),
-            ..Default::default()
         }
     }
 
@@ -52,47 +57,24 @@ impl StopSet {
     /// Adds task `task_id` of `tenant` with time `at`; a task already there keeps the
     /// later of its times.
     pub fn insert_at(&mut self, tenant: &str, task_id: &str, at: i64) {
-        let id: Arc<str> = match self.ids.get_mut(tenant) {
-            Some(ids) => {
-                if let Some(known) = ids.get_mut(task_id) {
-                    *known = (*known).max(at);
-                    return;
-                }
-                let id: Arc<str> = Arc::from(task_id);
-                ids.insert(id.clone(), at);
-                id
-            }
-            None => {
-                let id: Arc<str> = Arc::from(task_id);
-                self.ids
-                    .insert(Arc::from(tenant), HashMap::from([(id.clone(), at)]));
-                id
-            }
-        };
-        let tenant = self
-            .ids
-            .get_key_value(tenant)
-            .map_or_else(|| Arc::from(tenant), |(k, _)| k.clone());
-        self.order.push_back((tenant, id));
+        let seq = self.next_seq;
+        let (known, hash, new) = self.table.get_or_insert_with(tenant, task_id, || (seq, at));
+        if !new {
+            known.1 = known.1.max(at);
+            return;
+        }
+        self.next_seq = seq.wrapping_add(1);
+        self.order.push_back((hash, seq));
         while self.order.len() > self.cap {
-            if let Some((tenant, id)) = self.order.pop_front() {
-                self.forget(&tenant, &id);
+            if let Some((hash, seq)) = self.order.pop_front() {
+                self.table.remove_by_hash(hash, |(s, _)| *s == seq);
             }
         }
     }
 
     /// Forgets task `task_id` of `tenant` (its place in the order goes with the oldest).
     pub fn remove(&mut self, tenant: &str, task_id: &str) {
-        self.forget(tenant, task_id);
-    }
-
-    fn forget(&mut self, tenant: &str, task_id: &str) {
-        if let Some(ids) = self.ids.get_mut(tenant) {
-            ids.remove(task_id);
-            if ids.is_empty() {
-                self.ids.remove(tenant);
-            }
-        }
+        self.table.remove(tenant, task_id);
     }
 
     /// Whether task `task_id` of `tenant` is in the set.
@@ -102,7 +84,17 @@ impl StopSet {
 
     /// The time task `task_id` of `tenant` was added with, when it is in the set.
     pub fn get(&self, tenant: &str, task_id: &str) -> Option<i64> {
-        self.ids.get(tenant)?.get(task_id).copied()
+        self.table.get(tenant, task_id).map(|(_, at)| *at)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
     }
 }
 
@@ -203,6 +195,19 @@ mod tests {
         s.insert("b", "9");
         assert!(s.contains("a", "3") && s.contains("b", "9"));
         assert!(!s.contains("a", "2"), "the oldest goes first");
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn a_removed_entry_leaves_the_bound_intact() {
+        let mut s = StopSet::new(2);
+        s.insert("t", "1");
+        s.remove("t", "1");
+        s.insert("t", "2");
+        s.insert("t", "3");
+        s.insert("t", "4");
+        assert!(!s.contains("t", "2") && s.contains("t", "3") && s.contains("t", "4"));
+        assert_eq!(s.len(), 2);
     }
 
     #[test]

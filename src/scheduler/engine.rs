@@ -7,7 +7,7 @@
 //! nothing new is fetched or started; running attempts get `scheduler.shutdown_grace`,
 //! then they are cut off and run again on the next owner.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,13 +37,13 @@ use super::records::{
 };
 use super::retry_queue::RetryQueue;
 use super::spill::{Seen, Spill};
+use super::task_table::TaskTable;
 use super::worker::Worker;
 use super::{Ctx, End, Job, RunSummary, SchedulerError, TASK_OVERHEAD_BYTES};
 use crate::clock::now_ms;
 use crate::codec::{self, FailureReason, OutcomeStatus, TaskStatus};
 use crate::executor::ExecError;
 use crate::names::metrics as m;
-use crate::types::TaskKey;
 
 mod backpressure;
 mod gauges;
@@ -98,7 +98,7 @@ pub(super) struct Engine {
     /// Tasks that recently reached a terminal outcome here (`scheduler.dedupe_window`).
     finished: Option<StopSet>,
     /// Cancellation of each running attempt.
-    running_tokens: HashMap<TaskKey, CancellationToken>,
+    running_tokens: TaskTable<CancellationToken>,
     /// Units handed to the publisher and not yet durable.
     outstanding: usize,
     exactly_once: bool,
@@ -114,10 +114,6 @@ pub(super) struct Engine {
     /// The overflow watcher's last look, and whether it should look.
     spill_seen: Seen,
     spill_active: Arc<AtomicBool>,
-}
-
-fn task_key(entry: &Job) -> TaskKey {
-    TaskKey::new(&entry.f.tenant, &*entry.task_id)
 }
 
 fn done_ref(entry: &Job) -> DoneRef {
@@ -160,7 +156,7 @@ impl Engine {
             attempts: JoinSet::new(),
             stops: StopSet::new(100_000),
             finished,
-            running_tokens: HashMap::new(),
+            running_tokens: TaskTable::default(),
             outstanding: 0,
             retries: RetryQueue::default(),
             paused: HashSet::new(),
@@ -440,14 +436,13 @@ impl Engine {
                 )
             };
             let Some(entry) = next else { break };
-            let key = task_key(&entry);
             if self
                 .finished
                 .as_ref()
-                .is_some_and(|f| f.contains(&key.tenant, &finished_id(&entry.task())))
+                .is_some_and(|f| f.contains(&entry.f.tenant, &finished_id(&entry.task())))
             {
                 // Already has its terminal outcome: an idempotent no-op, not a second run.
-                debug!(task_id = %key.id, tenant = %key.tenant, "task already finished here; not run again");
+                debug!(task_id = %entry.task_id, tenant = %entry.f.tenant, "task already finished here; not run again");
                 counter!(m::SKIPPED).increment(1);
                 self.dispatcher.attempt_finished(entry.f.id);
                 let done = done_ref(&entry);
@@ -456,7 +451,7 @@ impl Engine {
             }
             if self
                 .stops
-                .get(&key.tenant, &key.id)
+                .get(&entry.f.tenant, &entry.task_id)
                 .is_some_and(|at| stop_applies(&entry.task(), at))
             {
                 self.dispatcher.attempt_finished(entry.f.id);
@@ -465,7 +460,8 @@ impl Engine {
             }
             shared.tracker().mark_running(&entry.record.tp, entry.epoch);
             let cancel = CancellationToken::new();
-            self.running_tokens.insert(key, cancel.clone());
+            self.running_tokens
+                .insert(&entry.f.tenant, &entry.task_id, cancel.clone());
             let ctx = self.ctx.clone();
             let mut run: Pin<Box<dyn Future<Output = AttemptDone> + Send>> = Box::pin(async move {
                 let mut entry = entry;
@@ -500,7 +496,7 @@ impl Engine {
             }
         };
         self.dispatcher.attempt_finished(entry.f.id);
-        self.running_tokens.remove(&task_key(&entry));
+        self.running_tokens.remove(&entry.f.tenant, &entry.task_id);
         self.shared.attempt_ended(&entry.record.tp, entry.epoch);
         if !self
             .shared
@@ -624,9 +620,8 @@ impl Engine {
     fn on_stop(&mut self, req: codec::StopRequest) {
         self.stops
             .insert_at(&req.tenant, &req.task_id, req.requested_at);
-        let key = TaskKey::new(req.tenant, req.task_id);
-        if let Some(token) = self.running_tokens.get(&key) {
-            info!(task_id = %key.id, tenant = %key.tenant, by = %req.requested_by, "stopping a running task");
+        if let Some(token) = self.running_tokens.get(&req.tenant, &req.task_id) {
+            info!(task_id = %req.task_id, tenant = %req.tenant, by = %req.requested_by, "stopping a running task");
             token.cancel();
         }
     }

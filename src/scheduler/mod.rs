@@ -25,6 +25,7 @@ mod records;
 mod retry_queue;
 mod setup;
 pub mod spill;
+mod task_table;
 pub mod waiting;
 pub mod worker;
 
