@@ -1,5 +1,6 @@
 //! Small value types shared by the scheduler, the indexer and the controller.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -21,6 +22,19 @@ impl TopicPartition {
             partition,
         }
     }
+}
+
+/// The value kept for `tp` in `map`, a default one inserted first when there is none
+/// (always `Some`). Unlike `map.entry(tp.clone())`, the partition's name is counted up
+/// only when it is inserted: this is on the path of every task.
+pub fn slot_for<'a, V: Default>(
+    map: &'a mut HashMap<TopicPartition, V>,
+    tp: &TopicPartition,
+) -> Option<&'a mut V> {
+    if !map.contains_key(tp) {
+        map.insert(tp.clone(), V::default());
+    }
+    map.get_mut(tp)
 }
 
 impl fmt::Display for TopicPartition {

@@ -97,25 +97,25 @@ impl Record {
         }
     }
 
-    /// The ordering key, when the record is marked ordered and has a UTF-8 key.
-    pub fn ordering_key(&self) -> Option<&str> {
-        if !self.ordered {
-            return None;
-        }
+    /// Its key, when it is non-empty UTF-8.
+    fn key_str(&self) -> Option<&str> {
         self.key
             .as_deref()
             .and_then(|k| std::str::from_utf8(k).ok())
             .filter(|k| !k.is_empty())
     }
 
+    /// The ordering key, when the record is marked ordered and has a UTF-8 key.
+    pub fn ordering_key(&self) -> Option<&str> {
+        self.key_str().filter(|_| self.ordered)
+    }
+
     /// The task id when the submitter chose none: the record key, else its position.
     pub fn fallback_id(&self) -> String {
-        self.key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .filter(|k| !k.is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{}-{}-{}", self.tp.topic, self.tp.partition, self.offset))
+        self.key_str().map_or_else(
+            || format!("{}-{}-{}", self.tp.topic, self.tp.partition, self.offset),
+            str::to_string,
+        )
     }
 }
 

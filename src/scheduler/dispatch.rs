@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::offsets::TopicPartition;
 use super::waiting::{Queued, Waiting};
+use crate::types::slot_for;
 
 /// Index of a function in the dispatcher.
 pub type FnId = usize;
@@ -187,10 +188,7 @@ impl<T: Held> Dispatcher<T> {
 
     fn count_function(&mut self, tp: &TopicPartition, f: FnId, held: bool) {
         if held {
-            if !self.by_function.contains_key(tp) {
-                self.by_function.insert(tp.clone(), Vec::new());
-            }
-            let Some(counts) = self.by_function.get_mut(tp) else {
+            let Some(counts) = slot_for(&mut self.by_function, tp) else {
                 return;
             };
             if counts.len() <= f {
@@ -214,10 +212,7 @@ impl<T: Held> Dispatcher<T> {
         self.hold(tp, entry.bytes());
         self.count_function(tp, entry.function(), true);
         if let Some(key) = entry.key() {
-            if !self.keys.contains_key(tp) {
-                self.keys.insert(tp.clone(), HashMap::new());
-            }
-            if let Some(keys) = self.keys.get_mut(tp) {
+            if let Some(keys) = slot_for(&mut self.keys, tp) {
                 if let Some(waiting) = keys.get_mut(key) {
                     waiting.push_back(entry);
                     return;
@@ -225,10 +220,12 @@ impl<T: Held> Dispatcher<T> {
                 keys.insert(key.into(), VecDeque::new());
             }
         }
-        self.enqueue_back(entry);
+        self.enqueue(entry, false);
     }
 
-    fn enqueue_back(&mut self, entry: T) {
+    /// Queues a task for its function: at the back, or at the front (the next of a key,
+    /// older than anything queued after it).
+    fn enqueue(&mut self, entry: T, at_front: bool) {
         let vclock = self.vclock;
         if let Some(f) = self.functions.get_mut(entry.function()) {
             if f.ready.is_empty() && f.running == 0 {
@@ -236,7 +233,11 @@ impl<T: Held> Dispatcher<T> {
                 // fair share from now on, no credit for the time it had nothing to do.
                 f.vtime = f.vtime.max(vclock);
             }
-            f.ready.push_back(entry);
+            if at_front {
+                f.ready.push_front(entry);
+            } else {
+                f.ready.push_back(entry);
+            }
         }
     }
 
@@ -280,15 +281,9 @@ impl<T: Held> Dispatcher<T> {
     /// Accounts memory held for a partition outside any queue (input that cannot run,
     /// on its way to a failure destination).
     pub fn hold(&mut self, tp: &TopicPartition, bytes: usize) {
-        match self.partitions.get_mut(tp) {
-            Some(b) => {
-                b.count += 1;
-                b.bytes += bytes;
-            }
-            None => {
-                self.partitions
-                    .insert(tp.clone(), Buffered { count: 1, bytes });
-            }
+        if let Some(b) = slot_for(&mut self.partitions, tp) {
+            b.count += 1;
+            b.bytes += bytes;
         }
         self.total.count += 1;
         self.total.bytes += bytes;
@@ -390,15 +385,7 @@ impl<T: Held> Dispatcher<T> {
         };
         match keys.get_mut(key).and_then(VecDeque::pop_front) {
             // The next task of the key is older than anything queued after it.
-            Some(next) => {
-                let vclock = self.vclock;
-                if let Some(f) = self.functions.get_mut(next.function()) {
-                    if f.ready.is_empty() && f.running == 0 {
-                        f.vtime = f.vtime.max(vclock);
-                    }
-                    f.ready.push_front(next);
-                }
-            }
+            Some(next) => self.enqueue(next, true),
             None => {
                 keys.remove(key);
                 if keys.is_empty() {

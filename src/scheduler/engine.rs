@@ -126,7 +126,7 @@ fn done_ref(entry: &Job) -> DoneRef {
 
 /// Drops the record's bytes once the task is decoded and staying here: only forwarding it
 /// to an overflow queue needs them, and a held task should cost its payload once.
-fn forget_record_value(entry: &mut Box<Job>) {
+fn forget_record_value(entry: &mut Job) {
     entry.record.value = Box::default();
     entry.record.content_type = None;
 }
@@ -393,7 +393,7 @@ impl Engine {
         forget_record_value(&mut entry);
         let wait = Duration::from_millis(u64::try_from(due - now).unwrap_or(0));
         self.dispatcher.account(&entry);
-        if self.ctx.is_delay_topic(&entry.record.tp.topic) {
+        if entry.is_back_from_delay() {
             // Back from its delay topic: it waits out the rest here, in the buffer (whose
             // limit pauses the delay partition).
             self.retries.push(Instant::now() + wait, entry);
@@ -539,9 +539,8 @@ impl Engine {
     }
 
     /// A failed attempt: the final failure, or a retry after a backoff.
-    fn on_failure(&mut self, mut entry: Box<Job>, e: ExecError) {
-        let f = entry.f.clone();
-        let job = &mut entry;
+    fn on_failure(&mut self, job: Box<Job>, e: ExecError) {
+        let f = job.f.clone();
         let attempt_no = job.attempts.len() as u32;
         let message = e.to_string();
         let reason = match &e {
@@ -556,7 +555,7 @@ impl Engine {
                 reason: Some(reason),
                 ..End::new(OutcomeStatus::Failed, message)
             };
-            self.publish(entry, end, Some(f.on_failure.clone()));
+            self.publish(job, end, Some(f.on_failure.clone()));
             return;
         }
         if self.draining {
@@ -580,17 +579,16 @@ impl Engine {
                 .into_iter()
                 .collect(),
         );
-        if entry.key().is_some() {
+        if job.key().is_some() {
             // Keyed: later tasks of the key wait behind it, so it waits here.
-            self.retries.push(Instant::now() + delay, entry);
+            self.retries.push(Instant::now() + delay, job);
         } else {
             let due = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-            self.defer(entry, due);
+            self.defer(job, due);
         }
     }
 
-    fn publish(&mut self, entry: Box<Job>, end: End, destination: Option<Target>) {
-        let job = &entry;
+    fn publish(&mut self, job: Box<Job>, end: End, destination: Option<Target>) {
         let outcome = job.outcome(end, &self.ctx.scheduler_id);
         crate::otel::finish_process(
             job.span.get(),
@@ -602,8 +600,8 @@ impl Engine {
         }
         job.f.metrics.finished(outcome.status, outcome.reason);
         let records = outcome_records(&self.ctx, &outcome, destination.as_ref());
-        let done = done_ref(&entry);
-        self.send_unit(records, done, Published::Task(entry));
+        let done = done_ref(&job);
+        self.send_unit(records, done, Published::Task(job));
     }
 
     /// Ends a task that was asked to stop before it ran (again): outcome `stopped`.
@@ -627,8 +625,7 @@ impl Engine {
     }
 
     /// Moves a task to the delay topic for its wait; its current record is then done.
-    fn defer(&mut self, entry: Box<Job>, due: i64) {
-        let job = &entry;
+    fn defer(&mut self, job: Box<Job>, due: i64) {
         let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
         let Some(topic) = tier_for(&self.ctx.delay_tiers, wait).map(str::to_string) else {
             return;
@@ -649,12 +646,12 @@ impl Engine {
             Ok(record) => {
                 debug!(task_id = %delayed.task_id, topic = %record.topic, wait = ?wait, "task moved to a delay topic");
                 crate::otel::finish_process(job.span.get(), "delayed", None);
-                let done = done_ref(&entry);
-                self.send_unit(vec![record], done, Published::Moved(entry));
+                let done = done_ref(&job);
+                self.send_unit(vec![record], done, Published::Moved(job));
             }
             Err(e) => {
                 error!(task_id = %delayed.task_id, error = %e, "cannot encode delayed task; it stays here");
-                self.retries.push(Instant::now() + wait, entry);
+                self.retries.push(Instant::now() + wait, job);
             }
         }
     }

@@ -242,6 +242,12 @@ impl Job {
         }
     }
 
+    /// Whether it was read from a delay topic (only such a task has an origin of its own:
+    /// `intake::prepare_delayed`).
+    fn is_back_from_delay(&self) -> bool {
+        self.origin.is_some()
+    }
+
     /// The trace context its events carry: its `process` span's with traces on, else the
     /// submitter's (for a task back from a delay topic: the delayed copy's, the same).
     fn traceparent(&self) -> Option<&str> {
@@ -300,9 +306,9 @@ impl dispatch::Held for Job {
         self.record.ordering_key()
     }
 
-    /// Read from a queue topic, not back from a delay topic (whose tasks have an origin).
+    /// Read from a queue topic, not back from a delay topic.
     fn queued(&self) -> Option<waiting::Queued> {
-        self.origin.is_none().then_some(waiting::Queued {
+        (!self.is_back_from_delay()).then_some(waiting::Queued {
             offset: self.record.offset,
             since_ms: self.submitted_at,
         })

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::offsets::TopicPartition;
 use crate::names::metrics as m;
+use crate::types::slot_for;
 
 /// How recently a task must have been read from a partition for its age to stand for
 /// the tasks not read yet (rule 2 of the module documentation).
@@ -67,10 +68,7 @@ pub struct Waiting {
 impl Waiting {
     /// A task of `tp` was read at `read_ms` and waits.
     pub fn add(&mut self, tp: &TopicPartition, q: Queued, read_ms: i64) {
-        if !self.parts.contains_key(tp) {
-            self.parts.insert(tp.clone(), Part::default());
-        }
-        let Some(part) = self.parts.get_mut(tp) else {
+        let Some(part) = slot_for(&mut self.parts, tp) else {
             return;
         };
         part.waiting.insert(q.offset, q.since_ms);

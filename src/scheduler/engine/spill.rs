@@ -48,9 +48,8 @@ impl Engine {
 
     /// The task's record, as read, to the overflow queue, with a `queued` status event
     /// naming where it waits now; durable together with its shared offset.
-    fn forward(&mut self, entry: Box<Job>, overflow: &Overflow) {
-        let job = &entry;
-        let partition = overflow.partition_for(entry.record.tp.partition);
+    fn forward(&mut self, job: Box<Job>, overflow: &Overflow) {
+        let partition = overflow.partition_for(job.record.tp.partition);
         let record = &job.record;
         let key = record
             .key
@@ -93,9 +92,9 @@ impl Engine {
         let ev = status_event(&self.ctx, &waiting, TaskStatus::Queued, 0, (None, None));
         records.extend(status_record(&self.ctx, &ev, redrive_of(&waiting)));
         otel::finish_process(job.span.get(), "spilled", None);
-        self.dispatcher.account(&entry);
-        let done = done_ref(&entry);
-        self.send_unit(records, done, Published::Forwarded(entry));
+        self.dispatcher.account(&job);
+        let done = done_ref(&job);
+        self.send_unit(records, done, Published::Forwarded(job));
     }
 
     /// A forwarded task's unit is durable, or was given up with its partition.
