@@ -16,7 +16,7 @@ use tidewater::submit::Submitter;
 
 /// The allocator of the `tidewater` binary, so the benches measure what runs.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tidewater_alloc::Allocator = tidewater_alloc::Allocator;
 
 pub use tests_common::{bootstrap, metric, reader_from_start, submit_all, task, vm_rss};
 

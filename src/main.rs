@@ -7,7 +7,7 @@ mod cli;
 /// Records are allocated by the engine and freed by the publisher thread; mimalloc's
 /// per-thread free lists handle that at a fraction of glibc malloc's cost (BENCHMARKS.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tidewater_alloc::Allocator = tidewater_alloc::Allocator;
 
 use std::path::PathBuf;
 
