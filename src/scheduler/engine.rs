@@ -30,7 +30,8 @@ use super::control::StopSet;
 use super::dispatch::{Dispatcher, Held};
 use super::intake::{Prepared, prepare};
 use super::offsets::TopicPartition;
-use super::publisher::{DoneRef, FromPublisher, OutRecord, Unit};
+use super::out_record::OutRecord;
+use super::publisher::{DoneRef, FromPublisher, Unit};
 use super::records::{
     Target, delay_record, finished_id, outcome_records, redrive_of, status_event, status_record,
     stop_applies, tier_for,

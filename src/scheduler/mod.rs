@@ -20,6 +20,7 @@ mod engine;
 mod fn_metrics;
 mod intake;
 pub mod offsets;
+pub mod out_record;
 pub mod publisher;
 mod records;
 mod retry_queue;
@@ -47,7 +48,8 @@ use consumer::Record;
 use dispatch::FnId;
 use engine::Published;
 use offsets::TopicPartition;
-use publisher::{OutRecord, Unit};
+use out_record::OutRecord;
+use publisher::Unit;
 use records::{Target, TaskRef};
 
 /// Why the scheduler could not start or had to stop.

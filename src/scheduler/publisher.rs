@@ -18,7 +18,6 @@
 //! A batch that stays not durable makes the process not ready (`/readyz`) and is logged
 //! every few seconds until the cluster answers again.
 
-use std::borrow::Cow;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -35,31 +34,11 @@ use tracing::{debug, error, info, warn};
 use super::consumer::{GroupContext, Shared};
 use super::deliveries::{self, DeliveryPoller};
 use super::offsets::TopicPartition;
+use super::out_record::OutRecord;
 use super::worker::Signal;
 use crate::health::Health;
 use crate::kafka_stats::{Client, KafkaStats};
 use crate::names::metrics as m;
-
-/// One record to produce.
-#[derive(Debug, Clone)]
-pub struct OutRecord {
-    pub topic: Arc<str>,
-    /// The task id, so a task's records share a partition (and compaction keeps its last).
-    pub key: String,
-    pub value: Vec<u8>,
-    /// Header names and values; fixed values are borrowed, not copied per record.
-    pub headers: Vec<(&'static str, Cow<'static, str>)>,
-    /// Where and when it goes when that is chosen (a task forwarded to an overflow
-    /// queue keeps its partition's order and its record time); else by key, now.
-    pub place: Option<Place>,
-}
-
-/// An explicit partition and record timestamp (ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Place {
-    pub partition: i32,
-    pub timestamp: Option<i64>,
-}
 
 /// The offset a unit completes.
 #[derive(Debug, Clone)]
@@ -615,16 +594,16 @@ impl<T: Send + 'static> Publisher<T> {
     fn send_all(&self, batch: &[Unit<T>]) -> Result<(), KafkaError> {
         for unit in batch {
             for r in &unit.records {
-                let empty = OwnedHeaders::new_with_capacity(r.headers.len());
-                let headers = r.headers.iter().fold(empty, |h, (k, v)| {
+                let empty = OwnedHeaders::new_with_capacity(r.header_count());
+                let headers = r.headers().fold(empty, |h, (key, value)| {
                     h.insert(Header {
-                        key: k,
-                        value: Some(v.as_bytes()),
+                        key,
+                        value: Some(value),
                     })
                 });
                 let mut record = BaseRecord::to(&r.topic)
-                    .key(&r.key)
-                    .payload(&r.value)
+                    .key(r.key())
+                    .payload(r.value())
                     .headers(headers);
                 if let Some(place) = r.place {
                     record = record.partition(place.partition);

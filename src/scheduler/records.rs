@@ -12,7 +12,7 @@ use tracing::error;
 
 use super::Ctx;
 use super::intake::labels;
-use super::publisher::OutRecord;
+use super::out_record::OutRecord;
 use crate::clock::now_ms;
 use crate::codec::{
     self, FailureReason, Outcome, OutcomeStatus, SourceView, StatusView, TaskStatus,
@@ -49,32 +49,36 @@ impl Target {
     }
 }
 
-/// A record's headers.
-type Headers = Vec<(&'static str, Cow<'static, str>)>;
+/// Who a record is about: the headers every record Tidewater writes about a task carries
+/// (besides content type and event kind), those that are known.
+#[derive(Debug, Clone, Copy, Default)]
+struct About<'a> {
+    task_id: &'a str,
+    tenant: &'a str,
+    function: Option<&'a str>,
+    traceparent: Option<&'a str>,
+    /// The redrive of the run, when the task was redriven: the indexer tells the runs of
+    /// one task apart by it.
+    redrive: Option<&'a str>,
+}
 
-/// Headers of every record Tidewater writes about a task: content type, event kind, task
-/// id and tenant, then the function and trace context where there are.
-fn headers(
-    event: &'static str,
-    task_id: &str,
-    tenant: &str,
-    function: Option<&str>,
-    traceparent: Option<&str>,
-) -> Headers {
-    let mut out = Vec::with_capacity(7);
-    out.extend([
-        (h::CONTENT_TYPE, Cow::Borrowed(h::CONTENT_TYPE_AVRO)),
-        (h::EVENT, Cow::Borrowed(event)),
-        (h::TASK_ID, Cow::Owned(task_id.to_string())),
-        (h::TENANT, Cow::Owned(tenant.to_string())),
-    ]);
-    if let Some(f) = function {
-        out.push((h::FUNCTION, Cow::Owned(f.to_string())));
-    }
-    if let Some(tp) = traceparent {
-        out.push((h::TRACEPARENT, Cow::Owned(tp.to_string())));
-    }
-    out
+/// A record about a task, keyed by its id: content type, event kind, task id and tenant,
+/// then the function, trace context and redrive where there are.
+fn task_record(topic: Arc<str>, value: Vec<u8>, event: &'static str, a: About<'_>) -> OutRecord {
+    let room = [Some(a.tenant), a.function, a.traceparent, a.redrive]
+        .into_iter()
+        .flatten()
+        .map(str::len)
+        .fold(0, usize::saturating_add);
+    let mut r = OutRecord::new(topic, value, a.task_id, room);
+    r.fixed(h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO)
+        .fixed(h::EVENT, event)
+        .key_header(h::TASK_ID)
+        .header(h::TENANT, a.tenant)
+        .header_opt(h::FUNCTION, a.function)
+        .header_opt(h::TRACEPARENT, a.traceparent)
+        .header_opt(h::REDRIVE_ID, a.redrive);
+    r
 }
 
 /// What a task's records say about it, borrowed: from a held job (whose outcome is built
@@ -124,15 +128,6 @@ pub(super) fn stop_applies(t: &TaskRef<'_>, requested_at: i64) -> bool {
     redrive_of(t).is_none() || t.submitted_at <= requested_at
 }
 
-/// `headers` with the redrive of the run added, when the task was redriven: the indexer
-/// tells the runs of one task apart by it.
-fn with_redrive(mut headers: Headers, redrive: Option<&str>) -> Headers {
-    if let Some(r) = redrive {
-        headers.push((h::REDRIVE_ID, Cow::Owned(r.to_string())));
-    }
-    headers
-}
-
 /// A status event for a task at `status`, stamped now (borrowed from the task).
 pub(super) fn status_event<'a>(
     ctx: &'a Ctx,
@@ -169,22 +164,18 @@ pub(super) fn status_record(
             return None;
         }
     };
-    Some(OutRecord {
-        topic: ctx.status_topic.clone(),
-        key: ev.task_id.to_string(),
+    Some(task_record(
+        ctx.status_topic.clone(),
         value,
-        headers: with_redrive(
-            headers(
-                h::EVENT_STATUS,
-                ev.task_id,
-                ev.tenant,
-                Some(ev.function),
-                None,
-            ),
+        h::EVENT_STATUS,
+        About {
+            task_id: ev.task_id,
+            tenant: ev.tenant,
+            function: Some(ev.function),
+            traceparent: None,
             redrive,
-        ),
-        place: None,
-    })
+        },
+    ))
 }
 
 /// The records of a terminal outcome: the outcome event (to `destination`, when there is
@@ -207,22 +198,18 @@ pub(super) fn outcome_records(
     match destination {
         Some(Target::Function(function)) => records.extend(compensation_record(ctx, o, function)),
         Some(Target::Topic(topic)) => match codec::encode_outcome(o) {
-            Ok(value) => records.push(OutRecord {
-                topic: topic.clone(),
-                key: o.task_id.clone(),
+            Ok(value) => records.push(task_record(
+                topic.clone(),
                 value,
-                headers: with_redrive(
-                    headers(
-                        h::EVENT_OUTCOME,
-                        &o.task_id,
-                        &o.tenant,
-                        Some(&o.function),
-                        o.traceparent.as_deref(),
-                    ),
-                    redrive_of(&task),
-                ),
-                place: None,
-            }),
+                h::EVENT_OUTCOME,
+                About {
+                    task_id: &o.task_id,
+                    tenant: &o.tenant,
+                    function: Some(&o.function),
+                    traceparent: o.traceparent.as_deref(),
+                    redrive: redrive_of(&task),
+                },
+            )),
             Err(e) => error!(task_id = %o.task_id, error = %e, "cannot encode outcome"),
         },
         None => {}
@@ -278,17 +265,12 @@ fn compensation_record(ctx: &Ctx, o: &Outcome, function: &str) -> Option<OutReco
         }
     };
     // A task for a queue, like any submitter's: only its content type and trace context.
-    let mut headers: Headers = vec![(h::CONTENT_TYPE, Cow::Borrowed(h::CONTENT_TYPE_AVRO))];
-    if let Some(tp) = &o.traceparent {
-        headers.push((h::TRACEPARENT, Cow::Owned(tp.clone())));
-    }
-    Some(OutRecord {
-        topic: ctx.config.queue_topic(&o.tenant, function).into(),
-        key: task.id,
-        value,
-        headers,
-        place: None,
-    })
+    let traceparent = o.traceparent.as_deref();
+    let topic = ctx.config.queue_topic(&o.tenant, function).into();
+    let mut r = OutRecord::new(topic, value, &task.id, traceparent.map_or(0, str::len));
+    r.fixed(h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO)
+        .header_opt(h::TRACEPARENT, traceparent);
+    Some(r)
 }
 
 /// `<prefix>.logs` records of an attempt's captured output, each stream cut to
@@ -318,16 +300,17 @@ pub(super) fn log_records(
                 truncated,
             };
             let value = codec::encode_task_log(&log).ok()?;
-            Some(OutRecord {
-                topic: topic.clone(),
-                key: log.task_id.clone(),
+            Some(task_record(
+                topic.clone(),
                 value,
-                headers: with_redrive(
-                    headers(h::EVENT_LOG, &log.task_id, &log.tenant, None, None),
-                    redrive_of(t),
-                ),
-                place: None,
-            })
+                h::EVENT_LOG,
+                About {
+                    task_id: &log.task_id,
+                    tenant: &log.tenant,
+                    redrive: redrive_of(t),
+                    ..About::default()
+                },
+            ))
         })
         .collect()
 }
@@ -337,19 +320,18 @@ pub(super) fn delay_record(
     topic: &str,
     delayed: &codec::DelayedTask,
 ) -> Result<OutRecord, codec::CodecError> {
-    Ok(OutRecord {
-        topic: topic.into(),
-        key: delayed.task_id.clone(),
-        value: codec::encode_delayed(delayed)?,
-        headers: headers(
-            h::EVENT_DELAYED,
-            &delayed.task_id,
-            &delayed.tenant,
-            Some(&delayed.function),
-            delayed.traceparent.as_deref(),
-        ),
-        place: None,
-    })
+    Ok(task_record(
+        topic.into(),
+        codec::encode_delayed(delayed)?,
+        h::EVENT_DELAYED,
+        About {
+            task_id: &delayed.task_id,
+            tenant: &delayed.tenant,
+            function: Some(&delayed.function),
+            traceparent: delayed.traceparent.as_deref(),
+            redrive: None,
+        },
+    ))
 }
 
 /// The delay topic for a wait: the longest tier not above it (the shortest for less).
@@ -444,12 +426,42 @@ mod tests {
     }
 
     #[test]
-    fn headers_carry_function_and_trace_only_when_known() {
-        let with = headers(h::EVENT_OUTCOME, "t1", "acme", Some("f"), Some("00-ab"));
-        assert!(with.contains(&(h::FUNCTION, "f".into())));
-        assert!(with.contains(&(h::TRACEPARENT, "00-ab".into())));
-        let without = headers(h::EVENT_LOG, "t1", "acme", None, None);
-        assert_eq!(without.len(), 4);
-        assert!(without.contains(&(h::TASK_ID, "t1".into())));
+    fn headers_carry_function_trace_and_redrive_only_when_known() {
+        let about = About {
+            task_id: "t1",
+            tenant: "acme",
+            function: Some("f"),
+            traceparent: Some("00-ab"),
+            redrive: Some("r1"),
+        };
+        let with = task_record("out".into(), b"v".to_vec(), h::EVENT_OUTCOME, about);
+        let names: Vec<_> = with.headers().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                h::CONTENT_TYPE,
+                h::EVENT,
+                h::TASK_ID,
+                h::TENANT,
+                h::FUNCTION,
+                h::TRACEPARENT,
+                h::REDRIVE_ID
+            ]
+        );
+        assert_eq!(with.header_str(h::EVENT), Some(h::EVENT_OUTCOME));
+        assert_eq!(with.header_str(h::TASK_ID), Some("t1"));
+        assert_eq!(with.header_str(h::FUNCTION), Some("f"));
+        assert_eq!(with.header_str(h::TRACEPARENT), Some("00-ab"));
+        assert_eq!(with.header_str(h::REDRIVE_ID), Some("r1"));
+        assert_eq!((with.key(), with.value()), (&b"t1"[..], &b"v"[..]));
+        let about = About {
+            task_id: "t1",
+            tenant: "acme",
+            ..About::default()
+        };
+        let without = task_record("logs".into(), Vec::new(), h::EVENT_LOG, about);
+        assert_eq!(without.header_count(), 4);
+        assert_eq!(without.header_str(h::TENANT), Some("acme"));
+        assert_eq!(without.header_str(h::FUNCTION), None);
     }
 }

@@ -2,14 +2,13 @@
 //! function's overflow queue in the unit that completes its shared-queue offset, and
 //! re-evaluating which functions spill.
 
-use std::borrow::Cow;
 use std::time::Instant;
 
 use metrics::{counter, gauge};
 use tracing::{error, info};
 
 use super::super::dispatch::Held;
-use super::super::publisher::{OutRecord, Place};
+use super::super::out_record::{OutRecord, Place};
 use super::super::records::{redrive_of, status_event, status_record};
 use super::super::spill::{Change, Overflow};
 use super::{Engine, Published, done_ref};
@@ -55,34 +54,31 @@ impl Engine {
             .key
             .as_deref()
             .and_then(|k| std::str::from_utf8(k).ok())
-            .map_or_else(|| job.task_id.to_string(), str::to_string);
-        let mut headers = Vec::with_capacity(5);
-        if let Some(ct) = &record.content_type {
-            headers.push((h::CONTENT_TYPE, Cow::Owned(ct.to_string())));
-        }
-        if let Some(tp) = job.traceparent() {
-            headers.push((h::TRACEPARENT, Cow::Owned(tp.to_string())));
-        }
+            .unwrap_or(&job.task_id);
+        let content_type = record.content_type.as_deref();
+        let traceparent = job.traceparent();
+        let from = format!(
+            "{}/{}/{}",
+            record.tp.topic, record.tp.partition, record.offset
+        );
+        let room = [content_type, traceparent, Some(&from)]
+            .into_iter()
+            .flatten()
+            .map(str::len)
+            .fold(0, usize::saturating_add);
+        let topic = overflow.topic.as_str().into();
+        let mut forwarded = OutRecord::new(topic, record.value.to_vec(), key, room);
+        forwarded
+            .header_opt(h::CONTENT_TYPE, content_type)
+            .header_opt(h::TRACEPARENT, traceparent);
         if record.ordered {
-            headers.push((h::ORDERED, Cow::Borrowed("true")));
+            forwarded.fixed(h::ORDERED, "true");
         }
-        headers.push((
-            h::SPILLED_FROM,
-            Cow::Owned(format!(
-                "{}/{}/{}",
-                record.tp.topic, record.tp.partition, record.offset
-            )),
-        ));
-        let mut records = vec![OutRecord {
-            topic: overflow.topic.as_str().into(),
-            key,
-            value: record.value.to_vec(),
-            headers,
-            place: Some(Place {
-                partition,
-                timestamp: record.timestamp(),
-            }),
-        }];
+        forwarded.header(h::SPILLED_FROM, &from);
+        let mut records = vec![forwarded.placed(Place {
+            partition,
+            timestamp: record.timestamp(),
+        })];
         let mut waiting = job.task();
         waiting.source = SourceView {
             topic: &overflow.topic,
