@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::records::{Attempt, Outcome, SourceView, StatusView, TaskStatus};
+use super::records::{Attempt, OutcomeView, SourceView, StatusView, TaskStatus};
 
 /// Appends a zig-zag variable-length `long`.
 pub(super) fn long(out: &mut Vec<u8>, v: i64) {
@@ -101,26 +101,26 @@ pub(super) fn status_event(out: &mut Vec<u8>, e: &StatusView<'_>) {
 }
 
 /// Appends an outcome's datum (`schemas/outcome.avsc`).
-pub(super) fn outcome(out: &mut Vec<u8>, o: &Outcome) {
-    string(out, &o.task_id);
-    string(out, &o.tenant);
-    string(out, &o.function);
+pub(super) fn outcome(out: &mut Vec<u8>, o: &OutcomeView<'_>) {
+    string(out, o.task_id);
+    string(out, o.tenant);
+    string(out, o.function);
     long(out, i64::from(o.status.index()));
     optional(out, o.reason, |w, r| long(w, i64::from(r.index())));
-    optional(out, o.error.as_deref(), string);
-    optional(out, o.result.as_deref(), bytes);
-    bytes(out, &o.payload);
-    string_map(out, &o.task_headers);
+    optional(out, o.error, string);
+    optional(out, o.result, bytes);
+    bytes(out, o.payload);
+    string_map(out, o.task_headers);
     if !o.attempts.is_empty() {
         len(out, o.attempts.len());
-        for a in &o.attempts {
+        for a in o.attempts {
             attempt(out, a);
         }
     }
     long(out, 0);
     long(out, o.submitted_at);
     long(out, o.finished_at);
-    source(out, o.source.view());
-    optional(out, o.traceparent.as_deref(), string);
-    string(out, &o.scheduler_id);
+    source(out, o.source);
+    optional(out, o.traceparent, string);
+    string(out, o.scheduler_id);
 }

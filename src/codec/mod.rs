@@ -30,10 +30,11 @@ mod task;
 
 pub use json::{outcome_json, text};
 pub use records::{
-    Attempt, DelayedTask, FailureReason, LogStream, Outcome, OutcomeStatus, Source, SourceView,
-    StatusEvent, StatusView, StopRequest, TaskLog, TaskStatus, UnknownStatus, decode_delayed,
-    decode_outcome, decode_status, decode_stop_request, decode_task_log, encode_delayed,
-    encode_outcome, encode_status, encode_status_view, encode_stop_request, encode_task_log,
+    Attempt, DelayedTask, FailureReason, LogStream, Outcome, OutcomeStatus, OutcomeView, Source,
+    SourceView, StatusEvent, StatusView, StopRequest, TaskLog, TaskStatus, UnknownStatus,
+    decode_delayed, decode_outcome, decode_status, decode_stop_request, decode_task_log,
+    encode_delayed, encode_outcome, encode_outcome_view, encode_status, encode_status_view,
+    encode_stop_request, encode_task_log,
 };
 pub use schema::{
     DELAYED_SCHEMA, OUTCOME_SCHEMA, STATUS_SCHEMA, STOP_REQUEST_SCHEMA, TASK_LOG_SCHEMA,

@@ -250,6 +250,74 @@ pub struct Outcome {
     pub scheduler_id: String,
 }
 
+/// An outcome event borrowing its strings and bytes: what the scheduler encodes when a
+/// task ends, without copying the task's payload, headers and attempts into an
+/// [`Outcome`] first (see [`encode_outcome_view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutcomeView<'a> {
+    pub task_id: &'a str,
+    pub tenant: &'a str,
+    pub function: &'a str,
+    pub status: OutcomeStatus,
+    pub reason: Option<FailureReason>,
+    pub error: Option<&'a str>,
+    pub result: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    pub task_headers: &'a BTreeMap<String, String>,
+    pub attempts: &'a [Attempt],
+    pub submitted_at: i64,
+    pub finished_at: i64,
+    pub source: SourceView<'a>,
+    pub traceparent: Option<&'a str>,
+    pub scheduler_id: &'a str,
+}
+
+impl Outcome {
+    /// The outcome as an [`OutcomeView`].
+    pub fn view(&self) -> OutcomeView<'_> {
+        OutcomeView {
+            task_id: &self.task_id,
+            tenant: &self.tenant,
+            function: &self.function,
+            status: self.status,
+            reason: self.reason,
+            error: self.error.as_deref(),
+            result: self.result.as_deref(),
+            payload: &self.payload,
+            task_headers: &self.task_headers,
+            attempts: &self.attempts,
+            submitted_at: self.submitted_at,
+            finished_at: self.finished_at,
+            source: self.source.view(),
+            traceparent: self.traceparent.as_deref(),
+            scheduler_id: &self.scheduler_id,
+        }
+    }
+}
+
+impl OutcomeView<'_> {
+    /// An owned copy.
+    pub fn to_outcome(&self) -> Outcome {
+        Outcome {
+            task_id: self.task_id.to_string(),
+            tenant: self.tenant.to_string(),
+            function: self.function.to_string(),
+            status: self.status,
+            reason: self.reason,
+            error: self.error.map(str::to_string),
+            result: self.result.map(<[u8]>::to_vec),
+            payload: self.payload.to_vec(),
+            task_headers: self.task_headers.clone(),
+            attempts: self.attempts.to_vec(),
+            submitted_at: self.submitted_at,
+            finished_at: self.finished_at,
+            source: self.source.to_source(),
+            traceparent: self.traceparent.map(str::to_string),
+            scheduler_id: self.scheduler_id.to_string(),
+        }
+    }
+}
+
 /// A lifecycle event (`schemas/status.avsc`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusEvent {
@@ -341,11 +409,17 @@ pub struct DelayedTask {
 
 /// Encodes an outcome event as Avro (single-object encoding).
 pub fn encode_outcome(outcome: &Outcome) -> Result<Vec<u8>, CodecError> {
+    encode_outcome_view(&outcome.view())
+}
+
+/// Encodes an outcome event given as an [`OutcomeView`]: the same bytes as
+/// [`encode_outcome`] of the outcome it views.
+pub fn encode_outcome_view(outcome: &OutcomeView<'_>) -> Result<Vec<u8>, CodecError> {
     let s = schemas()?;
     let hint = [
         outcome.payload.len(),
-        outcome.result.as_ref().map_or(0, Vec::len),
-        outcome.error.as_ref().map_or(0, String::len),
+        outcome.result.map_or(0, <[u8]>::len),
+        outcome.error.map_or(0, str::len),
     ]
     .into_iter()
     .fold(160, usize::saturating_add);

@@ -369,7 +369,7 @@ impl Engine {
                 self.dispatcher.hold(&tp, bytes);
                 let mut outcome = outcome;
                 outcome.scheduler_id.clone_from(&self.ctx.scheduler_id);
-                let records = outcome_records(&self.ctx, &outcome, Some(&destination));
+                let records = outcome_records(&self.ctx, &outcome.view(), Some(&destination));
                 let done = DoneRef {
                     tp: tp.clone(),
                     offset: record.offset,
@@ -590,7 +590,7 @@ impl Engine {
     }
 
     fn publish(&mut self, job: Box<Job>, end: End, destination: Option<Target>) {
-        let outcome = job.outcome(end, &self.ctx.scheduler_id);
+        let outcome = job.outcome(&end, now_ms(), &self.ctx.scheduler_id);
         crate::otel::finish_process(
             job.span.get(),
             outcome.status.as_str(),

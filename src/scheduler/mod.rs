@@ -40,7 +40,7 @@ use tracing::debug;
 
 pub use attempt::retry_delay;
 
-use crate::codec::{Attempt, FailureReason, Outcome, OutcomeStatus, Source, SourceView};
+use crate::codec::{Attempt, FailureReason, OutcomeStatus, OutcomeView, Source, SourceView};
 use crate::config::{Config, FunctionConfig};
 use crate::executor::{Executor, ExecutorBuildError, Handlers};
 use crate::kafka::KafkaOpError;
@@ -268,24 +268,30 @@ impl Job {
         }
     }
 
-    /// Its outcome, ended by `end` now, decided by `scheduler_id`.
-    fn outcome(&self, end: End, scheduler_id: &str) -> Outcome {
-        Outcome {
-            task_id: self.task_id.to_string(),
-            tenant: self.f.tenant.clone(),
-            function: self.f.name.clone(),
+    /// Its outcome, ended by `end` at `finished_at`, decided by `scheduler_id`: borrowed,
+    /// nothing of the task copied.
+    fn outcome<'a>(
+        &'a self,
+        end: &'a End,
+        finished_at: i64,
+        scheduler_id: &'a str,
+    ) -> OutcomeView<'a> {
+        OutcomeView {
+            task_id: &self.task_id,
+            tenant: &self.f.tenant,
+            function: &self.f.name,
             status: end.status,
             reason: end.reason,
-            error: end.error,
-            result: end.result,
-            payload: self.payload.as_ref().clone(),
-            task_headers: self.headers.as_ref().clone(),
-            attempts: self.attempts.clone(),
+            error: end.error.as_deref(),
+            result: end.result.as_deref(),
+            payload: &self.payload,
+            task_headers: &self.headers,
+            attempts: &self.attempts,
             submitted_at: self.submitted_at,
-            finished_at: crate::clock::now_ms(),
-            source: self.source().to_source(),
-            traceparent: self.traceparent().map(str::to_string),
-            scheduler_id: scheduler_id.to_string(),
+            finished_at,
+            source: self.source(),
+            traceparent: self.traceparent(),
+            scheduler_id,
         }
     }
 }

@@ -15,7 +15,7 @@ use super::intake::labels;
 use super::out_record::OutRecord;
 use crate::clock::now_ms;
 use crate::codec::{
-    self, FailureReason, Outcome, OutcomeStatus, SourceView, StatusView, TaskStatus,
+    self, FailureReason, OutcomeStatus, OutcomeView, SourceView, StatusView, TaskStatus,
 };
 use crate::config::Destination;
 use crate::executor::Captured;
@@ -95,14 +95,14 @@ pub(super) struct TaskRef<'a> {
 
 impl<'a> TaskRef<'a> {
     /// The task of an outcome.
-    pub(super) fn of(o: &'a Outcome) -> Self {
+    pub(super) fn of(o: &OutcomeView<'a>) -> Self {
         Self {
-            task_id: &o.task_id,
-            tenant: &o.tenant,
-            function: &o.function,
+            task_id: o.task_id,
+            tenant: o.tenant,
+            function: o.function,
             submitted_at: o.submitted_at,
-            source: o.source.view(),
-            task_headers: &o.task_headers,
+            source: o.source,
+            task_headers: o.task_headers,
         }
     }
 }
@@ -182,7 +182,7 @@ pub(super) fn status_record(
 /// one) and its status event.
 pub(super) fn outcome_records(
     ctx: &Ctx,
-    o: &Outcome,
+    o: &OutcomeView<'_>,
     destination: Option<&Target>,
 ) -> Vec<OutRecord> {
     let status = match o.status {
@@ -193,20 +193,20 @@ pub(super) fn outcome_records(
     };
     let attempt = o.attempts.last().map_or(0, |a| a.attempt);
     let task = TaskRef::of(o);
-    let ev = status_event(ctx, &task, status, attempt, (o.reason, o.error.as_deref()));
+    let ev = status_event(ctx, &task, status, attempt, (o.reason, o.error));
     let mut records = Vec::with_capacity(2);
     match destination {
         Some(Target::Function(function)) => records.extend(compensation_record(ctx, o, function)),
-        Some(Target::Topic(topic)) => match codec::encode_outcome(o) {
+        Some(Target::Topic(topic)) => match codec::encode_outcome_view(o) {
             Ok(value) => records.push(task_record(
                 topic.clone(),
                 value,
                 h::EVENT_OUTCOME,
                 About {
-                    task_id: &o.task_id,
-                    tenant: &o.tenant,
-                    function: Some(&o.function),
-                    traceparent: o.traceparent.as_deref(),
+                    task_id: o.task_id,
+                    tenant: o.tenant,
+                    function: Some(o.function),
+                    traceparent: o.traceparent,
                     redrive: redrive_of(&task),
                 },
             )),
@@ -225,11 +225,11 @@ pub(super) fn outcome_records(
 /// function and destination. Destinations come from the configuration; a tenant that is
 /// not configured (a foreign record in a delay topic) has its destination labelled
 /// `_unknown` too, so input cannot create series.
-fn count_dead_letter(ctx: &Ctx, o: &Outcome, destination: &Target) {
+fn count_dead_letter(ctx: &Ctx, o: &OutcomeView<'_>, destination: &Target) {
     if o.status == OutcomeStatus::Succeeded {
         return;
     }
-    let (tenant, function) = labels(ctx, &o.tenant, &o.function);
+    let (tenant, function) = labels(ctx, o.tenant, o.function);
     let destination = if tenant == m::UNKNOWN {
         m::UNKNOWN.to_string()
     } else {
@@ -241,14 +241,16 @@ fn count_dead_letter(ctx: &Ctx, o: &Outcome, destination: &Target) {
 
 /// A `function:<name>` destination: the outcome event, as JSON, becomes the payload of a
 /// new task of that function (same tenant), with id `<task id>.<function>`.
-fn compensation_record(ctx: &Ctx, o: &Outcome, function: &str) -> Option<OutRecord> {
+fn compensation_record(ctx: &Ctx, o: &OutcomeView<'_>, function: &str) -> Option<OutRecord> {
     let task = codec::Task {
         id: format!("{}.{function}", o.task_id),
-        tenant: Some(o.tenant.clone()),
+        tenant: Some(o.tenant.to_string()),
         function: function.to_string(),
-        payload: codec::outcome_json(o).to_string().into_bytes(),
+        payload: codec::outcome_json(&o.to_outcome())
+            .to_string()
+            .into_bytes(),
         headers: BTreeMap::from([
-            (h::COMPENSATES.to_string(), o.task_id.clone()),
+            (h::COMPENSATES.to_string(), o.task_id.to_string()),
             (
                 h::CONTENT_TYPE.to_string(),
                 h::CONTENT_TYPE_JSON.to_string(),
@@ -265,8 +267,8 @@ fn compensation_record(ctx: &Ctx, o: &Outcome, function: &str) -> Option<OutReco
         }
     };
     // A task for a queue, like any submitter's: only its content type and trace context.
-    let traceparent = o.traceparent.as_deref();
-    let topic = ctx.config.queue_topic(&o.tenant, function).into();
+    let traceparent = o.traceparent;
+    let topic = ctx.config.queue_topic(o.tenant, function).into();
     let mut r = OutRecord::new(topic, value, &task.id, traceparent.map_or(0, str::len));
     r.fixed(h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO)
         .header_opt(h::TRACEPARENT, traceparent);
@@ -377,8 +379,8 @@ mod tests {
         assert_eq!(tier_for(&[], Duration::from_secs(1)), None);
     }
 
-    fn outcome(headers: &[(&str, &str)], submitted_at: i64) -> Outcome {
-        Outcome {
+    fn outcome(headers: &[(&str, &str)], submitted_at: i64) -> codec::Outcome {
+        codec::Outcome {
             task_id: "t1".into(),
             tenant: "acme".into(),
             function: "f".into(),
@@ -412,9 +414,9 @@ mod tests {
             outcome(&[(h::REDRIVE_ID, "r2")], 500),
         );
         let (first, redriven, other) = (
-            TaskRef::of(&first),
-            TaskRef::of(&redriven),
-            TaskRef::of(&other),
+            TaskRef::of(&first.view()),
+            TaskRef::of(&redriven.view()),
+            TaskRef::of(&other.view()),
         );
         assert_eq!(finished_id(&first), "t1");
         assert_eq!(finished_id(&redriven), "t1\u{1f}r1");
