@@ -7,7 +7,7 @@
 //! attempts a bounded grace period, commits what is done, and only then lets them go.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -135,8 +135,12 @@ pub enum FromConsumer {
 pub struct Shared {
     tracker: Mutex<OffsetTracker>,
     /// Signalled whenever a partition may have stopped being busy (an attempt ended, an
-    /// outcome became durable), so a revoke waits without polling.
+    /// outcome became durable) while a revoke waits, so it waits without polling.
     less_busy: Condvar,
+    /// How many wait on `less_busy`; changed and read with `tracker` locked, so a change
+    /// of the tracker either precedes a waiter's check or sees the waiter. Nobody waits
+    /// outside a revoke: the per-task path then skips the wake-up (a system call).
+    waiters: AtomicUsize,
     /// Set while outcomes cannot be made durable (the cluster is away, an ACL is
     /// missing): the engine then fetches nothing new.
     stalled: AtomicBool,
@@ -152,6 +156,7 @@ impl Shared {
         Self {
             tracker: Mutex::new(OffsetTracker::new()),
             less_busy: Condvar::new(),
+            waiters: AtomicUsize::new(0),
             stalled: AtomicBool::new(false),
             rebalance_grace,
             exactly_once,
@@ -173,22 +178,39 @@ impl Shared {
         self.stalled.store(stalled, Ordering::Relaxed);
     }
 
-    /// An attempt of `tp` (assignment `epoch`) is no longer running.
-    pub fn attempt_ended(&self, tp: &TopicPartition, epoch: u64) {
-        self.tracker().unmark_running(tp, epoch);
-        self.less_busy.notify_all();
+    /// An attempt of `tp` (assignment `epoch`) is no longer running; whether the
+    /// partition is still assigned under that epoch.
+    pub fn attempt_ended(&self, tp: &TopicPartition, epoch: u64) -> bool {
+        self.changing(|t| {
+            t.unmark_running(tp, epoch);
+            t.is_current(tp, epoch)
+        })
     }
 
-    /// An outcome of `tp` (assignment `epoch`) is durable.
-    pub fn published(&self, tp: &TopicPartition, epoch: u64) {
-        self.tracker().published(tp, epoch);
-        self.less_busy.notify_all();
+    /// These outcomes (partition, assignment epoch) are durable.
+    pub fn published<'a>(&self, done: impl IntoIterator<Item = (&'a TopicPartition, u64)>) {
+        self.changing(|t| {
+            for (tp, epoch) in done {
+                t.published(tp, epoch);
+            }
+        });
     }
 
     /// Nothing counts as busy any more (work cut off at hard stop).
     pub fn clear_busy(&self) {
-        self.tracker().clear_busy();
-        self.less_busy.notify_all();
+        self.changing(OffsetTracker::clear_busy);
+    }
+
+    /// Applies a change that may leave partitions less busy, waking a waiting revoke.
+    fn changing<R>(&self, change: impl FnOnce(&mut OffsetTracker) -> R) -> R {
+        let mut tracker = self.tracker();
+        let out = change(&mut tracker);
+        let waiters = self.waiters.load(Ordering::Relaxed);
+        drop(tracker);
+        if waiters > 0 {
+            self.less_busy.notify_all();
+        }
+        out
     }
 
     /// Waits up to `grace` until no attempt or publication of `tps` is in flight;
@@ -196,17 +218,20 @@ impl Shared {
     fn wait_until_idle(&self, tps: &[TopicPartition], grace: Duration) -> usize {
         let deadline = Instant::now() + grace;
         let mut tracker = self.tracker();
-        loop {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let busy = loop {
             let busy = tracker.busy_in(tps);
             let left = deadline.saturating_duration_since(Instant::now());
             if busy == 0 || left.is_zero() {
-                return busy;
+                break busy;
             }
             tracker = match self.less_busy.wait_timeout(tracker, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
-        }
+        };
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        busy
     }
 }
 
@@ -501,6 +526,42 @@ mod tests {
             Some(FromConsumer::Revoked(tps)) => tps.first().map(|tp| tp.partition),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_waiting_revoke_wakes_when_the_last_attempt_ends_and_the_last_outcome_is_durable() {
+        // A grace far longer than the test: returning idle means it was woken.
+        const GRACE: Duration = Duration::from_secs(120);
+        let shared = Arc::new(Shared::new(GRACE, true));
+        let tp = TopicPartition::new("q", 0);
+        let epoch = {
+            let mut t = shared.tracker();
+            let epoch = t.assign(tp.clone());
+            t.mark_running(&tp, epoch);
+            t.publishing(&tp, epoch);
+            epoch
+        };
+        let waiter = {
+            let (shared, tp) = (shared.clone(), tp.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                (shared.wait_until_idle(&[tp], GRACE), started.elapsed())
+            })
+        };
+        // The waiter registers under the tracker's lock; wait until it has.
+        while shared.waiters.load(Ordering::Relaxed) == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(shared.attempt_ended(&tp, epoch), "still assigned");
+        shared.published([(&tp, epoch)]);
+        let (busy, waited) = waiter.join().unwrap_or((usize::MAX, GRACE));
+        assert_eq!(busy, 0);
+        assert!(waited < GRACE, "woken, not timed out");
+        assert_eq!(shared.waiters.load(Ordering::Relaxed), 0);
+        assert!(
+            !shared.attempt_ended(&tp, epoch + 1),
+            "another epoch is not current"
+        );
     }
 
     #[test]

@@ -498,12 +498,7 @@ impl Engine {
         };
         self.dispatcher.attempt_finished(entry.f.id);
         self.running_tokens.remove(&entry.f.tenant, &entry.task_id);
-        self.shared.attempt_ended(&entry.record.tp, entry.epoch);
-        if !self
-            .shared
-            .tracker()
-            .is_current(&entry.record.tp, entry.epoch)
-        {
+        if !self.shared.attempt_ended(&entry.record.tp, entry.epoch) {
             // Revoked while running: the new owner runs it and publishes its outcome.
             self.dispatcher.task_finished(&entry);
             return;

@@ -378,13 +378,12 @@ impl<T: Send + 'static> Publisher<T> {
             if let Some(spare) = &mut self.spare {
                 std::mem::swap(&mut self.lane, spare);
             }
-            let mut durable = Vec::with_capacity(batch.len());
-            for unit in batch.drain(..) {
-                if let Some(d) = &unit.done {
-                    self.shared.published(&d.tp, d.epoch);
-                }
-                durable.extend(unit.back);
-            }
+            self.shared.published(
+                batch
+                    .iter()
+                    .filter_map(|u| u.done.as_ref().map(|d| (&d.tp, d.epoch))),
+            );
+            let durable: Vec<T> = batch.drain(..).filter_map(|u| u.back).collect();
             if !durable.is_empty() {
                 let _ = self.back.send(FromPublisher::Durable(durable));
             }
