@@ -24,6 +24,7 @@
 
 mod binary;
 mod json;
+mod read;
 mod records;
 mod schema;
 mod task;

@@ -184,30 +184,42 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
     known: &'static Known,
     bytes: &[u8],
 ) -> Result<T, CodecError> {
-    let fp = &known.fp;
+    let mut body = datum(known, bytes)?;
+    let reader = known.reader(what)?;
+    let value: T = reader.read_deser(&mut body).map_err(avro_err(what))?;
+    all_read(what, body)?;
+    Ok(value)
+}
+
+/// The Avro datum of `bytes`: after the single-object header when there is one (which
+/// must carry the schema's fingerprint), else all of it.
+pub(super) fn datum<'a>(known: &Known, bytes: &'a [u8]) -> Result<&'a [u8], CodecError> {
     if bytes.is_empty() {
         return Err(CodecError::Empty);
     }
-    let mut body = bytes;
     if let Some((magic, rest)) = bytes.split_first_chunk::<2>() {
         if let (true, Some((found, datum))) =
             (*magic == SINGLE_OBJECT_MAGIC, rest.split_first_chunk::<8>())
         {
-            if found != fp {
+            if *found != known.fp {
                 return Err(CodecError::UnknownFingerprint(hex(found)));
             }
-            body = datum;
+            return Ok(datum);
         }
     }
-    let reader = known.reader(what)?;
-    let value: T = reader.read_deser(&mut body).map_err(avro_err(what))?;
-    if !body.is_empty() {
-        return Err(CodecError::Avro {
+    Ok(bytes)
+}
+
+/// Nothing may follow the record.
+pub(super) fn all_read(what: &'static str, rest: &[u8]) -> Result<(), CodecError> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(CodecError::Avro {
             what,
-            detail: format!("{} trailing bytes after the record", body.len()),
-        });
+            detail: format!("{} trailing bytes after the record", rest.len()),
+        })
     }
-    Ok(value)
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::CodecError;
-use super::schema::{decode, encode, schemas};
+use super::read;
+use super::schema::{all_read, datum, encode, schemas};
 use crate::names::headers;
 
 /// One invocation of a function, as read from a queue topic.
@@ -128,7 +129,12 @@ pub fn decode_task(bytes: &[u8], content_type: Option<&str>) -> Result<Task, Cod
     };
     let avro = |bytes: &[u8]| -> Result<Task, CodecError> {
         let s = schemas()?;
-        decode("task", &s.task, bytes)
+        let (task, rest) = read::task(datum(&s.task, bytes)?).map_err(|e| CodecError::Avro {
+            what: "task",
+            detail: e.to_string(),
+        })?;
+        all_read("task", rest)?;
+        Ok(task)
     };
     let task: Task = match encoding {
         Encoding::Json => match serde_json::from_slice::<JsonTask>(bytes) {

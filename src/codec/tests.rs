@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use apache_avro::Schema;
 
-use super::schema::SINGLE_OBJECT_MAGIC;
+use super::schema::{self, SINGLE_OBJECT_MAGIC};
 use super::*;
 
 fn task() -> Task {
@@ -367,4 +367,128 @@ fn direct_writers_write_what_the_generic_avro_writer_writes() {
         assert_eq!(direct, generic, "{o:?}");
         assert_eq!(&decode_outcome(&direct).unwrap(), o);
     }
+}
+
+/// Tasks of every shape the schema allows: with and without the optional fields, empty
+/// and multi-byte strings, large payloads and many headers.
+fn task_shapes() -> Vec<Task> {
+    let mut shapes = vec![
+        task(),
+        Task {
+            id: String::new(),
+            tenant: None,
+            function: "f".into(),
+            payload: Vec::new(),
+            headers: BTreeMap::new(),
+            submitted_at: None,
+            not_before: None,
+        },
+        Task {
+            id: "ünïcødé-✓".into(),
+            tenant: Some(String::new()),
+            function: "naïve".into(),
+            payload: vec![0xff; 70_000],
+            headers: (0..300).map(|i| (format!("k{i}"), "v".repeat(i))).collect(),
+            submitted_at: Some(i64::MIN),
+            not_before: Some(i64::MAX),
+        },
+    ];
+    shapes.push(Task {
+        submitted_at: Some(-1),
+        not_before: Some(0),
+        ..task()
+    });
+    shapes
+}
+
+/// What `apache-avro`'s serde path makes of `bytes` as a task.
+fn reference(bytes: &[u8]) -> Result<Task, CodecError> {
+    let s = schema::schemas()?;
+    schema::decode("task", &s.task, bytes)
+}
+
+#[test]
+fn the_direct_task_reader_reads_what_the_generic_avro_reader_reads() {
+    for t in task_shapes() {
+        let bytes = encode_task(&t).unwrap();
+        assert_eq!(reference(&bytes).unwrap(), t);
+        assert_eq!(decode_task(&bytes, None).unwrap(), t);
+        assert_eq!(decode_task(&bytes, Some("application/avro")).unwrap(), t);
+        // A bare datum, without the single-object header.
+        let bare = &bytes[10..];
+        assert_eq!(decode_task(bare, Some("avro/binary")).unwrap(), t);
+    }
+}
+
+#[test]
+fn a_map_in_blocks_with_byte_sizes_reads_as_one_map() {
+    // id "a", tenant null, function "f", payload empty, headers in two blocks (the
+    // second with a negative count and its size in bytes), no times.
+    let mut datum = vec![2, b'a', 0, 2, b'f', 0];
+    datum.extend([2, 2, b'x', 2, b'1']); // 1 entry: x = 1
+    datum.extend([3, 8, 2, b'y', 2, b'2']); // -2 entries, 8 bytes: y = 2, z = 3
+    datum.extend([2, b'z', 2, b'3']);
+    datum.extend([0, 0, 0]);
+    let got = decode_task(&datum, Some("application/avro")).unwrap();
+    assert_eq!(reference(&datum).unwrap(), got);
+    let headers: Vec<_> = got
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(headers, [("x", "1"), ("y", "2"), ("z", "3")]);
+}
+
+/// Both readers agree on `bytes`: the same task, or both refuse it.
+fn agree(bytes: &[u8]) {
+    let direct = decode_task(bytes, Some("application/avro"));
+    let generic = reference(bytes).and_then(|t| {
+        if t.function.is_empty() {
+            Err(CodecError::MissingField("function"))
+        } else {
+            Ok(t)
+        }
+    });
+    match (&direct, &generic) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "input {bytes:?}"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("readers disagree on {bytes:?}: direct {direct:?}, generic {generic:?}"),
+    }
+}
+
+#[test]
+fn on_truncated_mutated_and_random_bytes_both_readers_agree() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for t in task_shapes().into_iter().take(2).chain([task()]) {
+        let bytes = encode_task(&t).unwrap();
+        for cut in 0..bytes.len().min(200) {
+            agree(&bytes[..cut]);
+        }
+        for _ in 0..3_000 {
+            let mut m = bytes.clone();
+            for _ in 0..1 + next() % 3 {
+                let i = (next() as usize) % m.len();
+                m[i] = next() as u8;
+            }
+            agree(&m);
+            agree(&m[10..]);
+        }
+    }
+    for _ in 0..20_000 {
+        let len = (next() % 40) as usize;
+        let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        agree(&random);
+    }
+    // Lengths and counts far beyond the input.
+    agree(&[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+    agree(&[2, b'a', 0, 2, b'f', 0, 0xfe, 0xff, 0xff, 0xff, 0x0f]);
+    agree(&[
+        2, b'a', 0, 2, b'f', 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+    ]);
 }
