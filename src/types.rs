@@ -1,6 +1,6 @@
 //! Small value types shared by the scheduler, the indexer and the controller.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -24,11 +24,23 @@ impl TopicPartition {
     }
 }
 
+/// The hasher of the scheduler's tables keyed by partition or topic name. Their keys are
+/// the subscription's topics, not chosen by whoever produces tasks, so a fast
+/// non-cryptographic hash (foldhash, seeded per table) serves them instead of SipHash;
+/// tables keyed by what submitters choose (task ids, record keys) keep SipHash.
+pub type TpHasher = foldhash::fast::RandomState;
+
+/// A table keyed by partition (see [`TpHasher`]).
+pub type TpMap<K, V> = HashMap<K, V, TpHasher>;
+
+/// A set of partitions or topic names (see [`TpHasher`]).
+pub type TpSet<K> = HashSet<K, TpHasher>;
+
 /// The value kept for `tp` in `map`, a default one inserted first when there is none
 /// (always `Some`). Unlike `map.entry(tp.clone())`, the partition's name is counted up
 /// only when it is inserted: this is on the path of every task.
 pub fn slot_for<'a, V: Default>(
-    map: &'a mut HashMap<TopicPartition, V>,
+    map: &'a mut TpMap<TopicPartition, V>,
     tp: &TopicPartition,
 ) -> Option<&'a mut V> {
     if !map.contains_key(tp) {

@@ -6,7 +6,6 @@
 //! revoke, the callback stops new work of the revoked partitions, gives their running
 //! attempts a bounded grace period, commits what is done, and only then lets them go.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use super::worker::Signal;
 use crate::codec::SourceView;
 use crate::kafka_stats::KafkaStats;
 use crate::names::{headers as h, metrics as m};
+use crate::types::TpSet;
 
 /// A fetched record, owned, with what the scheduler needs from it.
 #[derive(Debug, Clone)]
@@ -430,7 +430,7 @@ pub fn poll_loop(
 /// every held task of a topic shares its name. Bounded by the subscription (queue and
 /// delay topics).
 #[derive(Default)]
-pub struct Topics(HashSet<Arc<str>>);
+pub struct Topics(TpSet<Arc<str>>);
 
 impl Topics {
     /// The shared name `topic`.

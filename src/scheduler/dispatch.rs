@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::offsets::TopicPartition;
 use super::waiting::{Queued, Waiting};
-use crate::types::slot_for;
+use crate::types::{TpMap, slot_for};
 
 /// Index of a function in the dispatcher.
 pub type FnId = usize;
@@ -145,10 +145,10 @@ pub struct Dispatcher<T> {
     functions: Vec<FnQueue<T>>,
     /// Per partition, keys whose head task is queued or running, with the tasks waiting
     /// behind it.
-    keys: HashMap<TopicPartition, HashMap<Box<str>, VecDeque<T>>>,
-    partitions: HashMap<TopicPartition, Buffered>,
+    keys: TpMap<TopicPartition, HashMap<Box<str>, VecDeque<T>>>,
+    partitions: TpMap<TopicPartition, Buffered>,
     /// Tasks held per partition and function (indexed by [`FnId`]).
-    by_function: HashMap<TopicPartition, Vec<usize>>,
+    by_function: TpMap<TopicPartition, Vec<usize>>,
     total: Buffered,
     running: usize,
     max_running: usize,
@@ -163,9 +163,9 @@ impl<T: Held> Dispatcher<T> {
     pub fn new(max_running: usize) -> Self {
         Self {
             functions: Vec::new(),
-            keys: HashMap::new(),
-            partitions: HashMap::new(),
-            by_function: HashMap::new(),
+            keys: TpMap::default(),
+            partitions: TpMap::default(),
+            by_function: TpMap::default(),
             total: Buffered::default(),
             running: 0,
             max_running: max_running.max(1),

@@ -7,7 +7,6 @@
 //! nothing new is fetched or started; running attempts get `scheduler.shutdown_grace`,
 //! then they are cut off and run again on the next owner.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,6 +44,7 @@ use crate::clock::now_ms;
 use crate::codec::{self, FailureReason, OutcomeStatus, TaskStatus};
 use crate::executor::ExecError;
 use crate::names::metrics as m;
+use crate::types::TpSet;
 
 mod backpressure;
 mod gauges;
@@ -106,7 +106,7 @@ pub(super) struct Engine {
     /// Tasks waiting out a retry backoff here (keyed tasks, and tasks back from a delay
     /// topic before their time).
     retries: RetryQueue<Box<Job>>,
-    paused: HashSet<TopicPartition>,
+    paused: TpSet<TopicPartition>,
     /// Fetching is paused because outcomes cannot be made durable.
     fetch_held: bool,
     summary: RunSummary,
@@ -160,7 +160,7 @@ impl Engine {
             running_tokens: TaskTable::default(),
             outstanding: 0,
             retries: RetryQueue::default(),
-            paused: HashSet::new(),
+            paused: TpSet::default(),
             fetch_held: false,
             summary: RunSummary::default(),
             draining: false,

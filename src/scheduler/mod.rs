@@ -137,8 +137,11 @@ struct FunctionRt {
     metrics: fn_metrics::FnMetrics,
 }
 
-/// The configured functions, by tenant and name (looked up without allocating).
-struct Functions(HashMap<String, HashMap<String, Arc<FunctionRt>>>);
+/// The configured functions, by tenant and name (looked up without allocating). Built
+/// once from the configuration and never grown by input, so its hash need not resist
+/// chosen keys: the fast one of the partition tables.
+type FnTable<V> = HashMap<String, V, crate::types::TpHasher>;
+struct Functions(FnTable<FnTable<Arc<FunctionRt>>>);
 
 impl Functions {
     fn get(&self, tenant: &str, function: &str) -> Option<&Arc<FunctionRt>> {
@@ -146,7 +149,7 @@ impl Functions {
     }
 
     fn iter(&self) -> impl Iterator<Item = &Arc<FunctionRt>> {
-        self.0.values().flat_map(HashMap::values)
+        self.0.values().flat_map(FnTable::values)
     }
 }
 

@@ -4,9 +4,10 @@
 //! the lowest offset not yet done (or one past the highest started when all are done), so
 //! a crash re-delivers in-flight work and never skips any.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 pub use crate::types::TopicPartition;
+use crate::types::TpMap;
 
 /// Offsets of one partition.
 #[derive(Debug, Clone, Default)]
@@ -102,7 +103,7 @@ impl PartitionOffsets {
 /// Offsets of every assigned partition.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    parts: HashMap<TopicPartition, PartitionOffsets>,
+    parts: TpMap<TopicPartition, PartitionOffsets>,
     next_epoch: u64,
 }
 
@@ -280,7 +281,7 @@ impl OffsetTracker {
         &self,
         done: impl IntoIterator<Item = (&'a TopicPartition, i64)>,
     ) -> Vec<(TopicPartition, i64, String)> {
-        let mut by_tp: HashMap<&TopicPartition, Vec<i64>> = HashMap::new();
+        let mut by_tp: TpMap<&TopicPartition, Vec<i64>> = TpMap::default();
         for (tp, offset) in done {
             by_tp.entry(tp).or_default().push(offset);
         }

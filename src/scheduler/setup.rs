@@ -1,7 +1,6 @@
 //! Building a scheduler: its functions (executors, limits, destinations parsed once),
 //! its Kafka clients and its worker threads.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -49,7 +48,7 @@ pub(super) fn build_functions(
             function: String::new(),
             source: ExecutorBuildError::Http(e.to_string()),
         })?;
-    let mut out: HashMap<String, HashMap<String, Arc<FunctionRt>>> = HashMap::new();
+    let mut out: super::FnTable<super::FnTable<Arc<FunctionRt>>> = super::FnTable::default();
     for (tname, tenant) in &config.tenants {
         for (fname, f) in &tenant.functions {
             let executor = Executor::build(&f.executor, &client, handlers).map_err(|source| {

@@ -22,11 +22,11 @@
 //! Cost: one ordered-map insert and remove per task, and a lookup of the first entry per
 //! partition at each export. Memory is bounded by the scheduler's buffer limits.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use super::offsets::TopicPartition;
 use crate::names::metrics as m;
-use crate::types::slot_for;
+use crate::types::{TpMap, TpSet, slot_for};
 
 /// How recently a task must have been read from a partition for its age to stand for
 /// the tasks not read yet (rule 2 of the module documentation).
@@ -59,10 +59,10 @@ struct Part {
 /// The waiting tasks of every queue partition.
 #[derive(Debug, Default)]
 pub struct Waiting {
-    parts: HashMap<TopicPartition, Part>,
+    parts: TpMap<TopicPartition, Part>,
     /// Partitions whose gauge has been set, so one that is no longer assigned is set to 0
     /// once instead of keeping its last value.
-    exported: HashSet<TopicPartition>,
+    exported: TpSet<TopicPartition>,
 }
 
 impl Waiting {
@@ -121,7 +121,7 @@ impl Waiting {
     /// Sets `tidewater_queue_oldest_task_age_seconds` for every assigned queue partition,
     /// and to 0 for those exported before that are no longer assigned.
     pub fn export(&mut self, assigned: Vec<TopicPartition>, now_ms: i64) {
-        let now: HashSet<TopicPartition> = assigned.into_iter().collect();
+        let now: TpSet<TopicPartition> = assigned.into_iter().collect();
         for tp in self.exported.difference(&now) {
             set_gauge(tp, 0.0);
         }
@@ -205,6 +205,6 @@ mod tests {
         w.export(vec![tp(0), tp(1)], 0);
         assert_eq!(w.exported.len(), 2);
         w.export(vec![tp(1)], 0);
-        assert_eq!(w.exported, HashSet::from([tp(1)]));
+        assert_eq!(w.exported, TpSet::from_iter([tp(1)]));
     }
 }
