@@ -22,6 +22,9 @@
 #   TW_KAFKA_HOME        cache and state folder, outside the repo
 #                        (default ${XDG_CACHE_HOME:-$HOME/.cache}/tidewater/kafka)
 #   TW_KAFKA_HEAP        JVM heap                                       (default 1G)
+#   TW_KAFKA_GC          g1: G1 with a 20 ms pause goal, as Kafka's docs recommend
+#                        (default); zgc: no stop-the-world young collections, a
+#                        flatter latency tail for a little more broker CPU (BENCHMARKS.md)
 #   TW_KAFKA_START_TIMEOUT  seconds to wait for readiness (asked in 10 s slices, the
 #                        broker's process checked between them)         (default 120)
 #   TW_KAFKA_NODES       3 (or more) for a replicated local cluster; its commands are
@@ -44,6 +47,7 @@ port="${TW_KAFKA_PORT:-19092}"
 cport="${TW_KAFKA_CONTROLLER_PORT:-$((port + 1))}"
 home="${TW_KAFKA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/tidewater/kafka}"
 heap="${TW_KAFKA_HEAP:-1G}"
+gc="${TW_KAFKA_GC:-g1}"
 timeout="${TW_KAFKA_START_TIMEOUT:-120}"
 version="$(sed -n 's#.*<kafka.version>\(.*\)</kafka.version>.*#\1#p' "$pom" | head -n1)"
 libs="$home/libs-$version"
@@ -57,6 +61,7 @@ pidfile="$state/broker.pid"
 
 say() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+case "$gc" in g1 | zgc) ;; *) die "TW_KAFKA_GC must be g1 or zgc, not '$gc'" ;; esac
 
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required ($2)"; }
 
@@ -148,8 +153,12 @@ EOF
 }
 
 java_opts() {
-  printf '%s\n' "-Xms256m" "-Xmx$heap" "-XX:+UseG1GC" "-XX:MaxGCPauseMillis=20" \
-    "-XX:InitiatingHeapOccupancyPercent=35" "-Djava.awt.headless=true" \
+  printf '%s\n' "-Xms256m" "-Xmx$heap"
+  case "$gc" in
+    g1) printf '%s\n' "-XX:+UseG1GC" "-XX:MaxGCPauseMillis=20" "-XX:InitiatingHeapOccupancyPercent=35" ;;
+    zgc) printf '%s\n' "-XX:+UseZGC" ;;
+  esac
+  printf '%s\n' "-Djava.awt.headless=true" \
     "-Dlog4j2.configurationFile=$log4j" "-Dkafka.logs.dir=$state/logs"
 }
 
