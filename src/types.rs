@@ -24,13 +24,14 @@ impl TopicPartition {
     }
 }
 
-/// The hasher of the scheduler's tables keyed by partition or topic name. Their keys are
-/// the subscription's topics, not chosen by whoever produces tasks, so a fast
+/// The hasher of the scheduler's tables keyed by partition, topic name or configured
+/// function. Their keys are the subscription's topics and the configuration's functions,
+/// not chosen by whoever produces tasks, so a fast
 /// non-cryptographic hash (foldhash, seeded per table) serves them instead of SipHash;
 /// tables keyed by what submitters choose (task ids, record keys) keep SipHash.
 pub type TpHasher = foldhash::fast::RandomState;
 
-/// A table keyed by partition (see [`TpHasher`]).
+/// A table keyed by partition, topic name or configured function (see [`TpHasher`]).
 pub type TpMap<K, V> = HashMap<K, V, TpHasher>;
 
 /// A set of partitions or topic names (see [`TpHasher`]).

@@ -30,7 +30,7 @@ mod task_table;
 pub mod waiting;
 pub mod worker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,7 @@ use crate::codec::{Attempt, FailureReason, OutcomeStatus, OutcomeView, Source, S
 use crate::config::{Config, FunctionConfig};
 use crate::executor::{Executor, ExecutorBuildError, Handlers};
 use crate::kafka::KafkaOpError;
+use crate::types::TpMap;
 use consumer::Record;
 use dispatch::FnId;
 use engine::Published;
@@ -139,9 +140,8 @@ struct FunctionRt {
 
 /// The configured functions, by tenant and name (looked up without allocating). Built
 /// once from the configuration and never grown by input, so its hash need not resist
-/// chosen keys: the fast one of the partition tables.
-type FnTable<V> = HashMap<String, V, crate::types::TpHasher>;
-struct Functions(FnTable<FnTable<Arc<FunctionRt>>>);
+/// chosen keys.
+struct Functions(TpMap<String, TpMap<String, Arc<FunctionRt>>>);
 
 impl Functions {
     fn get(&self, tenant: &str, function: &str) -> Option<&Arc<FunctionRt>> {
@@ -149,7 +149,7 @@ impl Functions {
     }
 
     fn iter(&self) -> impl Iterator<Item = &Arc<FunctionRt>> {
-        self.0.values().flat_map(FnTable::values)
+        self.0.values().flat_map(TpMap::values)
     }
 }
 

@@ -30,6 +30,7 @@ use crate::health::Health;
 use crate::kafka::{self, KafkaOpError};
 use crate::kafka_stats::{self, Client as StatsClient, KafkaStats};
 use crate::names::{metrics as m, topics};
+use crate::types::TpMap;
 
 /// Longest wait at start for the transactional producer to be initialised.
 const INIT_WAIT: Duration = Duration::from_secs(30);
@@ -48,7 +49,7 @@ pub(super) fn build_functions(
             function: String::new(),
             source: ExecutorBuildError::Http(e.to_string()),
         })?;
-    let mut out: super::FnTable<super::FnTable<Arc<FunctionRt>>> = super::FnTable::default();
+    let mut out: TpMap<String, TpMap<String, Arc<FunctionRt>>> = TpMap::default();
     for (tname, tenant) in &config.tenants {
         for (fname, f) in &tenant.functions {
             let executor = Executor::build(&f.executor, &client, handlers).map_err(|source| {
