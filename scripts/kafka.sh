@@ -112,7 +112,9 @@ group.initial.rebalance.delay.ms=0
 # commit or abort marker of a partition without a leader (as if it were deleted). Stopped
 # during a commit, the broker then keeps that partition's part of the transaction open
 # after its restart, or lets the producer's next marker decide it. Without controlled
-# shutdown, pending markers are written once the broker is back.
+# shutdown, pending markers are written once the broker is back, except in the second or
+# two when the restarted controller fences the node's previous registration
+# (RELIABILITY.md, "Known limits").
 controlled.shutdown.enable=false
 # Consumer groups on the KIP-848 protocol (as Tidewater's schedulers use): detect a dead
 # member within 10 s instead of the default 45 s.

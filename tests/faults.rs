@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::faults::{self, Kafka, OutcomeWatch, report};
 use common::serve::Serve;
 use common::{SchedulerProcess, TestEnv, task};
+use tidewater::names::metrics;
 
 /// Longest a run may go without a new outcome while the cluster fails over or restarts
 /// (broker shutdown, downtime and start included).
@@ -52,12 +53,47 @@ fn workload(kafka: &Kafka, name: &str, rate: u32, replication: u16) -> TestEnv {
 /// What a failed wait reports: the transactions open on the outcome topic (an open one
 /// holds `read_committed` readers back), then the scheduler's threads and log.
 fn stalled(s: &SchedulerProcess, kafka: &Kafka, env: &TestEnv) -> String {
-    let topic = env.topic("done");
+    let topics = [
+        env.topic("done"),
+        env.status_topic(),
+        "__consumer_offsets".into(),
+    ];
+    let open: String = topics
+        .iter()
+        .map(|t| {
+            format!(
+                "--- transactions open on {t} ---\n{}\n",
+                kafka.open_transactions(t)
+            )
+        })
+        .collect();
     format!(
-        "--- transactions open on {topic} ---\n{}\n{}",
-        kafka.open_transactions(&topic),
+        "{open}--- markers the broker skipped ---\n{}\n{}",
+        kafka.skipped_markers(),
         s.diagnosis()
     )
+}
+
+/// `tidewater_transactions_total{result="healed"}` of the scheduler, once it is not 0 (or
+/// when `timeout` is up).
+fn healed_transactions(s: &SchedulerProcess, timeout: Duration) -> f64 {
+    let url = s.metrics_url(Duration::from_secs(10));
+    let deadline = Instant::now() + timeout;
+    loop {
+        let page = common::http_get(&url);
+        let healed: f64 = page
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!("{}{{", metrics::TRANSACTIONS))
+                    && l.contains("result=\"healed\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if healed > 0.0 || Instant::now() >= deadline {
+            return healed;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn submit(env: &TestEnv, n: usize) {
@@ -116,6 +152,29 @@ fn a_single_broker_restarted_three_times_loses_nothing_and_duplicates_nothing() 
         "cargo test --test faults a_single_broker_restarted",
     );
     check(&w, n, resumed, &mut s);
+    // A restarting single broker can leave a transaction's part on the group's offsets
+    // partition without its marker (RELIABILITY.md); the publisher, idle after the
+    // faults, ends its lanes' parts: a scheduler given these partitions can read where
+    // to start.
+    let group = format!("{}.schedulers", env.prefix);
+    let readable = faults::committed_offsets_readable(
+        &kafka.bootstrap(),
+        &group,
+        &env.queue("acme"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        readable.is_ok(),
+        "the group's committed offsets stay pending: {readable:?}\n{}",
+        stalled(&s, &kafka, &env)
+    );
+    // It did so, once per producer, after the faults.
+    let healed = healed_transactions(&s, Duration::from_secs(30));
+    assert!(
+        healed >= 2.0,
+        "each lane commits the group's offsets again after the faults: {healed}\n{}",
+        s.log_digest()
+    );
     // Producers rebuilt through the restarts keep their lane's transactional id, so a
     // partition left without a marker is ended by that producer's next one: the process
     // never used more ids than its two lanes.

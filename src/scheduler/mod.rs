@@ -18,6 +18,7 @@ mod deliveries;
 pub mod dispatch;
 mod engine;
 mod fn_metrics;
+mod heal;
 mod intake;
 pub mod offsets;
 pub mod out_record;
@@ -26,7 +27,9 @@ mod records;
 mod retry_queue;
 mod setup;
 pub mod spill;
+mod stall;
 mod task_table;
+mod txn_calls;
 pub mod waiting;
 pub mod worker;
 

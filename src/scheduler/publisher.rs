@@ -9,7 +9,7 @@
 //! ([`LANES`]), one transaction at a time. With `at_least_once`, records are produced and flushed,
 //! and the scheduler commits offsets on its own cadence.
 //!
-//! Failures follow librdkafka's error classes ([`class_of`]): a retriable error repeats
+//! Failures follow librdkafka's error classes ([`class_of`](super::txn_calls::class_of)): a retriable error repeats
 //! the same call (a timed-out commit or abort is resumed, never interleaved with a new
 //! transaction); an abortable one aborts the transaction and replays the batch; a fatal
 //! one (or fencing) drops the producer, builds a new one and replays. Offsets are marked
@@ -18,13 +18,12 @@
 //! A batch that stays not durable makes the process not ready (`/readyz`) and is logged
 //! every few seconds until the cluster answers again.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use metrics::counter;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -33,10 +32,14 @@ use tracing::{debug, error, info, warn};
 
 use super::consumer::{GroupContext, Shared};
 use super::deliveries::{self, DeliveryPoller};
+use super::heal::{self, Healer};
 use super::offsets::TopicPartition;
 use super::out_record::OutRecord;
+use super::stall::Stall;
+use super::txn_calls::{
+    CALL_TIMEOUT, Class, TxnError, class_of, init_transactions, txn_error, watched,
+};
 use super::worker::Signal;
-use crate::health::Health;
 use crate::kafka_stats::{Client, KafkaStats};
 use crate::names::metrics as m;
 
@@ -107,106 +110,6 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-/// How a failed Kafka call is handled, by librdkafka's error classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// Call the same operation again (a timeout, a coordinator moving).
-    Retry,
-    /// Abort the transaction and replay the batch.
-    Abort,
-    /// The producer is unusable: build a new one and replay.
-    Fatal,
-}
-
-/// The class of a failed call.
-pub fn class_of(e: &KafkaError) -> Class {
-    use rdkafka::types::RDKafkaErrorCode as C;
-    match e {
-        KafkaError::Transaction(t) if t.is_fatal() => Class::Fatal,
-        KafkaError::Transaction(t) if t.txn_requires_abort() => Class::Abort,
-        KafkaError::Transaction(t) if t.is_retriable() => Class::Retry,
-        other => match other.rdkafka_error_code() {
-            Some(C::Fatal | C::ProducerFenced | C::InvalidProducerEpoch) => Class::Fatal,
-            _ => Class::Abort,
-        },
-    }
-}
-
-/// Why a batch is not durable (yet).
-#[derive(Debug)]
-enum TxnError {
-    /// Aborted (or to be resent): replay the batch.
-    Abort(KafkaError),
-    /// The producer is unusable.
-    Fatal(KafkaError),
-    /// The publisher was told to exit at once.
-    Abandoned,
-}
-
-fn txn_error(e: KafkaError) -> TxnError {
-    match class_of(&e) {
-        Class::Fatal => TxnError::Fatal(e),
-        Class::Retry | Class::Abort => TxnError::Abort(e),
-    }
-}
-
-/// Calls `init_transactions` until it succeeds, fails other than by timing out (a
-/// coordinator that is loading or moving times out and is asked again: the same call
-/// resumes where it was), or `retrying` returns false for a timed-out call.
-pub fn init_transactions(
-    producer: &BaseProducer<DeliveryCounter>,
-    mut retrying: impl FnMut(&KafkaError) -> bool,
-) -> Result<(), KafkaError> {
-    loop {
-        match producer.init_transactions(CALL_TIMEOUT) {
-            Ok(()) => return Ok(()),
-            Err(e) if class_of(&e) == Class::Retry && retrying(&e) => {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Longest a transactional call that may block without end is waited for: three times
-/// the timeout it is given.
-const WATCHDOG: Duration = Duration::from_secs(15);
-
-/// Makes `call` on a helper thread and waits at most [`WATCHDOG`] for it.
-///
-/// librdkafka 2.12's `send_offsets_to_transaction` waits for its internal request without
-/// a deadline, and was seen to wait for minutes when a broker stopped at the wrong moment
-/// (the fault suite's rolling restart). Its transaction has committed nothing then, so
-/// giving the producer up is safe: the call answers as a fatal error, the publisher builds
-/// a new producer and replays the batch, and the coordinator aborts the abandoned
-/// transaction when it times out. The stuck thread keeps the old producer alive until the
-/// call returns.
-fn watched(
-    producer: &Arc<BaseProducer<DeliveryCounter>>,
-    what: &'static str,
-    call: impl FnOnce(&BaseProducer<DeliveryCounter>) -> Result<(), KafkaError> + Send + 'static,
-) -> Result<(), KafkaError> {
-    let p = producer.clone();
-    let (tx, rx) = mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("tw-txn-call".into())
-        .spawn(move || {
-            let _ = tx.send(call(&p));
-        });
-    if let Err(e) = spawned {
-        error!(error = %e, call = what, "cannot start a thread for a transactional call");
-        return Err(KafkaError::MessageProduction(
-            rdkafka::types::RDKafkaErrorCode::Fatal,
-        ));
-    }
-    rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| {
-        error!(call = what, waited = ?WATCHDOG, "a transactional call did not return; replacing the producer");
-        Err(KafkaError::MessageProduction(
-            rdkafka::types::RDKafkaErrorCode::Fatal,
-        ))
-    })
-}
-
 /// Builds a new producer for a lane (transactional, with the lane's transactional id, not
 /// yet initialised, in exactly-once mode).
 pub type ProducerFactory =
@@ -267,13 +170,14 @@ pub struct Publisher<T> {
     pub consumer: Arc<BaseConsumer<GroupContext>>,
     /// How long a batch waits for more units after its first (`scheduler.publish_linger`).
     pub linger: Duration,
+    /// Ends what the broker left open of the lanes' transactions on the group's offsets
+    /// partition, after a fault (exactly-once mode).
+    pub healer: Healer,
 }
 
 /// Largest batch, in units (a task makes about two: its running status, then its
 /// outcome): large enough that the per-batch round trip is not the bottleneck.
 const MAX_BATCH: usize = 20_000;
-/// Timeout of one transactional call; a timed-out call is made again.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a retriable call is made again, and what its last error then becomes.
 type Limit = (Duration, fn(KafkaError) -> TxnError);
 
@@ -281,67 +185,6 @@ type Limit = (Duration, fn(KafkaError) -> TxnError);
 const ABORT_LIMIT: Duration = Duration::from_secs(10);
 /// Longest `send_offsets_to_transaction` is retried before the transaction is aborted.
 const OFFSETS_LIMIT: Duration = Duration::from_secs(15);
-/// After this long without a durable batch the process reports itself not ready.
-pub const STALL_AFTER: Duration = Duration::from_secs(10);
-/// How often a stalled publisher says so.
-const STALL_LOG_EVERY: Duration = Duration::from_secs(5);
-/// The component name in `/readyz` and `tidewater_ready`.
-const COMPONENT: &str = "publisher";
-
-/// Since when the current batch has not become durable, and when that was last said.
-struct Stall {
-    since: Cell<Option<Instant>>,
-    logged: Cell<Option<Instant>>,
-    /// Tells the engine to stop fetching while outcomes cannot be made durable.
-    shared: Arc<Shared>,
-}
-
-impl Stall {
-    fn new(shared: Arc<Shared>) -> Self {
-        Self {
-            since: Cell::new(None),
-            logged: Cell::new(None),
-            shared,
-        }
-    }
-
-    /// A call failed: report it once the stall is long enough, every few seconds.
-    fn failed(&self, what: &str, e: &KafkaError) {
-        let now = Instant::now();
-        let since = self.since.get().unwrap_or(now);
-        self.since.set(Some(since));
-        let stalled = now.duration_since(since);
-        if stalled < STALL_AFTER {
-            debug!(error = %e, call = what, "not durable yet; trying again");
-            return;
-        }
-        if self
-            .logged
-            .get()
-            .is_some_and(|at| now.duration_since(at) < STALL_LOG_EVERY)
-        {
-            return;
-        }
-        self.logged.set(Some(now));
-        let reason = format!("no durable batch for {}s ({what}: {e})", stalled.as_secs());
-        warn!(error = %e, call = what, stalled_for = ?Duration::from_secs(stalled.as_secs()),
-            "outcomes are not durable; still trying (is the Kafka cluster reachable?)");
-        Health::global().not_ready(COMPONENT, reason);
-        self.shared.set_stalled(true);
-    }
-
-    /// A batch became durable.
-    fn durable(&self) {
-        if let Some(since) = self.since.take() {
-            if self.logged.take().is_some() {
-                info!(after = ?since.elapsed(), "outcomes are durable again");
-            }
-        }
-        Health::global().ready(COMPONENT);
-        self.shared.set_stalled(false);
-    }
-}
-
 impl<T: Send + 'static> Publisher<T> {
     /// Runs until stopped (and drained) or abandoned.
     pub fn run(mut self, signal: Signal) {
@@ -350,7 +193,6 @@ impl<T: Send + 'static> Publisher<T> {
             spare.start_deliveries();
         }
         let stall = Stall::new(self.shared.clone());
-        Health::global().ready(COMPONENT);
         loop {
             if signal.is_abandoned() {
                 return;
@@ -367,11 +209,15 @@ impl<T: Send + 'static> Publisher<T> {
                     if let Some(spare) = &self.spare {
                         spare.producer.poll(Duration::ZERO);
                     }
+                    if self.exactly_once {
+                        self.maybe_heal(&signal, &stall);
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
             let batch = &mut self.gather(first);
+            self.healer.last_unit = Instant::now();
             if !self.make_durable(batch, &signal, &stall) {
                 return;
             }
@@ -641,7 +487,18 @@ impl<T: Send + 'static> Publisher<T> {
 
     /// One transaction for the batch; aborted (and resolved) on an abortable error.
     fn transact(&self, batch: &[Unit<T>], signal: &Signal, stall: &Stall) -> Result<(), TxnError> {
-        match self.transact_once(batch, signal, stall) {
+        self.in_transaction(signal, stall, || self.transact_once(batch, signal, stall))
+    }
+
+    /// Runs `body` (a transaction, from its beginning to its commit); aborts the
+    /// transaction (and resolves the abort) when it fails with an abortable error.
+    fn in_transaction(
+        &self,
+        signal: &Signal,
+        stall: &Stall,
+        body: impl FnOnce() -> Result<(), TxnError>,
+    ) -> Result<(), TxnError> {
+        match body() {
             Err(TxnError::Abort(e)) => {
                 // An abort that fails other than by timing out, or keeps timing out once
                 // the cluster is back, leaves the producer unusable: a new one replays the
@@ -697,27 +554,7 @@ impl<T: Send + 'static> Publisher<T> {
             let Some(group) = group else {
                 return Err(TxnError::Abort(KafkaError::Canceled));
             };
-            let mut tpl = TopicPartitionList::new();
-            for (tp, point, meta) in &offsets {
-                let mut e = tpl.add_partition(&tp.topic, tp.partition);
-                e.set_offset(Offset::Offset(*point)).map_err(txn_error)?;
-                e.set_metadata(meta.as_str());
-            }
-            // Nothing is committed yet: after a while, abort and replay instead.
-            let args = Arc::new((tpl, group));
-            self.again(
-                "send_offsets_to_transaction",
-                (signal, stall),
-                Some((OFFSETS_LIMIT, TxnError::Abort)),
-                || {
-                    let args = args.clone();
-                    watched(
-                        &self.lane.producer,
-                        "send_offsets_to_transaction",
-                        move |p| p.send_offsets_to_transaction(&args.0, &args.1, CALL_TIMEOUT),
-                    )
-                },
-            )?;
+            self.send_offsets(&offsets, group, signal, stall)?;
         }
         let sent = Instant::now();
         // Wait for the batch's deliveries here, serving their reports, so the commit's own
@@ -726,11 +563,7 @@ impl<T: Send + 'static> Publisher<T> {
             debug!(error = %e, "deliveries still pending before the commit");
         }
         let delivered = Instant::now();
-        // A commit that timed out may still succeed: it is resumed until it resolves,
-        // never given up for a replay that could publish the batch twice.
-        self.again("commit_transaction", (signal, stall), None, || {
-            self.serving_reports(|| self.lane.producer.commit_transaction(CALL_TIMEOUT))
-        })?;
+        self.commit(signal, stall)?;
         // Where a batch's time goes: sending includes the wait for the previous
         // transaction's markers (`CONCURRENT_TRANSACTIONS` retries of the offsets).
         debug!(units = batch.len(), send_and_offsets = ?sent - began, deliver = ?delivered - sent,
@@ -738,9 +571,122 @@ impl<T: Send + 'static> Publisher<T> {
         if !offsets.is_empty() {
             // The group's offsets were committed with the transaction.
             counter!(m::OFFSET_COMMITS, m::L_RESULT => "ok").increment(1);
+            self.healer.committed(offsets);
         }
         self.mark_done(batch);
         Ok(())
+    }
+
+    /// Adds the group's `offsets` (partition, offset, commit metadata) to the transaction.
+    fn send_offsets(
+        &self,
+        offsets: &[(TopicPartition, i64, String)],
+        group: ConsumerGroupMetadata,
+        signal: &Signal,
+        stall: &Stall,
+    ) -> Result<(), TxnError> {
+        let mut tpl = TopicPartitionList::new();
+        for (tp, point, meta) in offsets {
+            let mut e = tpl.add_partition(&tp.topic, tp.partition);
+            e.set_offset(Offset::Offset(*point)).map_err(txn_error)?;
+            e.set_metadata(meta.as_str());
+        }
+        // Nothing is committed yet: after a while, abort and replay instead.
+        let args = Arc::new((tpl, group));
+        self.again(
+            "send_offsets_to_transaction",
+            (signal, stall),
+            Some((OFFSETS_LIMIT, TxnError::Abort)),
+            || {
+                let args = args.clone();
+                watched(
+                    &self.lane.producer,
+                    "send_offsets_to_transaction",
+                    move |p| p.send_offsets_to_transaction(&args.0, &args.1, CALL_TIMEOUT),
+                )
+            },
+        )
+    }
+
+    /// Commits the transaction. A commit that timed out may still succeed: it is resumed
+    /// until it resolves, never given up for a replay that could publish a batch twice.
+    fn commit(&self, signal: &Signal, stall: &Stall) -> Result<(), TxnError> {
+        self.again("commit_transaction", (signal, stall), None, || {
+            self.serving_reports(|| self.lane.producer.commit_transaction(CALL_TIMEOUT))
+        })
+    }
+
+    /// Heals when due (see [`heal`]): after a failed call, once idle for a while.
+    fn maybe_heal(&mut self, signal: &Signal, stall: &Stall) {
+        let now = Instant::now();
+        if stall.take_fault() {
+            self.healer.due.fault(now);
+        }
+        if !self.healer.due.is_due(now, self.healer.last_unit) {
+            return;
+        }
+        match self.heal(signal, stall) {
+            Ok(0) => self.healer.due.healed(),
+            Ok(partitions) => {
+                info!(
+                    partitions,
+                    "the group's offsets committed again by each transactional producer, ending what a broker fault may have left open of their transactions"
+                );
+                self.healer.due.healed();
+            }
+            Err(e) => {
+                debug!(error = %e, retry_in = ?heal::RETRY_AFTER, "could not end what a broker fault may have left open; trying again later");
+                self.healer.due.failed(Instant::now());
+            }
+        }
+        // The heal's own failed calls are no new fault.
+        stall.take_fault();
+    }
+
+    /// Each lane commits a transaction holding only the group's offsets of the assigned
+    /// partitions, at the values in force; the number of partitions, 0 when none.
+    fn heal(&mut self, signal: &Signal, stall: &Stall) -> Result<usize, KafkaError> {
+        let assigned: Vec<TopicPartition> = self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .map(|e| TopicPartition::new(e.topic(), e.partition()))
+            .collect();
+        if assigned.is_empty() {
+            return Ok(0);
+        }
+        let group = (self.healer.group_offsets)(&assigned)?;
+        let offsets = heal::offsets(&assigned, &self.healer.committed.borrow(), &group);
+        if offsets.is_empty() {
+            return Ok(0);
+        }
+        let lanes = if self.spare.is_some() { LANES } else { 1 };
+        for _ in 0..lanes {
+            let metadata = self.consumer.group_metadata().ok_or(KafkaError::Canceled)?;
+            let result = self.in_transaction(signal, stall, || {
+                self.lane.producer.begin_transaction().map_err(txn_error)?;
+                self.send_offsets(&offsets, metadata, signal, stall)?;
+                self.commit(signal, stall)
+            });
+            match result {
+                Ok(()) => {}
+                Err(TxnError::Fatal(e)) => {
+                    self.rebuild(signal, stall);
+                    return Err(e);
+                }
+                Err(TxnError::Abort(e)) => return Err(e),
+                Err(TxnError::Abandoned) => return Err(KafkaError::Canceled),
+            }
+            if let Some(spare) = &mut self.spare {
+                std::mem::swap(&mut self.lane, spare);
+            }
+        }
+        counter!(m::TRANSACTIONS, m::L_RESULT => "healed").increment(lanes as u64);
+        stall.durable();
+        let n = offsets.len();
+        self.healer.committed(offsets);
+        Ok(n)
     }
 
     fn produce(&self, batch: &[Unit<T>]) -> Result<(), TxnError> {
@@ -756,28 +702,5 @@ impl<T: Send + 'static> Publisher<T> {
         }
         self.mark_done(batch);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rdkafka::types::RDKafkaErrorCode as C;
-
-    #[test]
-    fn produce_errors_are_classed_fatal_only_when_the_producer_is_gone() {
-        assert_eq!(
-            class_of(&KafkaError::MessageProduction(C::Fatal)),
-            Class::Fatal
-        );
-        assert_eq!(
-            class_of(&KafkaError::MessageProduction(C::ProducerFenced)),
-            Class::Fatal
-        );
-        assert_eq!(
-            class_of(&KafkaError::MessageProduction(C::MessageTimedOut)),
-            Class::Abort
-        );
-        assert_eq!(class_of(&KafkaError::Canceled), Class::Abort);
     }
 }

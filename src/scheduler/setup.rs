@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::BaseProducer;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -16,11 +17,11 @@ use super::consumer::{self, FromConsumer, GroupContext, Shared};
 use super::control;
 use super::dispatch::{Dispatcher, FnLimits};
 use super::engine::{Engine, Inputs, Published, Workers};
-use super::publisher::{
-    DeliveryCounter, LANES, Lane, ProducerFactory, Publisher, Unit, init_transactions,
-};
+use super::heal::{Committed, GroupOffsets, Healer};
+use super::publisher::{DeliveryCounter, LANES, Lane, ProducerFactory, Publisher, Unit};
 use super::records::Target;
 use super::spill::{self, Overflow, Seen, Spill};
+use super::txn_calls::init_transactions;
 use super::worker::Worker;
 use super::{Ctx, FunctionRt, Functions, Job, SchedulerError};
 use crate::clock::default_instance_id;
@@ -30,7 +31,7 @@ use crate::health::Health;
 use crate::kafka::{self, KafkaOpError};
 use crate::kafka_stats::{self, Client as StatsClient, KafkaStats};
 use crate::names::{metrics as m, topics};
-use crate::types::TpMap;
+use crate::types::{TopicPartition, TpMap};
 
 /// Longest wait at start for the transactional producer to be initialised.
 const INIT_WAIT: Duration = Duration::from_secs(30);
@@ -178,6 +179,7 @@ pub(super) async fn start(
         shared: shared.clone(),
         consumer: consumer.clone(),
         linger: sc.publish_linger,
+        healer: Healer::new(group_offsets_reader(&config)),
     };
     let publisher_worker =
         Worker::spawn("tw-publisher", move |signal| publisher.run(signal)).map_err(internal)?;
@@ -310,6 +312,35 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SchedulerError> + Send + 'static,
 ) -> Result<T, SchedulerError> {
     tokio::task::spawn_blocking(f).await.map_err(internal)?
+}
+
+/// Reads what the scheduler group has committed, without `require_stable`: with a
+/// consumer of its own that asks once and is dropped (a heal is rare), `read_uncommitted`
+/// so that a pending transactional offset does not hold the answer back.
+fn group_offsets_reader(config: &Config) -> GroupOffsets {
+    let mut cc = kafka::client_config(config);
+    cc.set("group.id", config.group_id());
+    cc.set("enable.auto.commit", "false");
+    cc.set("isolation.level", "read_uncommitted");
+    Box::new(move |partitions| {
+        let consumer: BaseConsumer = cc.create()?;
+        let mut tpl = TopicPartitionList::new();
+        for tp in partitions {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((
+                    TopicPartition::new(e.topic(), e.partition()),
+                    (o, e.metadata().to_string()),
+                )),
+                _ => None,
+            })
+            .collect::<Committed>())
+    })
 }
 
 /// The consumer of the scheduler group.

@@ -15,6 +15,38 @@ use rdkafka::Message;
 
 use super::reader_on;
 
+/// Reads `group`'s committed offsets of `topic`'s partitions as a `read_committed`
+/// consumer does when it is given partitions (`require_stable`): Kafka answers
+/// `UNSTABLE_OFFSET_COMMIT` while an offset of the group is pending in a transaction part
+/// without a marker, and librdkafka asks again until `timeout`. The error when that
+/// happens.
+pub fn committed_offsets_readable(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    consumer
+        .committed_offsets(tpl, timeout)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// One of the fault suite's Kafka deployments, driven through `scripts/kafka.sh`.
 pub struct Kafka {
     nodes: u32,
@@ -97,6 +129,27 @@ impl Kafka {
             );
         }
         if text.is_empty() { "none".into() } else { text }
+    }
+
+    /// The broker log's lines where a transaction coordinator skipped the markers of
+    /// partitions without a leader (Kafka takes them for deleted), which leaves their part
+    /// of the transaction open until the producer's next marker there (RELIABILITY.md).
+    pub fn skipped_markers(&self) -> String {
+        // One log per node; `logs` names the single broker's.
+        let out = self.run(&["logs"]);
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let Ok(log) = std::fs::read_to_string(&path) else {
+            return format!("(no broker log at {path:?})");
+        };
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("Couldn't find leader endpoint"))
+            .collect();
+        if lines.is_empty() {
+            "none".into()
+        } else {
+            lines.join("\n")
+        }
     }
 
     /// The transaction markers in the single broker's log of `topic`'s `partition`, in
