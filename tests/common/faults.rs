@@ -26,21 +26,10 @@ pub fn committed_offsets_readable(
     topic: &str,
     timeout: Duration,
 ) -> Result<(), String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+    use rdkafka::consumer::Consumer;
+    let consumer = super::read_committed_consumer(bootstrap, group);
+    let tpl = super::all_partitions(&consumer, topic, rdkafka::Offset::Invalid)
         .map_err(|e| e.to_string())?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition(topic, p.id());
-    }
     consumer
         .committed_offsets(tpl, timeout)
         .map(|_| ())

@@ -284,23 +284,35 @@ pub fn reader_from_start(topic: &str) -> BaseConsumer {
 
 /// [`reader_from_start`] on the cluster at `bootstrap`.
 pub fn reader_on(bootstrap: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer = read_committed_consumer(bootstrap, &unique("reader"));
+    let tpl = all_partitions(&consumer, topic, rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    consumer
+}
+
+/// A `read_committed` consumer of `group` that commits nothing by itself.
+pub fn read_committed_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
+        .unwrap()
+}
+
+/// Every partition of `topic`, each at `offset`.
+pub fn all_partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    offset: rdkafka::Offset,
+) -> Result<rdkafka::TopicPartitionList, rdkafka::error::KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
-            .unwrap();
+        tpl.add_partition_offset(topic, p.id(), offset)?;
     }
-    consumer.assign(&tpl).unwrap();
-    consumer
+    Ok(tpl)
 }
 
 /// Processes whose parent is `pid` (from /proc).
