@@ -342,3 +342,48 @@ fn ordering_keys_keep_their_order_across_a_spill() {
 
     s.terminate(Duration::from_secs(30));
 }
+
+/// With two transactional producers taking turns, an overflow partition can end in two
+/// commit markers (each producer's marker lands after the other's records): the watcher
+/// that decides when spilling stops reads them as markers, not as tasks waiting.
+#[test]
+fn trailing_markers_of_two_producers_are_no_backlog() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use tidewater::scheduler::spill;
+    let env = env("look", "127.0.0.1:9".parse().unwrap(), 1, 1, "");
+    let topic = env.config.overflow_topic("shop", "a").unwrap();
+    let producer = || -> ThreadedProducer<DefaultProducerContext> {
+        let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", common::bootstrap())
+            .set("transactional.id", common::unique("look"))
+            .create()
+            .unwrap();
+        p.init_transactions(Duration::from_secs(30)).unwrap();
+        p
+    };
+    let (first, second) = (producer(), producer());
+    for (p, key) in [(&first, "t-1"), (&second, "t-2")] {
+        p.begin_transaction().unwrap();
+        p.send(BaseRecord::to(&topic).partition(0).key(key).payload("x"))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        p.flush(Duration::from_secs(10)).unwrap();
+    }
+    // Offsets: 0 and 1 the two records, 2 and 3 the two markers.
+    first.commit_transaction(Duration::from_secs(10)).unwrap();
+    second.commit_transaction(Duration::from_secs(10)).unwrap();
+
+    let tail = spill::tail_reader(&env.config).unwrap();
+    use rdkafka::consumer::Consumer;
+    let (_, high) = tail
+        .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(high, 4, "two records, then both markers");
+    assert_eq!(
+        spill::has_records(&tail, &topic, 0, 2),
+        Some(false),
+        "two markers after the last record: nothing waits"
+    );
+    assert_eq!(spill::has_records(&tail, &topic, 0, 1), Some(true));
+    assert_eq!(spill::has_records(&tail, &topic, 0, 0), Some(true));
+}

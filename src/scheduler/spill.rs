@@ -16,11 +16,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info};
 
 use super::dispatch::FnId;
+use super::publisher::LANES;
 use super::worker::Signal;
 use crate::config::Config;
+use crate::kafka;
 use crate::scale::lag;
 
 /// A function's overflow queue.
@@ -167,10 +172,16 @@ impl Spill {
 /// How often the overflow queues are looked at while a function spills.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
+/// The most transaction markers that can follow the last record of an overflow partition:
+/// one per publisher lane (a lane's marker can land after the other lane's next records).
+const TRAILING_MARKERS: i64 = LANES as i64;
+
 /// Looks at the overflow queues' backlogs (the scheduler group's committed offsets
 /// against the high watermarks) while `active` says a function spills, and leaves the
-/// result in `seen`. With exactly-once delivery a trailing transaction marker is not a
-/// task (a backlog of 1 per partition is 0); with at-least-once nothing is discounted.
+/// result in `seen`. With exactly-once delivery every transaction leaves a marker, which
+/// takes an offset and is no task: a partition whose backlog is no more than
+/// [`TRAILING_MARKERS`] is read from the group's offset to tell markers from tasks. With
+/// at-least-once nothing is discounted.
 pub fn watch(
     config: Arc<Config>,
     topics: Vec<String>,
@@ -185,6 +196,17 @@ pub fn watch(
             tracing::error!(error = %e, "overflow queues cannot be watched; spilling functions keep spilling");
             return;
         }
+    };
+    let tail = if exactly_once {
+        match tail_reader(&config) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "overflow queues cannot be read; spilling functions keep spilling");
+                return;
+            }
+        }
+    } else {
+        None
     };
     'looking: loop {
         let until = Instant::now() + LOOK_EVERY;
@@ -202,10 +224,17 @@ pub fn watch(
             Ok(marks) => {
                 let mut backlog: HashMap<String, u64> = HashMap::new();
                 for m in &marks {
-                    let b = if exactly_once {
-                        m.lag()
-                    } else {
-                        u64::try_from(m.backlog()).unwrap_or(0)
+                    let raw = m.backlog();
+                    let b = match &tail {
+                        Some(tail) if (1..=TRAILING_MARKERS).contains(&raw) => {
+                            let from = m.committed.unwrap_or(m.low).max(m.low);
+                            match has_records(tail, &m.topic, m.partition, from) {
+                                Some(false) => 0,
+                                // A task waits, or the read did not finish: not drained.
+                                Some(true) | None => u64::try_from(raw).unwrap_or(1),
+                            }
+                        }
+                        _ => u64::try_from(raw).unwrap_or(0),
                     };
                     *backlog.entry(m.topic.clone()).or_default() += b;
                 }
@@ -217,6 +246,45 @@ pub fn watch(
             Err(e) => info!(error = %e, "cannot read the overflow queues' backlog; will retry"),
         }
     }
+}
+
+/// A `read_committed` consumer that is only ever assigned partitions (it never joins
+/// the group nor commits), and reports reaching a partition's end.
+pub fn tail_reader(config: &Config) -> Result<BaseConsumer, KafkaError> {
+    let mut cc = kafka::client_config(config);
+    cc.set("group.id", format!("{}.overflow-look", config.group_id()));
+    cc.set("enable.auto.commit", "false");
+    cc.set("isolation.level", "read_committed");
+    cc.set("enable.partition.eof", "true");
+    cc.set("auto.offset.reset", "earliest");
+    cc.create()
+}
+
+/// Whether a task (a record, not a marker) waits in `topic`'s `partition` at or after
+/// `from`, read as the scheduler reads it; `None` when the read did not end in time.
+pub fn has_records(tail: &BaseConsumer, topic: &str, partition: i32, from: i64) -> Option<bool> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .ok()?;
+    tail.assign(&tpl).ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break None;
+        }
+        match tail.poll(left) {
+            Some(Ok(_)) => break Some(true),
+            Some(Err(KafkaError::PartitionEOF(_))) => break Some(false),
+            Some(Err(e)) => {
+                debug!(error = %e, topic, partition, "cannot read an overflow partition's tail");
+                break None;
+            }
+            None => {}
+        }
+    };
+    let _ = tail.unassign();
+    found
 }
 
 #[cfg(test)]
