@@ -4,10 +4,12 @@
 //! Transaction markers: schedulers write transactionally (compensation tasks and delayed
 //! tasks re-entering a queue are produced inside the scheduler's transactions), and every
 //! commit or abort marker takes an offset of its own. When a partition is fully consumed
-//! after a transaction, the high watermark sits one past the last record, so the plain
-//! difference reports 1 for an idle partition. Tidewater treats a difference of 1 as 0:
-//! [`effective_lag`]. The cost is that a partition with exactly one waiting task reads
-//! as empty, which no scaling decision depends on (thresholds are far above 1).
+//! after a transaction, the high watermark sits past the last record by one marker, or by
+//! two when the publisher's two transactional producers both wrote there last (one's
+//! marker can land after the other's records). Tidewater treats a difference of up to
+//! [`TRAILING_MARKERS`] as 0: [`effective_lag`]. The cost is that a partition with one or
+//! two waiting tasks reads as empty, which no scaling decision depends on (thresholds are
+//! far above that).
 
 use std::time::Duration;
 
@@ -47,9 +49,14 @@ impl PartitionMarks {
     }
 }
 
-/// A raw backlog of 1 is what a trailing commit marker leaves: count it as 0.
+/// The most transaction markers that can follow a partition's last record: one per
+/// publisher lane.
+pub const TRAILING_MARKERS: i64 = crate::scheduler::publisher::LANES as i64;
+
+/// A raw backlog of up to [`TRAILING_MARKERS`] is what trailing commit markers leave:
+/// count it as 0.
 pub fn effective_lag(backlog: i64) -> u64 {
-    if backlog <= 1 {
+    if backlog <= TRAILING_MARKERS {
         0
     } else {
         u64::try_from(backlog).unwrap_or(0)
@@ -188,6 +195,8 @@ mod tests {
     #[test]
     fn a_trailing_marker_is_not_lag() {
         assert_eq!(marks(0, 0, 11, Some(10)).lag(), 0);
+        assert_eq!(marks(0, 0, 12, Some(10)).lag(), 0, "one marker per lane");
+        assert_eq!(marks(0, 0, 13, Some(10)).lag(), 3);
         assert_eq!(marks(0, 0, 10, Some(10)).lag(), 0);
         assert_eq!(marks(0, 0, 15, Some(10)).lag(), 5);
         // Never committed: everything stored counts, from the low watermark.

@@ -22,11 +22,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info};
 
 use super::dispatch::FnId;
-use super::publisher::LANES;
 use super::worker::Signal;
 use crate::config::Config;
 use crate::kafka;
-use crate::scale::lag;
+use crate::scale::lag::{self, TRAILING_MARKERS};
 
 /// A function's overflow queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,10 +170,6 @@ impl Spill {
 
 /// How often the overflow queues are looked at while a function spills.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
-
-/// The most transaction markers that can follow the last record of an overflow partition:
-/// one per publisher lane (a lane's marker can land after the other lane's next records).
-const TRAILING_MARKERS: i64 = LANES as i64;
 
 /// Looks at the overflow queues' backlogs (the scheduler group's committed offsets
 /// against the high watermarks) while `active` says a function spills, and leaves the
