@@ -97,11 +97,14 @@ fn healed_transactions(s: &SchedulerProcess, timeout: Duration) -> f64 {
 }
 
 fn submit(env: &TestEnv, n: usize) {
+    submit_ids(env, 0..n);
+}
+
+/// Tasks `f-<i>` for each `i` of `ids`.
+fn submit_ids(env: &TestEnv, ids: std::ops::Range<usize>) {
     env.submit(
         "acme",
-        (0..n)
-            .map(|i| task(&format!("f-{i}"), "work", ""))
-            .collect(),
+        ids.map(|i| task(&format!("f-{i}"), "work", "")).collect(),
     );
 }
 
@@ -142,6 +145,13 @@ fn a_single_broker_restarted_three_times_loses_nothing_and_duplicates_nothing() 
         kafka.start();
         resumed = resumed.max(watch.wait_for_progress(n, FINISH, || stalled(&s, &kafka, &env)));
     }
+    // The transaction completing when the broker stopped may have a part without its
+    // marker (RELIABILITY.md); it becomes readable with the same producer's next marker
+    // on that partition, once work flows again. Work goes on, as it does in service: a
+    // second wave after the last restart.
+    let more = 300;
+    submit_ids(&env, n..n + more);
+    let n = n + more;
     let w = watch.finish(n, FINISH, SETTLE, || stalled(&s, &kafka, &env));
     report(
         "single broker stopped for 10 s and started, three times",

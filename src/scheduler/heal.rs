@@ -46,7 +46,7 @@ pub struct Healer {
     pub committed: RefCell<Committed>,
     /// When to heal.
     pub due: Due,
-    /// When the publisher last received a unit.
+    /// When the publisher's last batch ended.
     pub last_unit: Instant,
 }
 
@@ -119,7 +119,7 @@ impl Due {
         self.fault.get_or_insert(now);
     }
 
-    /// Whether to heal now, the last unit having arrived at `last_unit`.
+    /// Whether to heal now, the last batch having ended at `last_unit`.
     pub fn is_due(&self, now: Instant, last_unit: Instant) -> bool {
         self.fault.is_some()
             && now.saturating_duration_since(last_unit) >= IDLE_BEFORE

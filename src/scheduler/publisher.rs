@@ -217,10 +217,11 @@ impl<T: Send + 'static> Publisher<T> {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
             let batch = &mut self.gather(first);
-            self.healer.last_unit = Instant::now();
             if !self.make_durable(batch, &signal, &stall) {
                 return;
             }
+            // Idle is counted from the end of the last batch.
+            self.healer.last_unit = Instant::now();
             if let Some(spare) = &mut self.spare {
                 std::mem::swap(&mut self.lane, spare);
             }
