@@ -892,17 +892,12 @@ fn a_produced_task_is_queued_before_any_scheduler_and_can_be_submitted_and_stopp
 
 #[test]
 fn transactional_status_events_are_read_and_the_index_gets_ready() {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, Producer};
     let env = TestEnv::new("qtxn", BODY);
     env.init_topics();
     // Status events written in Kafka transactions end each partition with a commit
     // marker, one offset past the last record.
-    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", common::bootstrap())
-        .set("transactional.id", common::unique("txn"))
-        .create()
-        .unwrap();
-    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    let producer = common::transactional_producer("txn");
     let now = now_ms();
     let source = Source {
         topic: env.queue("acme"),

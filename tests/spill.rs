@@ -348,20 +348,14 @@ fn ordering_keys_keep_their_order_across_a_spill() {
 /// that decides when spilling stops reads them as markers, not as tasks waiting.
 #[test]
 fn trailing_markers_of_two_producers_are_no_backlog() {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, Producer};
     use tidewater::scheduler::spill;
     let env = env("look", "127.0.0.1:9".parse().unwrap(), 1, 1, "");
     let topic = env.config.overflow_topic("shop", "a").unwrap();
-    let producer = || -> ThreadedProducer<DefaultProducerContext> {
-        let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", common::bootstrap())
-            .set("transactional.id", common::unique("look"))
-            .create()
-            .unwrap();
-        p.init_transactions(Duration::from_secs(30)).unwrap();
-        p
-    };
-    let (first, second) = (producer(), producer());
+    let (first, second) = (
+        common::transactional_producer("look"),
+        common::transactional_producer("look"),
+    );
     for (p, key) in [(&first, "t-1"), (&second, "t-2")] {
         p.begin_transaction().unwrap();
         p.send(BaseRecord::to(&topic).partition(0).key(key).payload("x"))

@@ -66,9 +66,23 @@ pub fn effective_lag(backlog: i64) -> u64 {
 /// A consumer with the scheduler group id that never subscribes: it only reads that
 /// group's committed offsets and the watermarks.
 pub fn group_reader(config: &Config) -> Result<BaseConsumer, KafkaOpError> {
+    reader(config, None)
+}
+
+/// A [`group_reader`] that reads `read_uncommitted`: the committed offsets it reads are
+/// the group's last stable ones, never held back by an offset still pending in a
+/// transaction (no `require_stable`).
+pub fn stable_group_reader(config: &Config) -> Result<BaseConsumer, KafkaOpError> {
+    reader(config, Some("read_uncommitted"))
+}
+
+fn reader(config: &Config, isolation: Option<&str>) -> Result<BaseConsumer, KafkaOpError> {
     let mut cc = kafka::client_config(config);
     cc.set("group.id", config.group_id());
     cc.set("enable.auto.commit", "false");
+    if let Some(level) = isolation {
+        cc.set("isolation.level", level);
+    }
     cc.create().map_err(|source| KafkaOpError::Client {
         what: "group offset reader",
         source,

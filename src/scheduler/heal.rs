@@ -26,16 +26,14 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use rdkafka::error::KafkaError;
-
 use crate::types::{TopicPartition, TpMap};
 
 /// The offsets (with their commit metadata) committed for partitions of the group.
 pub type Committed = TpMap<TopicPartition, (i64, String)>;
 
 /// Reads what the group has committed for partitions, without `require_stable` (so a
-/// pending transactional offset does not hold the answer back).
-pub type GroupOffsets = Box<dyn Fn(&[TopicPartition]) -> Result<Committed, KafkaError> + Send>;
+/// pending transactional offset does not hold the answer back); the error says why not.
+pub type GroupOffsets = Box<dyn Fn(&[TopicPartition]) -> Result<Committed, String> + Send>;
 
 /// The publisher's part: what it committed, and when to heal.
 pub struct Healer {
@@ -85,18 +83,11 @@ pub fn offsets(
     let mut out: Vec<_> = assigned
         .iter()
         .filter_map(|tp| {
-            let later = match (ours.get(tp), group.get(tp)) {
-                (Some(o), Some(g)) => {
-                    if g.0 > o.0 {
-                        g
-                    } else {
-                        o
-                    }
-                }
-                (Some(o), None) => o,
-                (None, Some(g)) => g,
-                (None, None) => return None,
-            };
+            // On equal offsets ours wins: the last of equals is the max.
+            let later = [group.get(tp), ours.get(tp)]
+                .into_iter()
+                .flatten()
+                .max_by_key(|(offset, _)| *offset)?;
             Some((tp.clone(), later.0, later.1.clone()))
         })
         .collect();
@@ -155,17 +146,29 @@ mod tests {
 
     #[test]
     fn each_assigned_partition_gets_the_later_commit_with_its_metadata() {
-        let ours = committed(&[(0, 120, "ours0"), (1, 40, "ours1"), (3, 7, "ours3")]);
-        let group = committed(&[(0, 100, "group0"), (1, 55, "group1"), (2, 9, "group2")]);
-        let assigned = [tp(0), tp(1), tp(2), tp(4)];
+        let ours = committed(&[
+            (0, 120, "ours0"),
+            (1, 40, "ours1"),
+            (3, 7, "ours3"),
+            (5, 30, "ours5"),
+        ]);
+        let group = committed(&[
+            (0, 100, "group0"),
+            (1, 55, "group1"),
+            (2, 9, "group2"),
+            (5, 30, "group5"),
+        ]);
+        let assigned = [tp(0), tp(1), tp(2), tp(4), tp(5)];
         assert_eq!(
             offsets(&assigned, &ours, &group),
             vec![
                 (tp(0), 120, "ours0".to_string()),
                 (tp(1), 55, "group1".to_string()),
                 (tp(2), 9, "group2".to_string()),
+                (tp(5), 30, "ours5".to_string()),
             ],
-            "partition 3 is not assigned, partition 4 was never committed"
+            "partition 3 is not assigned, partition 4 was never committed; on equal offsets \
+             this process's last commit (its metadata) is kept"
         );
     }
 

@@ -646,10 +646,11 @@ impl<T: Send + 'static> Publisher<T> {
 
     /// Each lane commits a transaction holding only the group's offsets of the assigned
     /// partitions, at the values in force; the number of partitions, 0 when none.
-    fn heal(&mut self, signal: &Signal, stall: &Stall) -> Result<usize, KafkaError> {
+    fn heal(&mut self, signal: &Signal, stall: &Stall) -> Result<usize, String> {
         let assigned: Vec<TopicPartition> = self
             .consumer
-            .assignment()?
+            .assignment()
+            .map_err(|e| e.to_string())?
             .elements()
             .iter()
             .map(|e| TopicPartition::new(e.topic(), e.partition()))
@@ -664,7 +665,10 @@ impl<T: Send + 'static> Publisher<T> {
         }
         let lanes = if self.spare.is_some() { LANES } else { 1 };
         for _ in 0..lanes {
-            let metadata = self.consumer.group_metadata().ok_or(KafkaError::Canceled)?;
+            let metadata = self
+                .consumer
+                .group_metadata()
+                .ok_or("no group metadata (not in the group)")?;
             let result = self.in_transaction(signal, stall, || {
                 self.lane.producer.begin_transaction().map_err(txn_error)?;
                 self.send_offsets(&offsets, metadata, signal, stall)?;
@@ -674,10 +678,10 @@ impl<T: Send + 'static> Publisher<T> {
                 Ok(()) => {}
                 Err(TxnError::Fatal(e)) => {
                     self.rebuild(signal, stall);
-                    return Err(e);
+                    return Err(e.to_string());
                 }
-                Err(TxnError::Abort(e)) => return Err(e),
-                Err(TxnError::Abandoned) => return Err(KafkaError::Canceled),
+                Err(TxnError::Abort(e)) => return Err(e.to_string()),
+                Err(TxnError::Abandoned) => return Err("abandoned".into()),
             }
             if let Some(spare) = &mut self.spare {
                 std::mem::swap(&mut self.lane, spare);

@@ -31,6 +31,7 @@ use crate::health::Health;
 use crate::kafka::{self, KafkaOpError};
 use crate::kafka_stats::{self, Client as StatsClient, KafkaStats};
 use crate::names::{metrics as m, topics};
+use crate::scale::lag;
 use crate::types::{TopicPartition, TpMap};
 
 /// Longest wait at start for the transactional producer to be initialised.
@@ -179,7 +180,7 @@ pub(super) async fn start(
         shared: shared.clone(),
         consumer: consumer.clone(),
         linger: sc.publish_linger,
-        healer: Healer::new(group_offsets_reader(&config)),
+        healer: Healer::new(group_offsets_reader(config.clone())),
     };
     let publisher_worker =
         Worker::spawn("tw-publisher", move |signal| publisher.run(signal)).map_err(internal)?;
@@ -315,20 +316,17 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Reads what the scheduler group has committed, without `require_stable`: with a
-/// consumer of its own that asks once and is dropped (a heal is rare), `read_uncommitted`
-/// so that a pending transactional offset does not hold the answer back.
-fn group_offsets_reader(config: &Config) -> GroupOffsets {
-    let mut cc = kafka::client_config(config);
-    cc.set("group.id", config.group_id());
-    cc.set("enable.auto.commit", "false");
-    cc.set("isolation.level", "read_uncommitted");
+/// [`lag::stable_group_reader`] that asks once and is dropped (a heal is rare).
+fn group_offsets_reader(config: Arc<Config>) -> GroupOffsets {
     Box::new(move |partitions| {
-        let consumer: BaseConsumer = cc.create()?;
+        let consumer = lag::stable_group_reader(&config).map_err(|e| e.to_string())?;
         let mut tpl = TopicPartitionList::new();
         for tp in partitions {
             tpl.add_partition(&tp.topic, tp.partition);
         }
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
         Ok(committed
             .elements()
             .iter()

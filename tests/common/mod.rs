@@ -290,6 +290,18 @@ pub fn reader_on(bootstrap: &str, topic: &str) -> BaseConsumer {
     consumer
 }
 
+/// A transactional producer on the shared test broker, with a transactional id of its
+/// own (`name` and a unique suffix), initialised.
+pub fn transactional_producer(name: &str) -> ThreadedProducer<DefaultProducerContext> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("transactional.id", unique(name))
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer
+}
+
 /// A `read_committed` consumer of `group` that commits nothing by itself.
 pub fn read_committed_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
     ClientConfig::new()
