@@ -8,6 +8,10 @@
 //!     scheduler does for a no-op task (the outcome and two status events), in
 //!     transactions of about the scheduler's size (100 ms or 5,000 inputs) that also
 //!     carry the consumed offsets: the floor for exactly-once,
+//! (e) the same as (d) with, on every record, the five headers the scheduler writes on
+//!     each record of a no-op task (content type, event kind, task id, tenant, function;
+//!     values the input's payload, smaller than the scheduler's events): the floor for
+//!     exactly-once with the scheduler's record layout,
 //!
 //! and the ratios. All are measured the same way: the span between the first and the last
 //! output record's timestamp (set when produced), so group joins and start-up are not
@@ -233,7 +237,8 @@ const RECORDS_PER_TASK: usize = 3;
 /// (d): consume, write [`RECORDS_PER_TASK`] records per input (one to `output`, the rest
 /// to `status`), and commit them with the consumed offsets in one transaction per 100 ms
 /// or 5,000 inputs, with the scheduler publisher's producer settings (no linger, 10 ms
-/// retry backoff, deliveries served in 1 ms slices before the commit). Blocking; runs
+/// retry backoff, deliveries served in 1 ms slices before the commit). With
+/// `with_headers`, (e): each record also carries the scheduler's headers. Blocking; runs
 /// until `stop`.
 fn transactional_pipe(
     config: &Config,
@@ -241,9 +246,12 @@ fn transactional_pipe(
     output: &str,
     status: &str,
     stop: &CancellationToken,
+    with_headers: bool,
 ) {
+    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use rdkafka::{Offset, TopicPartitionList};
+    use tidewater::names::headers as h;
     let group = format!("{input}.txpipe");
     let consumer: BaseConsumer = tidewater::kafka::client_config(config)
         .set("group.id", &group)
@@ -281,6 +289,31 @@ fn transactional_pipe(
                 let mut rec = BaseRecord::<[u8], [u8]>::to(topic)
                     .key(key)
                     .payload(payload);
+                if with_headers {
+                    // The headers the scheduler writes on each record of a no-op task.
+                    let event = if i == 0 {
+                        h::EVENT_OUTCOME
+                    } else {
+                        h::EVENT_STATUS
+                    };
+                    let headers = [
+                        (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.as_bytes()),
+                        (h::EVENT, event.as_bytes()),
+                        (h::TASK_ID, key),
+                        (h::TENANT, b"bench".as_slice()),
+                        (h::FUNCTION, b"noop".as_slice()),
+                    ];
+                    let hs = headers.iter().fold(
+                        OwnedHeaders::new_with_capacity(headers.len()),
+                        |hs, (k, v)| {
+                            hs.insert(Header {
+                                key: k,
+                                value: Some(*v),
+                            })
+                        },
+                    );
+                    rec = rec.headers(hs);
+                }
                 loop {
                     match producer.send(rec) {
                         Ok(()) => break,
@@ -326,7 +359,7 @@ fn main() {
     // check of the same code paths with a small count.
     let n = common::count("TW_BENCH_TASKS", 20_000, 300);
     // Which variants run (default all): e.g. TW_BENCH_VARIANTS=b for a profile of (b).
-    let variants = std::env::var("TW_BENCH_VARIANTS").unwrap_or_else(|_| "adbc".into());
+    let variants = std::env::var("TW_BENCH_VARIANTS").unwrap_or_else(|_| "adebc".into());
     let wants = |v: char| variants.contains(v);
     // The scheduler records its metrics as in production: into the Prometheus recorder.
     tidewater::telemetry::metrics_handle().unwrap();
@@ -365,7 +398,14 @@ fn main() {
     let txn = wants('d').then(|| {
         line(
             "(d) raw transactional pipe, 3 out/in",
-            transactional_span(&rt, &run, n),
+            transactional_span(&rt, &run, n, false),
+        )
+    });
+    // (e) the same with the headers the scheduler writes on each record.
+    let txn_headers = wants('e').then(|| {
+        line(
+            "(e) raw transactional, 3 out + headers",
+            transactional_span(&rt, &run, n, true),
         )
     });
     // (b) the scheduler on no-op tasks, exactly-once (transactions); (c) at-least-once.
@@ -387,7 +427,13 @@ fn main() {
         }
     };
     ratio("ratio (b)/(d), against the EOS floor", eos, txn);
+    ratio(
+        "ratio (b)/(e), against the floor + headers",
+        eos,
+        txn_headers,
+    );
     ratio("ratio (d)/(a), cost of EOS and 3 out", txn, raw);
+    ratio("ratio (e)/(d), cost of the headers", txn_headers, txn);
     ratio("ratio (b)/(a)", eos, raw);
     ratio("ratio (c)/(a)", alo, raw);
     ratio("ratio (b)/(c), cost of transactions", eos, alo);
@@ -411,16 +457,28 @@ fn raw_pipe_span(rt: &tokio::runtime::Runtime, run: &str, n: usize) -> (f64, Cpu
 }
 
 /// (d): loads `n` tasks and runs the transactional pipe over them; (span, CPU time).
-fn transactional_span(rt: &tokio::runtime::Runtime, run: &str, n: usize) -> (f64, Cpu) {
-    let cfg = Arc::new(common::noop_config(&format!("bench{run}d"), "exactly_once"));
-    let (input, output) = (cfg.queue_topic("bench", "noop"), format!("bench{run}d.out"));
+fn transactional_span(
+    rt: &tokio::runtime::Runtime,
+    run: &str,
+    n: usize,
+    with_headers: bool,
+) -> (f64, Cpu) {
+    let name = if with_headers { "e" } else { "d" };
+    let cfg = Arc::new(common::noop_config(
+        &format!("bench{run}{name}"),
+        "exactly_once",
+    ));
+    let (input, output) = (
+        cfg.queue_topic("bench", "noop"),
+        format!("bench{run}{name}.out"),
+    );
     let status = tidewater::names::topics::status(&cfg.topics.prefix);
     rt.block_on(common::load(&cfg, "bench", tasks(n)));
     let stop = CancellationToken::new();
     let cpu0 = cpu_seconds();
     let pipe = std::thread::spawn({
         let (c, s, o) = (cfg.clone(), stop.clone(), output.clone());
-        move || transactional_pipe(&c, &input, &o, &status, &s)
+        move || transactional_pipe(&c, &input, &o, &status, &s, with_headers)
     });
     let secs = span_of_output(&output, n, Duration::from_secs(600));
     stop.cancel();
