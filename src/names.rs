@@ -243,6 +243,9 @@ pub mod metrics {
     /// Counter: finished tasks whose outcome was not published because their partition
     /// had gone to another scheduler (the new owner runs them).
     pub const OUTCOMES_FENCED: &str = "tidewater_outcomes_fenced_total";
+    /// Gauge: partitions of a topic the configuration implies held by a transaction left
+    /// open longer than `scheduler.held_partition_after`, by topic.
+    pub const PARTITIONS_HELD: &str = "tidewater_partitions_held";
     /// Gauge: lag of the scheduler group per queue partition (high watermark minus
     /// committed offset), by topic and partition.
     pub const QUEUE_LAG: &str = "tidewater_queue_lag";
@@ -314,6 +317,7 @@ pub mod metrics {
         READY,
         PRODUCER_RESTARTS,
         OUTCOMES_FENCED,
+        PARTITIONS_HELD,
         QUEUE_LAG,
         QUEUE_LAG_TOTAL,
         QUEUE_PARTITIONS,
@@ -348,7 +352,7 @@ pub mod metrics {
     pub const L_KIND: &str = "kind";
     /// Label: a part of the process (`publisher`, `consumer`, `indexer`).
     pub const L_COMPONENT: &str = "component";
-    /// Label: topic name (queue topics only: a bounded set from the configuration).
+    /// Label: topic name (topics of the configuration: a bounded set).
     pub const L_TOPIC: &str = "topic";
     /// Label: partition number.
     pub const L_PARTITION: &str = "partition";
@@ -456,6 +460,10 @@ pub mod metrics {
         describe_gauge!(
             FUNCTION_SPILLING,
             "1 while the function spills to its overflow queue in this scheduler."
+        );
+        describe_gauge!(
+            PARTITIONS_HELD,
+            "Partitions whose read_committed readers a transaction left open holds back."
         );
         describe_gauge!(
             PARTITIONS_PAUSED,

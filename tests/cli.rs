@@ -148,3 +148,62 @@ fn run_refuses_to_start_without_its_topics() {
         "{err}"
     );
 }
+
+#[test]
+fn events_shows_what_an_open_transaction_holds_back_only_when_asked() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let env = TestEnv::new(
+        "cliopen",
+        r#"
+        [tenants.acme.functions.f]
+        executor = { type = "inprocess", handler = "echo" }
+        on_success = "{prefix}.done"
+        "#,
+    );
+    let out = env.cli(&["topics", "init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = env.topic("done");
+    let producer = common::transactional_producer("cliopen");
+    producer.begin_transaction().unwrap();
+    producer
+        .send(
+            BaseRecord::<str, str>::to(&done)
+                .key("held-1")
+                .payload("held back")
+                .partition(0),
+        )
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let lines = |args: &[&str]| {
+        let out = env.cli(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    // A read_committed reader stops before the open transaction's record.
+    let committed = lines(&["events", &done, "--idle", "3s"]);
+    assert!(committed.is_empty(), "{committed:?}");
+    // Asked for, the open transaction's record is shown, with where it is.
+    let all = lines(&["events", &done, "--idle", "3s", "--uncommitted"]);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["value"], "held back", "{all:?}");
+    assert_eq!(all[0]["_partition"], 0);
+    assert_eq!(all[0]["_offset"], 0);
+
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    let committed = lines(&["events", &done, "--idle", "3s"]);
+    assert_eq!(committed.len(), 1, "{committed:?}");
+}

@@ -435,3 +435,110 @@ fn partitions_lost_while_paused_are_fetched_again_when_they_come_back() {
         one.log_text()
     );
 }
+
+#[test]
+fn a_partition_held_by_a_transaction_left_open_is_reported_until_it_ends() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let env = TestEnv::new(
+        "held",
+        r#"
+        [scheduler]
+        held_partition_after = "2s"
+
+        [tenants.acme.functions.f]
+        executor = { type = "inprocess", handler = "echo" }
+        on_success = "{prefix}.done"
+        "#,
+    );
+    env.init_topics();
+    let done = env.topic("done");
+    let s = env.start_scheduler(0);
+    let url = s.metrics_url(Duration::from_secs(30));
+    let held_line = |page: &str| {
+        page.lines()
+            .find(|l| {
+                l.starts_with("tidewater_partitions_held{") && l.contains(&format!("\"{done}\""))
+            })
+            .map(str::to_owned)
+    };
+    // Every topic of the configuration has its series from the start, at 0.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let page = http_get(&url);
+        if held_line(&page).is_some() || Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        held_line(&page).is_some_and(|l| l.ends_with(" 0")),
+        "{page}\n{}",
+        s.log_digest()
+    );
+
+    // A producer outside leaves a transaction open on the destination's partition 1.
+    let producer = common::transactional_producer("held");
+    producer.begin_transaction().unwrap();
+    for i in 0..3 {
+        producer
+            .send(
+                BaseRecord::<str, str>::to(&done)
+                    .key(&format!("open-{i}"))
+                    .payload("not committed yet")
+                    .partition(1),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let wait_for = |want: f64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let page = http_get(&url);
+            if metric(&page, "tidewater_partitions_held") == want {
+                return page;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: tidewater_partitions_held never {want}\n{page}\n{}",
+                s.log_digest()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let page = wait_for(1.0, "held");
+    assert!(
+        held_line(&page).is_some_and(|l| l.ends_with(" 1")),
+        "not counted under {done}: {page}"
+    );
+    let log = s.log_text();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("partition held by a transaction left open"))
+        .unwrap_or_else(|| panic!("no warning:\n{}", s.log_digest()));
+    assert!(
+        warning.contains("WARN")
+            && warning.contains(&done)
+            && warning.contains("partition=1")
+            && warning.contains("offset=0"),
+        "{warning}"
+    );
+
+    // The transaction ends: the partition moves on and the gauge goes back to 0.
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    wait_for(0.0, "released");
+    assert!(
+        s.log_text().contains("held partition moved on"),
+        "{}",
+        s.log_digest()
+    );
+    // Reported once while held, not at every look.
+    assert_eq!(
+        s.log_text()
+            .matches("partition held by a transaction left open")
+            .count(),
+        1
+    );
+}

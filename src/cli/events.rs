@@ -28,6 +28,11 @@ pub struct EventsArgs {
     /// One short line per record (task id, status, function, result or error) instead of JSON.
     #[arg(long)]
     brief: bool,
+    /// Also print records of transactions not committed: open ones, and aborted ones
+    /// (read_uncommitted). Shows what a transaction left open holds back from
+    /// read_committed readers, before `kafka-transactions.sh abort` drops it.
+    #[arg(long)]
+    uncommitted: bool,
 }
 
 /// One line for people: `task_id  status  function  result|error`.
@@ -146,7 +151,14 @@ fn print_events(config: &Config, args: &EventsArgs) -> Result<()> {
     let group = format!("{}.events-cli", config.topics.prefix);
     cc.set("group.id", &group);
     cc.set("enable.auto.commit", "false");
-    cc.set("isolation.level", "read_committed");
+    cc.set(
+        "isolation.level",
+        if args.uncommitted {
+            "read_uncommitted"
+        } else {
+            "read_committed"
+        },
+    );
     let consumer: BaseConsumer = cc.create()?;
     let md = consumer.fetch_metadata(Some(&args.topic), kafka::ADMIN_TIMEOUT)?;
     let partitions: Vec<i32> = md

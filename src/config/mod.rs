@@ -433,4 +433,18 @@ pub(crate) mod tests {
         let e = err(&with("running_event_delay = \"2h\""));
         assert!(e.contains("scheduler.running_event_delay"), "{e}");
     }
+
+    #[test]
+    fn the_held_partition_watch_defaults_to_two_minutes_and_can_be_turned_off() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.scheduler.held_partition_after.as_secs(), 120);
+        let with = |line: &str| format!("[scheduler]\n{line}\n{GOOD}");
+        let c = Config::from_toml(&with("held_partition_after = \"0s\"")).unwrap();
+        assert!(c.scheduler.held_partition_after.is_zero());
+        let e = err(&with("held_partition_after = \"500ms\""));
+        assert!(
+            e.contains("scheduler.held_partition_after") && e.contains("at least 1s"),
+            "{e}"
+        );
+    }
 }

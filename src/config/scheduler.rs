@@ -92,6 +92,18 @@ pub struct SchedulerConfig {
     /// Default 262144 (256 KiB).
     #[serde(default = "default_max_payload")]
     pub max_payload_bytes: NonZeroUsize,
+    /// How long a partition of a topic the configuration implies may stay held by an open
+    /// transaction (its last stable offset below its end, and not moving) before the
+    /// scheduler reports it: a warning naming the partition and offset, and the gauge
+    /// `tidewater_partitions_held`. `read_committed` readers (schedulers, consumers of
+    /// outcomes, the indexer) wait at that offset until the transaction ends. `0s` turns
+    /// the watch off. Default `2m` (longer than any client's default transaction timeout,
+    /// after which Kafka aborts an open transaction by itself).
+    #[serde(
+        default = "default_held_partition_after",
+        deserialize_with = "de_duration"
+    )]
+    pub held_partition_after: Duration,
 }
 
 fn default_dedupe_window() -> usize {
@@ -130,6 +142,9 @@ fn default_grace() -> Duration {
 fn default_max_payload() -> NonZeroUsize {
     nz(256 * 1024)
 }
+fn default_held_partition_after() -> Duration {
+    Duration::from_secs(120)
+}
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -151,6 +166,7 @@ impl Default for SchedulerConfig {
             running_event_delay: Duration::ZERO,
             shutdown_grace: default_grace(),
             max_payload_bytes: default_max_payload(),
+            held_partition_after: default_held_partition_after(),
         }
     }
 }
@@ -180,6 +196,14 @@ impl SchedulerConfig {
             return Err(invalid(
                 "scheduler.running_event_delay",
                 "must be at most 1h",
+            ));
+        }
+        if !self.held_partition_after.is_zero()
+            && self.held_partition_after < Duration::from_secs(1)
+        {
+            return Err(invalid(
+                "scheduler.held_partition_after",
+                "must be 0s (off) or at least 1s",
             ));
         }
         if !self.spill_after.is_finite() || self.spill_after < 0.0 {

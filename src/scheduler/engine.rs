@@ -75,6 +75,8 @@ pub(super) struct Workers {
     pub control: Worker,
     /// Watches the overflow queues while a function spills (when any function can).
     pub spill: Option<Worker>,
+    /// Watches for partitions held by open transactions (unless turned off).
+    pub held: Option<Worker>,
 }
 
 mod spill;
@@ -314,15 +316,15 @@ impl Engine {
         }
         workers.consumer.stop();
         workers.control.stop();
-        if let Some(spill) = &workers.spill {
-            spill.stop();
+        for w in [&workers.spill, &workers.held].into_iter().flatten() {
+            w.stop();
         }
         // The consumer thread may wait on a full channel: closing it lets it go.
         drop(inputs);
         workers.consumer.join().await;
         workers.control.join().await;
-        if let Some(spill) = workers.spill {
-            spill.join().await;
+        for w in [workers.spill, workers.held].into_iter().flatten() {
+            w.join().await;
         }
         if let Some(e) = fatal {
             return Err(SchedulerError::Fatal(e));

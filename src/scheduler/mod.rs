@@ -19,6 +19,7 @@ pub mod dispatch;
 mod engine;
 mod fn_metrics;
 mod heal;
+mod held;
 mod intake;
 pub mod offsets;
 pub mod out_record;

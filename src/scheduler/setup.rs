@@ -18,6 +18,7 @@ use super::control;
 use super::dispatch::{Dispatcher, FnLimits};
 use super::engine::{Engine, Inputs, Published, Workers};
 use super::heal::{Committed, GroupOffsets, Healer};
+use super::held;
 use super::publisher::{DeliveryCounter, LANES, Lane, ProducerFactory, Publisher, Unit};
 use super::records::Target;
 use super::spill::{self, Overflow, Seen, Spill};
@@ -207,11 +208,20 @@ pub(super) async fn start(
         published,
         stops,
     };
+    let after = sc.held_partition_after;
+    let held_worker = (!after.is_zero())
+        .then(|| {
+            let c = config.clone();
+            Worker::spawn("tw-held", move |signal| held::watch(c, after, signal))
+        })
+        .transpose()
+        .map_err(internal)?;
     let workers = Workers {
         consumer: consumer_worker,
         publisher: publisher_worker,
         control: control_worker,
         spill: spill_worker,
+        held: held_worker,
     };
     Ok((engine, inputs, workers))
 }
