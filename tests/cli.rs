@@ -179,18 +179,7 @@ fn events_shows_what_an_open_transaction_holds_back_only_when_asked() {
         .unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
 
-    let lines = |args: &[&str]| {
-        let out = env.cli(args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .collect::<Vec<_>>()
-    };
+    let lines = |args: &[&str]| common::json_lines::<serde_json::Value>(&env.cli(args));
     // A read_committed reader stops before the open transaction's record.
     let committed = lines(&["events", &done, "--idle", "3s"]);
     assert!(committed.is_empty(), "{committed:?}");

@@ -151,15 +151,7 @@ fn dead_letters_are_redriven_from_the_cli_and_the_api_once_per_redrive() {
 
     let cli = |args: &[&str]| {
         let out = w.redrive_cli(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let reports: Vec<RedriveReport> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let reports: Vec<RedriveReport> = common::json_lines(&out);
         (reports, String::from_utf8_lossy(&out.stderr).into_owned())
     };
 
@@ -443,17 +435,7 @@ fn a_dead_letter_range_by_offsets_or_by_time_redrives_exactly_its_tasks() {
     let cli = |args: &[&str]| {
         w.redrive_cli(&[&["--dead-letter-topic", &topic, "-o", "json"], args].concat())
     };
-    let reports = |out: &std::process::Output| -> Vec<RedriveReport> {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let reports = |out: &std::process::Output| -> Vec<RedriveReport> { common::json_lines(out) };
 
     // A dry run names exactly the range's tasks of this tenant, and runs nothing.
     let dry = reports(&cli(&["--offsets", &range, "--dry-run"]));

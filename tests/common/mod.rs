@@ -302,6 +302,19 @@ pub fn transactional_producer(name: &str) -> ThreadedProducer<DefaultProducerCon
     producer
 }
 
+/// The JSON lines a command printed, each as `T`; the command must have succeeded.
+pub fn json_lines<T: serde::de::DeserializeOwned>(out: &std::process::Output) -> Vec<T> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// A `read_committed` consumer of `group` that commits nothing by itself.
 pub fn read_committed_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
     ClientConfig::new()
