@@ -132,14 +132,19 @@ fn check(w: &faults::Watched, n: usize, resumed: Duration, s: &mut SchedulerProc
 #[test]
 fn a_single_broker_restarted_three_times_loses_nothing_and_duplicates_nothing() {
     let (_lock, kafka) = faults::single();
-    let n = 3000;
     let env = workload(&kafka, "restart", 50, 1);
     let watch = OutcomeWatch::start(&kafka.bootstrap(), &env.topic("done"));
-    submit(&env, n);
     let mut s = env.start_scheduler(0);
     let mut resumed = Duration::ZERO;
-    for at in [400, 1200, 2000] {
-        watch.wait_for(at, FINISH, || stalled(&s, &kafka, &env));
+    // Work is submitted before each restart, so there is work left at every restart:
+    // attempts go on while the broker is away (only publishing waits), and on a slow
+    // machine a restart can outlast a backlog submitted once.
+    let chunk = 1000;
+    let mut n = 0;
+    for _ in 0..3 {
+        submit_ids(&env, n..n + chunk);
+        n += chunk;
+        watch.wait_for(n - chunk + 400, FINISH, || stalled(&s, &kafka, &env));
         kafka.stop();
         std::thread::sleep(Duration::from_secs(10));
         kafka.start();
