@@ -161,7 +161,7 @@ pub fn watch(config: Arc<Config>, after: Duration, signal: Signal) {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let marks = match look(&stable_reader, &end_reader, &topics) {
+        let marks = match look(&stable_reader, &end_reader, &topics, &signal) {
             Ok(m) => m,
             Err(e) => {
                 // The cluster being away is reported by the consumer and the publisher.
@@ -196,14 +196,20 @@ pub fn watch(config: Arc<Config>, after: Duration, signal: Signal) {
 
 /// Per partition of `topics`: (topic, partition, last stable offset, end), in two
 /// requests per leader (the readers' isolation levels decide which end each reads).
+/// Each call waits 3 s at most, and none starts once `signal` stops the watch, so a
+/// scheduler stopping while the cluster is away is not held up here.
 fn look(
     stable_reader: &BaseConsumer,
     end_reader: &BaseConsumer,
     topics: &[String],
+    signal: &Signal,
 ) -> Result<Vec<(String, i32, i64, i64)>, KafkaError> {
-    let timeout = Duration::from_secs(10);
+    let timeout = Duration::from_secs(3);
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
+        if signal.is_stopping() {
+            return Ok(Vec::new());
+        }
         let md = end_reader.fetch_metadata(Some(topic), timeout)?;
         for t in md.topics().iter().filter(|t| t.error().is_none()) {
             for p in t.partitions() {
@@ -212,7 +218,7 @@ fn look(
             }
         }
     }
-    if tpl.count() == 0 {
+    if tpl.count() == 0 || signal.is_stopping() {
         return Ok(Vec::new());
     }
     // The stable offsets first: read after them, no end is below its stable offset.

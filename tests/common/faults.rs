@@ -171,11 +171,25 @@ impl Kafka {
         self.script(&[command, &n.to_string()]);
     }
 
-    /// The node leading `topic`'s `partition`.
+    /// The node leading `topic`'s `partition`. The lookup is asked again when it fails:
+    /// its admin client gives up after 8 s, which a busy two-core machine (three nodes
+    /// and the test suite) can exceed.
     pub fn leader(&self, topic: &str, partition: i32) -> u32 {
-        self.script(&["leader", topic, &partition.to_string()])
-            .parse()
-            .unwrap()
+        let args = ["leader", topic, &partition.to_string()];
+        let mut failures = Vec::new();
+        for _ in 0..4 {
+            let out = self.run(&args);
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let (true, Ok(node)) = (out.status.success(), text.trim().parse()) {
+                return node;
+            }
+            failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        panic!(
+            "scripts/kafka.sh {args:?} failed 4 times:\n{}",
+            failures.join("\n")
+        );
     }
 
     /// `scripts/kafka.sh txn-coordinator PREFIX`: the node coordinating each
