@@ -153,14 +153,7 @@ pub fn watch(config: Arc<Config>, after: Duration, signal: Signal) {
     }
     let mut held = HeldWatch::new(after);
     let every = look_every(after);
-    'looking: loop {
-        let until = Instant::now() + every;
-        while Instant::now() < until {
-            if signal.is_stopping() {
-                break 'looking;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    while signal.sleep(every) {
         let marks = match look(&stable_reader, &end_reader, &topics, &signal) {
             Ok(m) => m,
             Err(e) => {

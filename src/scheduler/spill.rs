@@ -203,14 +203,7 @@ pub fn watch(
     } else {
         None
     };
-    'looking: loop {
-        let until = Instant::now() + LOOK_EVERY;
-        while Instant::now() < until {
-            if signal.is_stopping() {
-                break 'looking;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    while signal.sleep(LOOK_EVERY) {
         if !active.load(std::sync::atomic::Ordering::Relaxed) {
             continue;
         }

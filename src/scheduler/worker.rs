@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tracing::error;
 
@@ -28,6 +29,21 @@ impl Signal {
     /// Told to exit at once, leaving unfinished work to the next owner.
     pub fn is_abandoned(&self) -> bool {
         self.0.load(Ordering::Relaxed) >= ABANDONED
+    }
+
+    /// Sleeps for `period`, looking at the signal every 100 ms; `false` as soon as it
+    /// says stop (the caller then ends), `true` once the period has passed.
+    pub fn sleep(&self, period: Duration) -> bool {
+        let until = Instant::now() + period;
+        while Instant::now() < until {
+            if self.is_stopping() {
+                return false;
+            }
+            std::thread::sleep(
+                Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        !self.is_stopping()
     }
 
     fn raise(&self, level: u8) {
@@ -107,5 +123,24 @@ mod tests {
         s.raise(ABANDONED);
         s.raise(STOPPING);
         assert!(s.is_stopping() && s.is_abandoned());
+    }
+
+    #[test]
+    fn a_sleep_lasts_its_period_unless_told_to_stop() {
+        let s = Signal::default();
+        let started = Instant::now();
+        assert!(s.sleep(Duration::from_millis(150)));
+        assert!(started.elapsed() >= Duration::from_millis(150));
+
+        let theirs = s.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            theirs.raise(STOPPING);
+        });
+        let started = Instant::now();
+        assert!(!s.sleep(Duration::from_secs(60)), "a stop ends the sleep");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        stopper.join().unwrap();
+        assert!(!s.sleep(Duration::ZERO), "stopped stays stopped");
     }
 }
