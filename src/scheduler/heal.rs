@@ -95,6 +95,31 @@ pub fn offsets(
     out
 }
 
+/// Whether a transaction whose commit ended without an answer (the producer failed or
+/// was fenced while committing) did commit, judged once its fate is settled (a new
+/// producer with its transactional id is ready) from what the group has committed since.
+/// `ours` are the offsets it carried, `before` those in force without it. Only a yes is
+/// certain: the group holds exactly its offsets and metadata on every partition, and the
+/// transaction changed at least one of them. Anything else (equal to before, a partition
+/// missing, the group unread) is a no, and the batch is replayed: a duplicate at worst,
+/// never a loss.
+pub fn committed_by(
+    ours: &[(TopicPartition, i64, String)],
+    before: &[(TopicPartition, i64, String)],
+    group: &Committed,
+) -> bool {
+    let changed = ours.iter().any(|(tp, o, m)| {
+        before
+            .iter()
+            .find(|(b, _, _)| b == tp)
+            .is_none_or(|(_, bo, bm)| (bo, bm) != (o, m))
+    });
+    changed
+        && ours
+            .iter()
+            .all(|(tp, o, m)| group.get(tp).is_some_and(|(go, gm)| go == o && gm == m))
+}
+
 /// When the lanes' open parts are to be ended: after a fault, once idle long enough.
 #[derive(Debug, Default)]
 pub struct Due {
@@ -135,6 +160,54 @@ mod tests {
 
     fn tp(p: i32) -> TopicPartition {
         TopicPartition::new("q", p)
+    }
+
+    fn list(entries: &[(i32, i64, &str)]) -> Vec<(TopicPartition, i64, String)> {
+        entries
+            .iter()
+            .map(|(p, o, m)| (tp(*p), *o, m.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_commit_without_an_answer_counts_as_committed_only_when_the_group_holds_it() {
+        let before = list(&[(0, 10, ""), (1, 5, "7")]);
+        let ours = list(&[(0, 20, ""), (1, 5, "7")]);
+        // The group holds exactly what the transaction carried: it committed.
+        assert!(committed_by(
+            &ours,
+            &before,
+            &committed(&[(0, 20, ""), (1, 5, "7")])
+        ));
+        // It holds what was in force before: aborted.
+        assert!(!committed_by(
+            &ours,
+            &before,
+            &committed(&[(0, 10, ""), (1, 5, "7")])
+        ));
+        // A partition unread: not certain.
+        assert!(!committed_by(&ours, &before, &committed(&[(0, 20, "")])));
+        // Only the metadata (tasks done above the point) moved: it tells too.
+        let ours_meta = list(&[(0, 10, "12,13"), (1, 5, "7")]);
+        assert!(committed_by(
+            &ours_meta,
+            &before,
+            &committed(&[(0, 10, "12,13"), (1, 5, "7")])
+        ));
+        assert!(!committed_by(
+            &ours_meta,
+            &before,
+            &committed(&[(0, 10, ""), (1, 5, "7")])
+        ));
+    }
+
+    #[test]
+    fn a_transaction_that_changed_no_offset_is_never_taken_for_committed() {
+        // Its offsets equal those before it: the group cannot tell, so the batch is
+        // replayed (a duplicate at worst, never a loss).
+        let before = list(&[(0, 10, "")]);
+        assert!(!committed_by(&before, &before, &committed(&[(0, 10, "")])));
+        assert!(!committed_by(&[], &before, &committed(&[(0, 10, "")])));
     }
 
     fn committed(entries: &[(i32, i64, &str)]) -> Committed {

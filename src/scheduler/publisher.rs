@@ -37,7 +37,8 @@ use super::offsets::TopicPartition;
 use super::out_record::OutRecord;
 use super::stall::Stall;
 use super::txn_calls::{
-    CALL_TIMEOUT, Class, TxnError, class_of, init_transactions, txn_error, watched,
+    CALL_TIMEOUT, Class, OffsetsBeforeAndAfter, TxnError, class_of, init_transactions, txn_error,
+    watched,
 };
 use super::worker::Signal;
 use crate::kafka_stats::{Client, KafkaStats};
@@ -306,6 +307,27 @@ impl<T: Send + 'static> Publisher<T> {
                     return true;
                 }
                 Err(TxnError::Abandoned) => return false,
+                Err(TxnError::Unsettled(e, offsets)) => {
+                    counter!(m::TRANSACTIONS, m::L_RESULT => "fatal").increment(1);
+                    warn!(error = %e, "the transactional producer failed while committing; settling the transaction with a new one");
+                    stall.failed("transaction", &e);
+                    if !self.rebuild(signal, stall) {
+                        return false;
+                    }
+                    if self.settled_committed(&offsets) {
+                        info!(
+                            units = batch.len(),
+                            "the transaction had committed: its batch is not replayed"
+                        );
+                        counter!(m::TRANSACTIONS, m::L_RESULT => "committed").increment(1);
+                        counter!(m::OFFSET_COMMITS, m::L_RESULT => "ok").increment(1);
+                        self.healer.committed(offsets.0);
+                        self.mark_done(batch);
+                        stall.durable();
+                        return true;
+                    }
+                    continue;
+                }
                 Err(TxnError::Fatal(e)) if self.exactly_once => {
                     counter!(m::TRANSACTIONS, m::L_RESULT => "fatal").increment(1);
                     warn!(error = %e, "the transactional producer failed; building a new one and replaying the batch");
@@ -328,6 +350,23 @@ impl<T: Send + 'static> Publisher<T> {
             stall.failed("batch", &e);
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Whether a transaction whose commit ended without an answer committed, read from
+    /// the group once a new producer of the lane has settled it (see
+    /// [`heal::committed_by`]); `false` when the group cannot be read.
+    fn settled_committed(&self, (ours, before): &OffsetsBeforeAndAfter) -> bool {
+        if ours.is_empty() {
+            return false;
+        }
+        let partitions: Vec<TopicPartition> = ours.iter().map(|(tp, _, _)| tp.clone()).collect();
+        match (self.healer.group_offsets)(&partitions) {
+            Ok(group) => heal::committed_by(ours, before, &group),
+            Err(e) => {
+                warn!(error = %e, "cannot read the group's offsets to settle a transaction; replaying its batch");
+                false
+            }
         }
     }
 
@@ -549,8 +588,12 @@ impl<T: Send + 'static> Publisher<T> {
                 return Err(TxnError::Abort(KafkaError::Canceled));
             }
             // As if the batch were done: the tracker itself changes only after the commit.
-            tracker.transaction_offsets_with(done.iter().map(|d| (&d.tp, d.offset)))
+            (
+                tracker.transaction_offsets_with(done.iter().map(|d| (&d.tp, d.offset))),
+                tracker.transaction_offsets(),
+            )
         };
+        let (offsets, before) = offsets;
         if !offsets.is_empty() {
             let Some(group) = group else {
                 return Err(TxnError::Abort(KafkaError::Canceled));
@@ -564,7 +607,13 @@ impl<T: Send + 'static> Publisher<T> {
             debug!(error = %e, "deliveries still pending before the commit");
         }
         let delivered = Instant::now();
-        self.commit(signal, stall)?;
+        match self.commit(signal, stall) {
+            Err(TxnError::Fatal(e)) => {
+                // The commit was asked for: the coordinator may have completed it.
+                return Err(TxnError::Unsettled(e, Box::new((offsets, before))));
+            }
+            other => other?,
+        }
         // Where a batch's time goes: sending includes the wait for the previous
         // transaction's markers (`CONCURRENT_TRANSACTIONS` retries of the offsets).
         debug!(units = batch.len(), send_and_offsets = ?sent - began, deliver = ?delivered - sent,
@@ -676,7 +725,8 @@ impl<T: Send + 'static> Publisher<T> {
             });
             match result {
                 Ok(()) => {}
-                Err(TxnError::Fatal(e)) => {
+                Err(TxnError::Fatal(e) | TxnError::Unsettled(e, _)) => {
+                    // Only offsets in force: committed or not, nothing is lost.
                     self.rebuild(signal, stall);
                     return Err(e.to_string());
                 }

@@ -9,6 +9,7 @@ use rdkafka::producer::{BaseProducer, Producer};
 use tracing::error;
 
 use super::publisher::DeliveryCounter;
+use crate::types::TopicPartition;
 
 /// Timeout of one transactional call; a timed-out call is made again.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,6 +39,12 @@ pub fn class_of(e: &KafkaError) -> Class {
     }
 }
 
+/// Offsets a transaction carried, and those in force without it.
+pub type OffsetsBeforeAndAfter = (
+    Vec<(TopicPartition, i64, String)>,
+    Vec<(TopicPartition, i64, String)>,
+);
+
 /// Why a batch is not durable (yet).
 #[derive(Debug)]
 pub enum TxnError {
@@ -45,6 +52,9 @@ pub enum TxnError {
     Abort(KafkaError),
     /// The producer is unusable.
     Fatal(KafkaError),
+    /// The producer became unusable while committing: the transaction may have
+    /// committed. Its offsets (and those before it) tell, once a new producer settled it.
+    Unsettled(KafkaError, Box<OffsetsBeforeAndAfter>),
     /// The publisher was told to exit at once.
     Abandoned,
 }
