@@ -496,11 +496,24 @@ pub async fn init_topics(config: &Config) -> Result<Vec<(TopicSpec, TopicState)>
             retry_note(attempt, missing.len(), code);
         }
     }
-    // Partition counts of the topics found already there, read once more.
-    let existing = if already.is_empty() {
+    // Done means usable: a producer started right after must find every topic, so the
+    // ones created are waited for in the metadata (which also gives the partition counts
+    // of the ones found already there).
+    let existing = if created.is_empty() && already.is_empty() {
         existing
     } else {
-        existing_topics(config)?
+        let asked: Vec<String> = created.iter().chain(&already).cloned().collect();
+        match wait_visible(config, &asked, ADMIN_TIMEOUT) {
+            Ok(existing) => existing,
+            Err(KafkaOpError::MissingTopics(missing)) => {
+                tracing::warn!(
+                    "created, but not yet in the cluster's metadata after {ADMIN_TIMEOUT:?}: {}",
+                    missing.join(", ")
+                );
+                existing_topics(config)?
+            }
+            Err(e) => return Err(e),
+        }
     };
     let mut report = Vec::with_capacity(specs.len());
     for s in specs {
@@ -532,17 +545,33 @@ fn retry_note(attempt: u32, missing: usize, code: RDKafkaErrorCode) {
 /// Topics created a moment ago may take a moment to appear in the metadata: missing ones
 /// are looked for again for up to 10 s.
 pub fn check_topics(config: &Config) -> Result<(), KafkaOpError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let controller = topics::controller(&config.topics.prefix);
+    let needed: Vec<String> = topic_specs(config)
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| *n != controller)
+        .collect();
+    wait_visible(config, &needed, Duration::from_secs(10)).map(|_| ())
+}
+
+/// Reads the cluster's topics until every one of `names` is in them, for up to `within`;
+/// fails with the ones still missing then. A topic created a moment ago reaches every
+/// broker's metadata a moment later.
+fn wait_visible(
+    config: &Config,
+    names: &[String],
+    within: Duration,
+) -> Result<BTreeMap<String, usize>, KafkaOpError> {
+    let deadline = std::time::Instant::now() + within;
     loop {
         let existing = existing_topics(config)?;
-        let missing: Vec<String> = topic_specs(config)
-            .into_iter()
-            .map(|s| s.name)
-            .filter(|n| *n != controller && !existing.contains_key(n))
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| !existing.contains_key(*n))
+            .cloned()
             .collect();
         if missing.is_empty() {
-            return Ok(());
+            return Ok(existing);
         }
         if std::time::Instant::now() >= deadline {
             return Err(KafkaOpError::MissingTopics(missing));

@@ -143,6 +143,10 @@ pub mod headers {
     pub const EVENT_LOG: &str = "log";
     /// Value of [`EVENT`] on stop requests (`<prefix>.control`).
     pub const EVENT_STOP: &str = "stop";
+    /// Value of [`EVENT`] on the empty records of a transaction the publisher aborts on
+    /// purpose after a failed one, to end what that one left open (never seen by
+    /// `read_committed` readers; RELIABILITY.md).
+    pub const EVENT_SWEEP: &str = "sweep";
     /// `true` marks the record key as an ordering key: tasks with the same key (in one
     /// partition) run one at a time, in offset order.
     pub const ORDERED: &str = "tw-ordered";

@@ -74,23 +74,23 @@ fn stalled(s: &SchedulerProcess, kafka: &Kafka, env: &TestEnv) -> String {
     )
 }
 
-/// `tidewater_transactions_total{result="healed"}` of the scheduler, once it is not 0 (or
-/// when `timeout` is up).
-fn healed_transactions(s: &SchedulerProcess, timeout: Duration) -> f64 {
+/// `tidewater_transactions_total{result="<result>"}` of the scheduler, once it is not 0
+/// (or when `timeout` is up).
+fn transactions(s: &SchedulerProcess, result: &str, timeout: Duration) -> f64 {
     let url = s.metrics_url(Duration::from_secs(10));
     let deadline = Instant::now() + timeout;
     loop {
         let page = common::http_get(&url);
-        let healed: f64 = page
+        let count: f64 = page
             .lines()
             .filter(|l| {
                 l.starts_with(&format!("{}{{", metrics::TRANSACTIONS))
-                    && l.contains("result=\"healed\"")
+                    && l.contains(&format!("result=\"{result}\""))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
-        if healed > 0.0 || Instant::now() >= deadline {
-            return healed;
+        if count > 0.0 || Instant::now() >= deadline {
+            return count;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -184,10 +184,25 @@ fn a_single_broker_restarted_three_times_loses_nothing_and_duplicates_nothing() 
         stalled(&s, &kafka, &env)
     );
     // It did so, once per producer, after the faults.
-    let healed = healed_transactions(&s, Duration::from_secs(30));
+    let healed = transactions(&s, "healed", Duration::from_secs(30));
     assert!(
         healed >= 2.0,
         "each lane commits the group's offsets again after the faults: {healed}\n{}",
+        s.log_digest()
+    );
+    // The batches in flight at the restarts failed and were replayed, each after a
+    // transaction that ended as aborted whatever the failed one had left open.
+    let swept = transactions(&s, "swept", Duration::ZERO);
+    for line in s
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("after sweeping") || l.contains("wrote is aborted"))
+    {
+        eprintln!("sweep: {line}");
+    }
+    assert!(
+        swept >= 1.0,
+        "a failed batch is replayed only after a sweep: {swept}\n{}",
         s.log_digest()
     );
     // Producers rebuilt through the restarts keep their lane's transactional id, so a

@@ -90,6 +90,10 @@ fn record_json(msg: &rdkafka::message::BorrowedMessage<'_>) -> serde_json::Value
             }
             Err(e) => serde_json::json!({"kind": "undecodable", "error": e.to_string()}),
         },
+        // Only `--uncommitted` shows these: records of a transaction aborted on purpose.
+        Some(h::EVENT_SWEEP) => {
+            serde_json::json!({"kind": "sweep", "key": msg.key().map(codec::text)})
+        }
         _ => match codec::decode_task(value, content_type) {
             Ok(t) => {
                 let payload = text(&t.payload);

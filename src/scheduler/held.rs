@@ -132,6 +132,18 @@ fn reader(config: &Config, isolation: &str) -> Result<BaseConsumer, KafkaError> 
     cc.create()
 }
 
+/// Per partition of `topics`: (topic, partition, last stable offset, end), read once
+/// with readers made for the call (for rare use).
+pub fn marks_once(
+    config: &Config,
+    topics: &[String],
+    signal: &Signal,
+) -> Result<Vec<(String, i32, i64, i64)>, KafkaError> {
+    let stable = reader(config, "read_committed")?;
+    let end = reader(config, "read_uncommitted")?;
+    look(&stable, &end, topics, signal)
+}
+
 /// Looks at every partition of every topic the configuration implies each
 /// [`look_every`]`(after)` until `signal` stops it. Blocking.
 pub fn watch(config: Arc<Config>, after: Duration, signal: Signal) {

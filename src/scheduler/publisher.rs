@@ -44,6 +44,9 @@ use super::worker::Signal;
 use crate::kafka_stats::{Client, KafkaStats};
 use crate::names::metrics as m;
 
+mod sweep;
+pub use sweep::{Marks, Sweeper};
+
 /// The offset a unit completes.
 #[derive(Debug, Clone)]
 pub struct DoneRef {
@@ -174,6 +177,9 @@ pub struct Publisher<T> {
     /// Ends what the broker left open of the lanes' transactions on the group's offsets
     /// partition, after a fault (exactly-once mode).
     pub healer: Healer,
+    /// Ends, as aborted, what a failed transaction left open before its batch is
+    /// replayed (exactly-once mode).
+    pub sweeper: Sweeper,
 }
 
 /// Largest batch, in units (a task makes about two: its running status, then its
@@ -296,7 +302,8 @@ impl<T: Send + 'static> Publisher<T> {
             }
             let result = if self.exactly_once {
                 self.drop_fenced(batch);
-                self.transact(batch, signal, stall)
+                self.sweep(signal, stall)
+                    .and_then(|()| self.transact(batch, signal, stall))
             } else {
                 self.produce(batch)
             };
@@ -326,12 +333,14 @@ impl<T: Send + 'static> Publisher<T> {
                         stall.durable();
                         return true;
                     }
+                    self.sweeper.failed(records_of(batch));
                     continue;
                 }
                 Err(TxnError::Fatal(e)) if self.exactly_once => {
                     counter!(m::TRANSACTIONS, m::L_RESULT => "fatal").increment(1);
                     warn!(error = %e, "the transactional producer failed; building a new one and replaying the batch");
                     stall.failed("transaction", &e);
+                    self.sweeper.failed(records_of(batch));
                     if !self.rebuild(signal, stall) {
                         return false;
                     }
@@ -343,7 +352,12 @@ impl<T: Send + 'static> Publisher<T> {
                     let _ = self.back.send(FromPublisher::Failed(e));
                     return false;
                 }
-                Err(TxnError::Abort(e)) => e,
+                Err(TxnError::Abort(e)) => {
+                    if self.exactly_once {
+                        self.sweeper.failed(records_of(batch));
+                    }
+                    e
+                }
             };
             counter!(m::TRANSACTIONS, m::L_RESULT => "retry").increment(1);
             debug!(error = %e, units = batch.len(), retry_in = ?backoff, "batch not durable; replaying it");
@@ -496,24 +510,27 @@ impl<T: Send + 'static> Publisher<T> {
                         record = record.timestamp(ts);
                     }
                 }
-                loop {
-                    match self.lane.producer.send(record) {
-                        Ok(()) => break,
-                        Err((
-                            KafkaError::MessageProduction(
-                                rdkafka::types::RDKafkaErrorCode::QueueFull,
-                            ),
-                            rec,
-                        )) => {
-                            record = rec;
-                            self.lane.producer.poll(Duration::from_millis(50));
-                        }
-                        Err((e, _)) => return Err(e),
-                    }
-                }
+                self.send_record(record)?;
             }
         }
         Ok(())
+    }
+
+    /// Sends a record, waiting while the producer's queue is full.
+    fn send_record(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+        loop {
+            match self.lane.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    rec,
+                )) => {
+                    record = rec;
+                    self.lane.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
     }
 
     fn mark_done(&self, batch: &[Unit<T>]) {
@@ -532,37 +549,41 @@ impl<T: Send + 'static> Publisher<T> {
 
     /// Runs `body` (a transaction, from its beginning to its commit); aborts the
     /// transaction (and resolves the abort) when it fails with an abortable error.
-    fn in_transaction(
+    fn in_transaction<R>(
         &self,
         signal: &Signal,
         stall: &Stall,
-        body: impl FnOnce() -> Result<(), TxnError>,
-    ) -> Result<(), TxnError> {
+        body: impl FnOnce() -> Result<R, TxnError>,
+    ) -> Result<R, TxnError> {
         match body() {
             Err(TxnError::Abort(e)) => {
-                // An abort that fails other than by timing out, or keeps timing out once
-                // the cluster is back, leaves the producer unusable: a new one replays the
-                // batch (what this one sent is aborted, by the coordinator at the latest
-                // when the transaction times out).
-                self.again(
-                    "abort_transaction",
-                    (signal, stall),
-                    Some((ABORT_LIMIT, TxnError::Fatal)),
-                    || {
-                        // An abort waits for the delivery reports of what was sent (and
-                        // purged): they are served while it runs.
-                        self.lane.producer.poll(Duration::ZERO);
-                        self.serving_reports(|| self.lane.producer.abort_transaction(CALL_TIMEOUT))
-                    },
-                )
-                .map_err(|a| match a {
-                    TxnError::Abort(a) => TxnError::Fatal(a),
-                    other => other,
-                })?;
+                self.abort(signal, stall)?;
                 Err(TxnError::Abort(e))
             }
             other => other,
         }
+    }
+
+    /// Aborts the transaction. An abort that fails other than by timing out, or keeps
+    /// timing out once the cluster is back, leaves the producer unusable: a new one
+    /// replays the batch (what this one sent is aborted, by the coordinator at the latest
+    /// when the transaction times out).
+    fn abort(&self, signal: &Signal, stall: &Stall) -> Result<(), TxnError> {
+        self.again(
+            "abort_transaction",
+            (signal, stall),
+            Some((ABORT_LIMIT, TxnError::Fatal)),
+            || {
+                // An abort waits for the delivery reports of what was sent (and purged):
+                // they are served while it runs.
+                self.lane.producer.poll(Duration::ZERO);
+                self.serving_reports(|| self.lane.producer.abort_transaction(CALL_TIMEOUT))
+            },
+        )
+        .map_err(|a| match a {
+            TxnError::Abort(a) => TxnError::Fatal(a),
+            other => other,
+        })
     }
 
     fn transact_once(
@@ -758,4 +779,9 @@ impl<T: Send + 'static> Publisher<T> {
         self.mark_done(batch);
         Ok(())
     }
+}
+
+/// The records of a batch.
+fn records_of<T>(batch: &[Unit<T>]) -> impl Iterator<Item = &OutRecord> {
+    batch.iter().flat_map(|u| &u.records)
 }

@@ -19,7 +19,7 @@ use super::dispatch::{Dispatcher, FnLimits};
 use super::engine::{Engine, Inputs, Published, Workers};
 use super::heal::{Committed, GroupOffsets, Healer};
 use super::held;
-use super::publisher::{DeliveryCounter, LANES, Lane, ProducerFactory, Publisher, Unit};
+use super::publisher::{DeliveryCounter, LANES, Lane, ProducerFactory, Publisher, Sweeper, Unit};
 use super::records::Target;
 use super::spill::{self, Overflow, Seen, Spill};
 use super::txn_calls::init_transactions;
@@ -182,6 +182,12 @@ pub(super) async fn start(
         consumer: consumer.clone(),
         linger: sc.publish_linger,
         healer: Healer::new(group_offsets_reader(config.clone())),
+        sweeper: Sweeper::new({
+            let config = config.clone();
+            Box::new(move |topics, signal| {
+                super::held::marks_once(&config, topics, signal).map_err(|e| e.to_string())
+            })
+        }),
     };
     let publisher_worker =
         Worker::spawn("tw-publisher", move |signal| publisher.run(signal)).map_err(internal)?;
