@@ -353,7 +353,9 @@ impl<T: Send + 'static> Publisher<T> {
                     return false;
                 }
                 Err(TxnError::Abort(e)) => {
-                    if self.exactly_once {
+                    // An abort of its own (a partition revoked mid-transaction) with the
+                    // cluster answering needs no sweep; one after a Kafka error does.
+                    if self.exactly_once && !matches!(e, KafkaError::Canceled) {
                         self.sweeper.failed(records_of(batch));
                     }
                     e

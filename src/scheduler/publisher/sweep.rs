@@ -172,15 +172,18 @@ impl<T: Send + 'static> Publisher<T> {
             })?;
             self.abort(signal, stall)?;
             counter!(m::TRANSACTIONS, m::L_RESULT => "swept").increment(1);
-            let mut open = still_open(&before, &[]);
             let deadline = Instant::now() + SETTLE;
-            // Not `signal.sleep`: a stopping publisher still makes its batches durable.
-            while !open.is_empty() && Instant::now() < deadline && !signal.is_abandoned() {
-                std::thread::sleep(LOOK_EVERY);
-                if let Ok(now) = (self.sweeper.marks)(&topics, signal) {
-                    open = still_open(&before, &now);
+            let open = loop {
+                let open = match (self.sweeper.marks)(&topics, signal) {
+                    Ok(now) => still_open(&before, &now),
+                    Err(_) => still_open(&before, &[]),
+                };
+                // Not `signal.sleep`: a stopping publisher still makes its batches durable.
+                if open.is_empty() || Instant::now() >= deadline || signal.is_abandoned() {
+                    break open;
                 }
-            }
+                std::thread::sleep(LOOK_EVERY);
+            };
             if open.is_empty() {
                 info!(
                     round,
