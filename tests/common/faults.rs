@@ -251,9 +251,27 @@ pub struct Watched {
     pub counts: BTreeMap<String, usize>,
     /// The longest time between two new tasks' outcomes, from the first to the last.
     pub longest_gap: Duration,
+    /// Every such time of a second or more: (previous outcome, next outcome).
+    pub gaps: Vec<(Instant, Instant)>,
 }
 
 impl Watched {
+    /// The longest time between two new tasks' outcomes, not counting the times in
+    /// `away` (when the cluster could not serve: a broker stopped until it was ready).
+    pub fn longest_gap_outside(&self, away: &[(Instant, Instant)]) -> Duration {
+        self.gaps
+            .iter()
+            .map(|&(from, to)| {
+                let overlap: Duration = away
+                    .iter()
+                    .map(|&(a, b)| b.min(to).saturating_duration_since(a.max(from)))
+                    .sum();
+                (to - from).saturating_sub(overlap)
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Task ids with more than one outcome.
     pub fn duplicates(&self) -> Vec<(&String, &usize)> {
         self.counts.iter().filter(|(_, c)| **c > 1).collect()
@@ -280,6 +298,9 @@ impl OutcomeWatch {
                     let now = Instant::now();
                     if let Some(prev) = last_new {
                         w.longest_gap = w.longest_gap.max(now - prev);
+                        if now - prev >= Duration::from_secs(1) {
+                            w.gaps.push((prev, now));
+                        }
                     }
                     last_new = Some(now);
                     d.store(w.counts.len(), Ordering::Relaxed);
@@ -374,4 +395,32 @@ pub fn report(
         w.longest_gap.as_secs_f64(),
         resumed.as_secs_f64()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gap_is_counted_without_the_time_the_cluster_was_away() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let w = Watched {
+            counts: BTreeMap::new(),
+            longest_gap: Duration::from_secs(100),
+            gaps: vec![(at(0), at(100)), (at(200), at(230))],
+        };
+        // No time away: the longest gap as it was.
+        assert_eq!(w.longest_gap_outside(&[]), Duration::from_secs(100));
+        // Away from 5 to 80 (inside the first gap): 25 s of it were the scheduler's.
+        assert_eq!(
+            w.longest_gap_outside(&[(at(5), at(80))]),
+            Duration::from_secs(30)
+        );
+        // Away from 90 to 210, overlapping both gaps' edges: 90 and 20 left.
+        assert_eq!(
+            w.longest_gap_outside(&[(at(90), at(210))]),
+            Duration::from_secs(90)
+        );
+    }
 }
