@@ -132,24 +132,18 @@ fn reader(config: &Config, isolation: &str) -> Result<BaseConsumer, KafkaError> 
     cc.create()
 }
 
-/// Per partition of `topics`: (topic, partition, last stable offset, end), read once
-/// with readers made for the call (for rare use).
-pub fn marks_once(
-    config: &Config,
-    topics: &[String],
-    signal: &Signal,
-) -> Result<Vec<(String, i32, i64, i64)>, KafkaError> {
-    let stable = reader(config, "read_committed")?;
-    let end = reader(config, "read_uncommitted")?;
-    look(&stable, &end, topics, signal)
+/// A `read_committed` and a `read_uncommitted` reader, for [`look`].
+pub fn readers(config: &Config) -> Result<(BaseConsumer, BaseConsumer), KafkaError> {
+    Ok((
+        reader(config, "read_committed")?,
+        reader(config, "read_uncommitted")?,
+    ))
 }
 
 /// Looks at every partition of every topic the configuration implies each
 /// [`look_every`]`(after)` until `signal` stops it. Blocking.
 pub fn watch(config: Arc<Config>, after: Duration, signal: Signal) {
-    let readers = reader(&config, "read_committed")
-        .and_then(|stable| Ok((stable, reader(&config, "read_uncommitted")?)));
-    let (stable_reader, end_reader) = match readers {
+    let (stable_reader, end_reader) = match readers(&config) {
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "partitions held by open transactions cannot be watched");
@@ -203,7 +197,7 @@ pub fn watch(config: Arc<Config>, after: Duration, signal: Signal) {
 /// requests per leader (the readers' isolation levels decide which end each reads).
 /// Each call waits 3 s at most, and none starts once `signal` stops the watch, so a
 /// scheduler stopping while the cluster is away is not held up here.
-fn look(
+pub fn look(
     stable_reader: &BaseConsumer,
     end_reader: &BaseConsumer,
     topics: &[String],

@@ -19,7 +19,9 @@ use super::dispatch::{Dispatcher, FnLimits};
 use super::engine::{Engine, Inputs, Published, Workers};
 use super::heal::{Committed, GroupOffsets, Healer};
 use super::held;
-use super::publisher::{DeliveryCounter, LANES, Lane, ProducerFactory, Publisher, Sweeper, Unit};
+use super::publisher::{
+    DeliveryCounter, LANES, Lane, Marks, ProducerFactory, Publisher, Sweeper, Unit,
+};
 use super::records::Target;
 use super::spill::{self, Overflow, Seen, Spill};
 use super::txn_calls::init_transactions;
@@ -182,12 +184,7 @@ pub(super) async fn start(
         consumer: consumer.clone(),
         linger: sc.publish_linger,
         healer: Healer::new(group_offsets_reader(config.clone())),
-        sweeper: Sweeper::new({
-            let config = config.clone();
-            Box::new(move |topics, signal| {
-                super::held::marks_once(&config, topics, signal).map_err(|e| e.to_string())
-            })
-        }),
+        sweeper: Sweeper::new(marks_reader(config.clone())),
     };
     let publisher_worker =
         Worker::spawn("tw-publisher", move |signal| publisher.run(signal)).map_err(internal)?;
@@ -354,6 +351,23 @@ fn group_offsets_reader(config: Arc<Config>) -> GroupOffsets {
                 _ => None,
             })
             .collect::<Committed>())
+    })
+}
+
+/// Reads partitions' stable offsets and ends for the publisher's sweep, with two readers
+/// made at the first sweep and kept (a sweep reads twice or more, on a cluster that has
+/// just had a fault: no new connections each time).
+fn marks_reader(config: Arc<Config>) -> Marks {
+    let readers = std::sync::Mutex::new(None);
+    Box::new(move |topics, signal| {
+        let mut kept = readers
+            .lock()
+            .map_err(|_| "the readers' lock is poisoned".to_string())?;
+        if kept.is_none() {
+            *kept = Some(held::readers(&config).map_err(|e| e.to_string())?);
+        }
+        let (stable, end) = kept.as_ref().ok_or("no readers")?;
+        held::look(stable, end, topics, signal).map_err(|e| e.to_string())
     })
 }
 
