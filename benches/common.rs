@@ -105,3 +105,60 @@ pub fn noop_config(prefix: &str, delivery: &str) -> Config {
         ),
     )
 }
+
+/// Records the scheduler writes per no-op task: the outcome and two status events.
+pub const RECORDS_PER_TASK: usize = 3;
+
+/// The raw transactional pipes' work per input: [`RECORDS_PER_TASK`] copies of it, the
+/// first to `output`, the others to `status`; `with_headers`: each with the headers the
+/// scheduler writes on each record of a no-op task. Waits (serving deliveries) while
+/// librdkafka's queue is full. Inside an open transaction.
+pub fn send_task_records(
+    producer: &rdkafka::producer::BaseProducer,
+    (output, status): (&str, &str),
+    (key, payload): (&[u8], &[u8]),
+    with_headers: bool,
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, Producer};
+    use tidewater::names::headers as h;
+    for i in 0..RECORDS_PER_TASK {
+        let topic = if i == 0 { output } else { status };
+        let mut rec = BaseRecord::<[u8], [u8]>::to(topic)
+            .key(key)
+            .payload(payload);
+        if with_headers {
+            let event = if i == 0 {
+                h::EVENT_OUTCOME
+            } else {
+                h::EVENT_STATUS
+            };
+            let headers = [
+                (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.as_bytes()),
+                (h::EVENT, event.as_bytes()),
+                (h::TASK_ID, key),
+                (h::TENANT, b"bench".as_slice()),
+                (h::FUNCTION, b"noop".as_slice()),
+            ];
+            let hs = headers.iter().fold(
+                OwnedHeaders::new_with_capacity(headers.len()),
+                |hs, (k, v)| {
+                    hs.insert(Header {
+                        key: k,
+                        value: Some(*v),
+                    })
+                },
+            );
+            rec = rec.headers(hs);
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    producer.poll(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}

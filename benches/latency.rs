@@ -9,6 +9,12 @@
 //! outcome, minus `submitted_at`). All clocks are this host's. HDR histograms, p50 / p99 /
 //! p99.9.
 //!
+//! The baseline, in the same run and under the same load: **raw pipe**, a raw
+//! transactional consume→produce pipe that writes what the scheduler writes per no-op task
+//! (three records with its headers) in transactions committed back to back. Its
+//! submit→received is the floor of submit→start, its submit→visible the floor of
+//! submit→visible (see [`raw_pipe`]).
+//!
 //! ```sh
 //! scripts/kafka.sh start
 //! cargo bench --bench latency        # TW_BENCH_SECONDS=10 per load by default
@@ -24,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use tidewater::clock::now_ms;
 use tidewater::codec::{self, Encoding};
 use tidewater::config::Config;
@@ -65,7 +71,8 @@ async fn open_loop(delivery: &str, rate: f64, secs: f64) -> Measured {
     let out = format!("{prefix}.out");
     let queue = cfg.queue_topic("bench", "noop");
     let stop = CancellationToken::new();
-    let sched = tokio::spawn(Scheduler::new(cfg.clone(), Handlers::builtin()).run(stop.clone()));
+    let mut sched =
+        tokio::spawn(Scheduler::new(cfg.clone(), Handlers::builtin()).run(stop.clone()));
     let outcomes = reader(&cfg, &out);
     let producer: FutureProducer = tidewater::kafka::producer(&cfg).unwrap();
     // Warm-up: the scheduler has joined its group once this task's outcome is out.
@@ -74,32 +81,15 @@ async fn open_loop(delivery: &str, rate: f64, secs: f64) -> Measured {
     while next_outcome(&outcomes).await.0.task_id != "warm" {}
 
     let total = ((rate * secs).round() as usize).max(1);
-    let begin = Instant::now();
-    let begin_ms = now_ms();
-    let sender = {
-        let (producer, queue) = (producer.clone(), queue.clone());
-        tokio::spawn(async move {
-            let mut sent = 0usize;
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            while sent < total {
-                tick.tick().await;
-                // Every task due by now goes, stamped with the instant it was due.
-                let due = ((begin.elapsed().as_secs_f64() * rate) as usize + 1).min(total);
-                while sent < due {
-                    let at = begin_ms + (sent as f64 * 1000.0 / rate) as i64;
-                    let t = common::task(&format!("t-{sent}"), "noop", "{}");
-                    send(&producer, &queue, &t, at).await;
-                    sent += 1;
-                }
-            }
-            sent
-        })
-    };
+    let sender = generate(producer, queue, rate, total);
     let mut start = Histogram::<u64>::new(3).unwrap();
     let mut visible = Histogram::<u64>::new(3).unwrap();
     let mut seen = 0usize;
     while seen < total {
-        let (o, received) = next_outcome(&outcomes).await;
+        let (o, received) = tokio::select! {
+            r = next_outcome(&outcomes) => r,
+            r = &mut sched => panic!("the scheduler stopped: {r:?}"),
+        };
         if o.task_id == "warm" {
             continue;
         }
@@ -117,6 +107,210 @@ async fn open_loop(delivery: &str, rate: f64, secs: f64) -> Measured {
         start,
         visible,
     }
+}
+
+/// The open-loop load: `total` tasks to `queue` at `rate` a second, each stamped with the
+/// instant it was due; the task gives how many were sent, once all are acknowledged.
+fn generate(
+    producer: FutureProducer,
+    queue: String,
+    rate: f64,
+    total: usize,
+) -> tokio::task::JoinHandle<usize> {
+    let begin = Instant::now();
+    let begin_ms = now_ms();
+    tokio::spawn(async move {
+        let mut sent = 0usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        while sent < total {
+            tick.tick().await;
+            // Every task due by now goes, stamped with the instant it was due.
+            let due = ((begin.elapsed().as_secs_f64() * rate) as usize + 1).min(total);
+            while sent < due {
+                let at = begin_ms + (sent as f64 * 1000.0 / rate) as i64;
+                let t = common::task(&format!("t-{sent}"), "noop", "{}");
+                send(&producer, &queue, &t, at).await;
+                sent += 1;
+            }
+        }
+        // Dropping a producer purges what it has not sent yet: every task goes out first.
+        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .unwrap();
+        sent
+    })
+}
+
+/// The baseline: a raw transactional pipe under the same open-loop load. A consumer thread
+/// with the scheduler's consumer settings records submit→received (in `start`) and hands
+/// each record to a producer thread, which writes [`common::RECORDS_PER_TASK`] copies of
+/// it with the scheduler's headers (as throughput's (e)) in transactions that carry the
+/// offsets, each committed as soon as the previous one is, with the publisher's producer
+/// settings; a `read_committed` reader of its output gives submit→visible. No scheduler
+/// can do the same work sooner on the same machine.
+async fn raw_pipe(rate: f64, secs: f64) -> Measured {
+    use std::sync::Arc;
+    use std::sync::mpsc as smpsc;
+    let prefix = common::prefix("latpipe");
+    let cfg = common::noop_config(&prefix, "exactly_once");
+    common::load(&cfg, "bench", Vec::new()).await;
+    let queue = cfg.queue_topic("bench", "noop");
+    let out = format!("{prefix}.out");
+    let status = tidewater::names::topics::status(&cfg.topics.prefix);
+    let consumer: Arc<BaseConsumer> = Arc::new(
+        tidewater::kafka::client_config(&cfg)
+            .set("group.id", format!("{prefix}.pipe"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("group.protocol", "consumer")
+            .set("group.remote.assignor", "range")
+            .set("fetch.wait.max.ms", "100")
+            .set("fetch.queue.backoff.ms", "100")
+            .set("queued.max.messages.kbytes", "8192")
+            .create()
+            .unwrap(),
+    );
+    consumer.subscribe(&[&queue]).unwrap();
+    let producer: BaseProducer = tidewater::kafka::client_config(&cfg)
+        .set("transactional.id", format!("{prefix}.pipe.tx"))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("compression.type", "lz4")
+        .set("retry.backoff.ms", "10")
+        .set("transaction.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = {
+        let stop = stop.clone();
+        move || stop.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Record: topic, partition, offset, key, payload.
+    type Input = (String, i32, i64, Vec<u8>, Vec<u8>);
+    let (tx, rx) = smpsc::sync_channel::<Input>(10_000);
+    let received = std::thread::spawn({
+        let (consumer, stopped) = (consumer.clone(), stopped.clone());
+        move || {
+            let mut start = Histogram::<u64>::new(3).unwrap();
+            while !stopped() {
+                let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let now = now_ms();
+                let payload = m.payload().unwrap_or_default();
+                if m.key() != Some(b"warm".as_slice()) {
+                    let t = codec::decode_task(payload, Some(h::CONTENT_TYPE_AVRO)).unwrap();
+                    let at = t.submitted_at.unwrap_or(now);
+                    start.saturating_record(u64::try_from(now - at).unwrap_or(0));
+                }
+                let input = (
+                    m.topic().to_string(),
+                    m.partition(),
+                    m.offset(),
+                    m.key().unwrap_or_default().to_vec(),
+                    payload.to_vec(),
+                );
+                if tx.send(input).is_err() {
+                    break;
+                }
+            }
+            start
+        }
+    });
+    let writer = std::thread::spawn(move || {
+        let mut next = std::collections::HashMap::<(String, i32), i64>::new();
+        while !stopped() {
+            let Ok(first) = rx.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            producer.begin_transaction().unwrap();
+            for (topic, partition, offset, key, payload) in
+                std::iter::once(first).chain(rx.try_iter())
+            {
+                common::send_task_records(&producer, (&out, &status), (&key, &payload), true);
+                next.insert((topic, partition), offset + 1);
+            }
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for ((t, p), o) in &next {
+                tpl.add_partition_offset(t, *p, rdkafka::Offset::Offset(*o))
+                    .unwrap();
+            }
+            let meta = consumer.group_metadata().unwrap();
+            producer
+                .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
+                .unwrap();
+            while producer.in_flight_count() > 0 {
+                producer.poll(Duration::from_millis(1));
+            }
+            producer
+                .commit_transaction(Duration::from_secs(30))
+                .unwrap();
+        }
+    });
+    let outcomes = reader(&cfg, &format!("{prefix}.out"));
+    let submitter: FutureProducer = tidewater::kafka::producer(&cfg).unwrap();
+    // Warm-up: the pipe has its partitions and its transactions work once this is out.
+    send(
+        &submitter,
+        &queue,
+        &common::task("warm", "noop", ""),
+        now_ms(),
+    )
+    .await;
+    while next_record(&outcomes).await.key() != Some(b"warm".as_slice()) {}
+    let total = ((rate * secs).round() as usize).max(1);
+    let sender = generate(submitter, queue, rate, total);
+    let mut visible = Histogram::<u64>::new(3).unwrap();
+    while (visible.len() as usize) < total {
+        let m = next_record(&outcomes).await;
+        let now = now_ms();
+        let t = codec::decode_task(m.payload().unwrap_or_default(), Some(h::CONTENT_TYPE_AVRO))
+            .unwrap();
+        let at = t.submitted_at.unwrap_or(now);
+        visible.saturating_record(u64::try_from(now - at).unwrap_or(0));
+    }
+    let sent = sender.await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let start = tokio::task::spawn_blocking(move || {
+        writer.join().unwrap();
+        received.join().unwrap()
+    })
+    .await
+    .unwrap();
+    Measured {
+        rate,
+        sent,
+        start,
+        visible,
+    }
+}
+
+/// Prints one line of the table (`visible` as `-` where it was not measured).
+fn row(what: &str, load: &str, m: &Measured) {
+    let q = |h: &Histogram<u64>, p: f64| {
+        if h.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{}ms", h.value_at_quantile(p))
+        }
+    };
+    println!(
+        "  {:<14} {:>6} {:>9.0} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8}",
+        what,
+        load,
+        m.rate,
+        m.sent,
+        q(&m.start, 0.5),
+        q(&m.start, 0.99),
+        q(&m.start, 0.999),
+        q(&m.visible, 0.5),
+        q(&m.visible, 0.99),
+        q(&m.visible, 0.999),
+    );
 }
 
 /// Sends a task without waiting for its acknowledgement (open loop); `at` is its
@@ -150,9 +344,32 @@ async fn next_record(c: &StreamConsumer) -> rdkafka::message::BorrowedMessage<'_
         match tokio::time::timeout_at(deadline, c.recv()).await {
             Ok(Ok(msg)) => return msg,
             Ok(Err(e)) => eprintln!("reader: {e} (retrying)"),
-            Err(_) => panic!("timed out waiting for outcomes"),
+            Err(_) => panic!("timed out waiting for outcomes: {}", positions(c)),
         }
     }
+}
+
+/// Where `c` stands in each assigned partition against its high watermark, to tell a
+/// stalled reader from a stalled writer.
+fn positions(c: &StreamConsumer) -> String {
+    let Ok(tpl) = c.position() else {
+        return "no position".to_string();
+    };
+    tpl.elements()
+        .iter()
+        .map(|e| {
+            let high = c
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+                .map_or(-1, |(_, h)| h);
+            format!(
+                "{}-{} at {:?} of {high}",
+                e.topic(),
+                e.partition(),
+                e.offset()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The next outcome and when it was received (ms).
@@ -196,6 +413,13 @@ fn main() {
         .unwrap_or(if measuring { 10.0 } else { 1.0 });
     // The scheduler records its metrics as in production: into the Prometheus recorder.
     tidewater::telemetry::metrics_handle().unwrap();
+    // RUST_LOG=warn (for example) shows the scheduler's own log on stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
         "latency: open-loop load, no-op tasks, 3 partitions (broker {}){}",
@@ -215,7 +439,8 @@ fn main() {
         "vis99",
         "vis999"
     );
-    // TW_BENCH_DELIVERY and TW_BENCH_LOADS (labels, e.g. "1000/s") narrow the run.
+    // TW_BENCH_DELIVERY and TW_BENCH_LOADS (labels, e.g. "1000/s") narrow the run;
+    // TW_BENCH_RAW=0 leaves out the raw pipe.
     let only = |var: &str, what: &str| {
         std::env::var(var).map_or(true, |v| v.split(',').any(|x| x == what))
     };
@@ -244,20 +469,11 @@ fn main() {
         for (share, label) in loads.iter().filter(|(_, l)| only("TW_BENCH_LOADS", l)) {
             let rate = if *share > 0.0 { max * share } else { 1000.0 };
             let m = rt.block_on(open_loop(delivery, rate, secs));
-            let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p);
-            println!(
-                "  {:<14} {:>6} {:>9.0} {:>8} | {:>6}ms {:>6}ms {:>6}ms | {:>6}ms {:>6}ms {:>6}ms",
-                delivery,
-                label,
-                m.rate,
-                m.sent,
-                q(&m.start, 0.5),
-                q(&m.start, 0.99),
-                q(&m.start, 0.999),
-                q(&m.visible, 0.5),
-                q(&m.visible, 0.99),
-                q(&m.visible, 0.999),
-            );
+            row(delivery, label, &m);
+            // The baseline under the same load, right after (exactly-once's loads).
+            if delivery == "exactly_once" && only("TW_BENCH_RAW", "1") {
+                row("raw_pipe", label, &rt.block_on(raw_pipe(rate, secs)));
+            }
         }
         if needs_max {
             println!("  ({delivery}: maximum measured {max:.0} tasks/s on a preloaded backlog)");

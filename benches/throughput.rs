@@ -231,10 +231,7 @@ fn print_thread_cpu(before: &std::collections::BTreeMap<String, f64>) {
     }
 }
 
-/// Records the scheduler writes per no-op task: the outcome and two status events.
-const RECORDS_PER_TASK: usize = 3;
-
-/// (d): consume, write [`RECORDS_PER_TASK`] records per input (one to `output`, the rest
+/// (d): consume, write [`common::RECORDS_PER_TASK`] records per input (one to `output`, the rest
 /// to `status`), and commit them with the consumed offsets in one transaction per 100 ms
 /// or 5,000 inputs, with the scheduler publisher's producer settings (no linger, 10 ms
 /// retry backoff, deliveries served in 1 ms slices before the commit). With
@@ -248,10 +245,8 @@ fn transactional_pipe(
     stop: &CancellationToken,
     with_headers: bool,
 ) {
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::producer::{BaseProducer, Producer};
     use rdkafka::{Offset, TopicPartitionList};
-    use tidewater::names::headers as h;
     let group = format!("{input}.txpipe");
     let consumer: BaseConsumer = tidewater::kafka::client_config(config)
         .set("group.id", &group)
@@ -282,48 +277,12 @@ fn transactional_pipe(
                 open = true;
                 since = Instant::now();
             }
-            let key = m.key().unwrap_or_default();
-            let payload = m.payload().unwrap_or_default();
-            for i in 0..RECORDS_PER_TASK {
-                let topic = if i == 0 { output } else { status };
-                let mut rec = BaseRecord::<[u8], [u8]>::to(topic)
-                    .key(key)
-                    .payload(payload);
-                if with_headers {
-                    // The headers the scheduler writes on each record of a no-op task.
-                    let event = if i == 0 {
-                        h::EVENT_OUTCOME
-                    } else {
-                        h::EVENT_STATUS
-                    };
-                    let headers = [
-                        (h::CONTENT_TYPE, h::CONTENT_TYPE_AVRO.as_bytes()),
-                        (h::EVENT, event.as_bytes()),
-                        (h::TASK_ID, key),
-                        (h::TENANT, b"bench".as_slice()),
-                        (h::FUNCTION, b"noop".as_slice()),
-                    ];
-                    let hs = headers.iter().fold(
-                        OwnedHeaders::new_with_capacity(headers.len()),
-                        |hs, (k, v)| {
-                            hs.insert(Header {
-                                key: k,
-                                value: Some(*v),
-                            })
-                        },
-                    );
-                    rec = rec.headers(hs);
-                }
-                loop {
-                    match producer.send(rec) {
-                        Ok(()) => break,
-                        Err((_, r)) => {
-                            rec = r;
-                            producer.poll(Duration::from_millis(1));
-                        }
-                    }
-                }
-            }
+            common::send_task_records(
+                &producer,
+                (output, status),
+                (m.key().unwrap_or_default(), m.payload().unwrap_or_default()),
+                with_headers,
+            );
             next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
             inputs += 1;
         }

@@ -27,6 +27,11 @@ LATENCY_LINE = re.compile(
     r"\s+(?P<s50>\d+)ms\s+(?P<s99>\d+)ms\s+(?P<s999>\d+)ms\s+\|"
     r"\s+(?P<v50>\d+)ms\s+(?P<v99>\d+)ms\s+(?P<v999>\d+)ms"
 )
+RAW_LINE = re.compile(
+    r"^\s+raw_pipe\s+(?P<load>\S+)\s+(?P<rate>\d+)\s+\d+\s+\|"
+    r"\s+(?P<s50>\d+)ms\s+(?P<s99>\d+)ms\s+(?P<s999>\d+)ms\s+\|"
+    r"\s+(?P<v50>\d+)ms\s+(?P<v99>\d+)ms\s+(?P<v999>\d+)ms"
+)
 NAMES = {
     "a": "raw pipe\n1 in, 1 out",
     "d": "raw transactional\npipe, 3 out",
@@ -85,6 +90,22 @@ def latency(text: str, out: Path) -> None:
             ("v99", "submit→visible p99", "s-"),
         ]:
             ax.plot(x, [max(int(r[key]), 1) for r in mine], style, label=name)
+        if delivery == "exactly_once":
+            # The baseline measured beside each exactly-once load: the raw
+            # transactional pipe doing the scheduler's writes.
+            raw = {m["load"]: m for m in map(RAW_LINE.match, text.splitlines()) if m}
+            points = [(i, raw[r["load"]]) for i, r in enumerate(mine) if r["load"] in raw]
+            for key, name in [("s99", "submit→received p99"), ("v99", "submit→visible p99")]:
+                if points:
+                    ax.plot(
+                        [i for i, _ in points],
+                        [max(int(m[key]), 1) for _, m in points],
+                        "x:" if key == "s99" else "+:",
+                        color="gray",
+                        label=f"raw transactional pipe: {name}",
+                    )
+            if points:
+                ax.legend(fontsize=8)
         ax.set_xticks(list(x), labels, fontsize=8)
         ax.set_yscale("log")
         ax.set_title(delivery.replace("_", "-"))
