@@ -162,3 +162,32 @@ pub fn send_task_records(
         }
     }
 }
+
+/// Commits the open transaction of `producer` with `next` (the next offset to read, per
+/// topic and partition) as `consumer`'s group's offsets, once every record sent is
+/// delivered: the delivery reports are served in 1 ms slices (rust-rdkafka's `flush` waits
+/// in 100 ms ones), so the commit has nothing left to wait for.
+pub fn commit_with_offsets(
+    producer: &rdkafka::producer::BaseProducer,
+    consumer: &rdkafka::consumer::BaseConsumer,
+    next: &std::collections::HashMap<(String, i32), i64>,
+) {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::producer::Producer;
+    use std::time::Duration;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for ((t, p), o) in next {
+        tpl.add_partition_offset(t, *p, rdkafka::Offset::Offset(*o))
+            .unwrap();
+    }
+    let meta = consumer.group_metadata().unwrap();
+    producer
+        .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
+        .unwrap();
+    while producer.in_flight_count() > 0 {
+        producer.poll(Duration::from_millis(1));
+    }
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+}

@@ -234,21 +234,7 @@ async fn raw_pipe(rate: f64, secs: f64) -> Measured {
                 common::send_task_records(&producer, (&out, &status), (&key, &payload), true);
                 next.insert((topic, partition), offset + 1);
             }
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            for ((t, p), o) in &next {
-                tpl.add_partition_offset(t, *p, rdkafka::Offset::Offset(*o))
-                    .unwrap();
-            }
-            let meta = consumer.group_metadata().unwrap();
-            producer
-                .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
-                .unwrap();
-            while producer.in_flight_count() > 0 {
-                producer.poll(Duration::from_millis(1));
-            }
-            producer
-                .commit_transaction(Duration::from_secs(30))
-                .unwrap();
+            common::commit_with_offsets(&producer, &consumer, &next);
         }
     });
     let outcomes = reader(&cfg, &format!("{prefix}.out"));

@@ -246,7 +246,6 @@ fn transactional_pipe(
     with_headers: bool,
 ) {
     use rdkafka::producer::{BaseProducer, Producer};
-    use rdkafka::{Offset, TopicPartitionList};
     let group = format!("{input}.txpipe");
     let consumer: BaseConsumer = tidewater::kafka::client_config(config)
         .set("group.id", &group)
@@ -288,22 +287,7 @@ fn transactional_pipe(
         }
         producer.poll(Duration::ZERO);
         if open && (inputs >= 5_000 || since.elapsed() >= Duration::from_millis(100)) {
-            let mut tpl = TopicPartitionList::new();
-            for ((t, p), o) in &next {
-                tpl.add_partition_offset(t, *p, Offset::Offset(*o)).unwrap();
-            }
-            let meta = consumer.group_metadata().unwrap();
-            producer
-                .send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))
-                .unwrap();
-            // Serve the delivery reports in short slices (rust-rdkafka's `flush` waits in
-            // 100 ms ones), so the commit has nothing left to wait for.
-            while producer.in_flight_count() > 0 {
-                producer.poll(Duration::from_millis(1));
-            }
-            producer
-                .commit_transaction(Duration::from_secs(30))
-                .unwrap();
+            common::commit_with_offsets(&producer, &consumer, &next);
             open = false;
             inputs = 0;
         }
