@@ -65,11 +65,24 @@ fn latencies() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000, 3).unwrap()
 }
 
+/// Records `now - since` (ms) in `h`; a negative difference as 0.
+fn record_since(h: &mut Histogram<u64>, since: i64, now: i64) {
+    h.saturating_record(u64::try_from(now - since).unwrap_or(0));
+}
+
+/// When the task in `payload` (Avro) was due: its `submitted_at`, else `now`.
+fn submitted_at(payload: &[u8], now: i64) -> i64 {
+    codec::decode_task(payload, Some(h::CONTENT_TYPE_AVRO))
+        .unwrap()
+        .submitted_at
+        .unwrap_or(now)
+}
+
 /// Latencies of one load.
 struct Measured {
     rate: f64,
     sent: usize,
-    /// How late the load generator handed its latest task over, at worst (ms): above a
+    /// How late the load generator handed a task over, at worst (ms): above a
     /// few milliseconds the load was not offered as asked, and the latencies include the
     /// generator's own queueing.
     behind: i64,
@@ -109,8 +122,8 @@ async fn open_loop(delivery: &str, rate: f64, secs: f64) -> Measured {
             continue;
         }
         let started = o.attempts.first().map_or(o.finished_at, |a| a.started_at);
-        start.saturating_record(u64::try_from(started - o.submitted_at).unwrap_or(0));
-        visible.saturating_record(u64::try_from(received - o.submitted_at).unwrap_or(0));
+        record_since(&mut start, o.submitted_at, started);
+        record_since(&mut visible, o.submitted_at, received);
         seen += 1;
     }
     let (sent, behind) = sender.await.unwrap();
@@ -222,9 +235,7 @@ async fn raw_pipe(rate: f64, secs: f64) -> Measured {
                 let now = now_ms();
                 let payload = m.payload().unwrap_or_default();
                 if m.key() != Some(b"warm".as_slice()) {
-                    let t = codec::decode_task(payload, Some(h::CONTENT_TYPE_AVRO)).unwrap();
-                    let at = t.submitted_at.unwrap_or(now);
-                    start.saturating_record(u64::try_from(now - at).unwrap_or(0));
+                    record_since(&mut start, submitted_at(payload, now), now);
                 }
                 let input = (
                     m.topic().to_string(),
@@ -273,10 +284,8 @@ async fn raw_pipe(rate: f64, secs: f64) -> Measured {
     while (visible.len() as usize) < total {
         let m = next_record(&outcomes).await;
         let now = now_ms();
-        let t = codec::decode_task(m.payload().unwrap_or_default(), Some(h::CONTENT_TYPE_AVRO))
-            .unwrap();
-        let at = t.submitted_at.unwrap_or(now);
-        visible.saturating_record(u64::try_from(now - at).unwrap_or(0));
+        let at = submitted_at(m.payload().unwrap_or_default(), now);
+        record_since(&mut visible, at, now);
     }
     let (sent, behind) = sender.await.unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -412,7 +421,8 @@ async fn max_rate(delivery: &str, n: usize) -> f64 {
     stop.cancel();
     sched.await.unwrap().unwrap();
     stamps.sort_unstable();
-    let (from, to) = (n / 10, (n * 9 / 10).max(n / 10 + 1).min(n - 1));
+    // n ≥ 100: the two are apart and within range.
+    let (from, to) = (n / 10, n * 9 / 10);
     (to - from) as f64 / ((stamps[to] - stamps[from]).max(1) as f64 / 1000.0)
 }
 

@@ -23,12 +23,7 @@ THROUGHPUT_LINE = re.compile(
     r"(?: \+ broker (?P<broker>[\d.]+))?"
 )
 LATENCY_LINE = re.compile(
-    r"^\s+(?P<delivery>exactly_once|at_least_once)\s+(?P<load>\S+)\s+(?P<rate>\d+)\s+\d+\s+\|"
-    r"\s+(?P<s50>\d+)ms\s+(?P<s99>\d+)ms\s+(?P<s999>\d+)ms\s+\|"
-    r"\s+(?P<v50>\d+)ms\s+(?P<v99>\d+)ms\s+(?P<v999>\d+)ms"
-)
-RAW_LINE = re.compile(
-    r"^\s+raw_pipe\s+(?P<load>\S+)\s+(?P<rate>\d+)\s+\d+\s+\|"
+    r"^\s+(?P<delivery>exactly_once|at_least_once|raw_pipe)\s+(?P<load>\S+)\s+(?P<rate>\d+)\s+\d+\s+\|"
     r"\s+(?P<s50>\d+)ms\s+(?P<s99>\d+)ms\s+(?P<s999>\d+)ms\s+\|"
     r"\s+(?P<v50>\d+)ms\s+(?P<v99>\d+)ms\s+(?P<v999>\d+)ms"
 )
@@ -93,18 +88,20 @@ def latency(text: str, out: Path) -> None:
         if delivery == "exactly_once":
             # The baseline measured beside each exactly-once load: the raw
             # transactional pipe doing the scheduler's writes.
-            raw = {m["load"]: m for m in map(RAW_LINE.match, text.splitlines()) if m}
+            raw = {r["load"]: r for r in rows if r["delivery"] == "raw_pipe"}
             points = [(i, raw[r["load"]]) for i, r in enumerate(mine) if r["load"] in raw]
-            for key, name in [("s99", "submit→received p99"), ("v99", "submit→visible p99")]:
-                if points:
+            if points:
+                for key, name, style in [
+                    ("s99", "submit→received p99", "x:"),
+                    ("v99", "submit→visible p99", "+:"),
+                ]:
                     ax.plot(
                         [i for i, _ in points],
                         [max(int(m[key]), 1) for _, m in points],
-                        "x:" if key == "s99" else "+:",
+                        style,
                         color="gray",
                         label=f"raw transactional pipe: {name}",
                     )
-            if points:
                 ax.legend(fontsize=8)
         ax.set_xticks(list(x), labels, fontsize=8)
         ax.set_yscale("log")
