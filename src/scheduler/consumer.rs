@@ -325,13 +325,7 @@ impl ConsumerContext for GroupContext {
             // Outcomes the previous owner committed above its commit point are listed in
             // the commit metadata: they are skipped, not run again.
             let committed = if self.shared.exactly_once && tpl.count() > 0 {
-                match consumer.committed_offsets((*tpl).clone(), Duration::from_secs(10)) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        warn!(error = %e, "cannot read committed offsets; finished tasks above them may run again");
-                        None
-                    }
-                }
+                committed_with_retries(consumer, tpl)
             } else {
                 None
             };
@@ -369,6 +363,32 @@ impl ConsumerContext for GroupContext {
             }
         }
     }
+}
+
+/// How many times a new owner tries to read the committed offsets of its partitions, 10 s
+/// each, before it goes on without them.
+const COMMITTED_READS: u32 = 3;
+
+/// The committed offsets of the assigned partitions `tpl`, with the previous owner's list
+/// of tasks done above its commit point. Without it finished tasks run again, so a read
+/// that times out (a coordinator slow just after a scheduler died) is tried again, up to
+/// [`COMMITTED_READS`] times; `None` when none answered.
+fn committed_with_retries<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+) -> Option<TopicPartitionList> {
+    for attempt in 1..=COMMITTED_READS {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(c) => return Some(c),
+            Err(e) if attempt < COMMITTED_READS => {
+                warn!(error = %e, attempt, "cannot read committed offsets yet; trying again");
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read committed offsets; finished tasks above them may run again");
+            }
+        }
+    }
+    None
 }
 
 /// Whether a consumer error ends the scheduler.
