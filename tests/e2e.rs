@@ -5,9 +5,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{TestEnv, task};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 use tidewater::codec::{FailureReason, OutcomeStatus, TaskStatus};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -383,4 +387,110 @@ fn each_attempts_output_is_published_to_the_log_topic() {
     assert!(err.data.starts_with(b"err of talk-1\n"));
     assert_eq!(err.data.len(), 64, "bounded by max_log_bytes");
     assert!(err.truncated);
+}
+
+/// Adds `topic[0]`'s offset with Tidewater's commit `metadata` to `producer`'s open
+/// transaction, as a scheduler of `group` does.
+fn add_offset(
+    producer: &BaseProducer,
+    group: &ConsumerGroupMetadata,
+    topic: &str,
+    offset: i64,
+    metadata: &str,
+) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
+        .unwrap();
+    tpl.find_partition(topic, 0).unwrap().set_metadata(metadata);
+    producer
+        .send_offsets_to_transaction(&tpl, group, Duration::from_secs(30))
+        .unwrap();
+}
+
+/// A scheduler killed mid-transaction leaves its offsets pending until the broker ends that
+/// transaction; the next owner reads the previous owner's list of finished tasks only then.
+#[test]
+fn a_new_owner_waits_out_an_open_transaction_on_its_offsets_and_skips_finished_tasks() {
+    let env = TestEnv::with_partitions(
+        "takeover",
+        r#"
+        [scheduler]
+        delivery = "exactly_once"
+
+        [tenants.acme.functions.work]
+        executor = { type = "command", program = "cat" }
+        concurrency = 4
+        on_success = "{prefix}.done"
+        "#,
+        1,
+    );
+    env.init_topics();
+    let n = 20;
+    env.submit(
+        "acme",
+        (0..n)
+            .map(|i| task(&format!("k-{i:02}"), "work", "x"))
+            .collect(),
+    );
+    // The previous owner: a transactional producer of the scheduler group, with a timeout
+    // long enough that only the test ends its open transaction.
+    let queue = env.queue("acme");
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.bootstrap)
+        .set("group.id", env.config.group_id())
+        .create()
+        .unwrap();
+    let group = group.group_metadata().unwrap();
+    let previous: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.bootstrap)
+        .set("transactional.id", common::unique("previous"))
+        .set("transaction.timeout.ms", "300000")
+        .create()
+        .unwrap();
+    previous.init_transactions(Duration::from_secs(30)).unwrap();
+    // Its last commit: tasks 0-4 done, and 7, 9 and 10 above them.
+    previous.begin_transaction().unwrap();
+    add_offset(&previous, &group, &queue, 5, "tw1:7,9-10");
+    previous
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    // Its next transaction, open when it died: it would have moved the offset to 12.
+    previous.begin_transaction().unwrap();
+    add_offset(&previous, &group, &queue, 12, "tw1:15");
+
+    let s = env.start_scheduler(0);
+    let deadline = Instant::now() + WAIT;
+    while !s
+        .log_text()
+        .contains("cannot read the committed offsets yet")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new owner never reported the offsets held by an open transaction:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        env.outcomes(&env.topic("done"), 1, Duration::from_secs(3))
+            .is_empty(),
+        "a task ran while the committed offsets were pending"
+    );
+    previous.abort_transaction(Duration::from_secs(30)).unwrap();
+
+    let want: BTreeSet<String> = (5..n)
+        .filter(|i| ![7, 9, 10].contains(i))
+        .map(|i| format!("k-{i:02}"))
+        .collect();
+    let ids = env.outcome_ids(&env.topic("done"), want.len(), WAIT);
+    assert_eq!(ids, want, "{}", s.log_text());
+    // Nothing more comes: no task the previous owner finished runs again.
+    std::thread::sleep(Duration::from_secs(3));
+    let all = env.outcomes(&env.topic("done"), usize::MAX, Duration::from_secs(3));
+    assert_eq!(all.len(), want.len(), "{}", s.log_text());
+    assert!(
+        s.log_text().contains("committed offsets read"),
+        "{}",
+        s.log_text()
+    );
 }

@@ -325,27 +325,26 @@ impl ConsumerContext for GroupContext {
             // Outcomes the previous owner committed above its commit point are listed in
             // the commit metadata: they are skipped, not run again.
             let committed = if self.shared.exactly_once && tpl.count() > 0 {
-                committed_with_retries(consumer, tpl)
+                match consumer.committed_offsets((*tpl).clone(), COMMITTED_READ) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the committed offsets yet (an open transaction of the previous owner holds them until it ends); they are read again before the first task of these partitions starts");
+                        None
+                    }
+                }
             } else {
                 None
             };
             let mut tracker = self.shared.tracker();
             for e in tpl.elements() {
-                tracker.assign(TopicPartition::new(e.topic(), e.partition()));
+                let tp = TopicPartition::new(e.topic(), e.partition());
+                tracker.assign(tp.clone());
+                if self.shared.exactly_once {
+                    tracker.set_skip_unread(&tp);
+                }
             }
             if let Some(c) = committed {
-                for e in c.elements() {
-                    let ranges = super::offsets::decode_done_above(e.metadata());
-                    if !ranges.is_empty() {
-                        debug!(
-                            topic = e.topic(),
-                            partition = e.partition(),
-                            ranges = ranges.len(),
-                            "skipping outcomes committed by the previous owner"
-                        );
-                        tracker.set_skip(&TopicPartition::new(e.topic(), e.partition()), ranges);
-                    }
-                }
+                apply_skips(&mut tracker, &c);
             }
             info!(
                 partitions = ?tpl.elements().iter().map(|e| format!("{}[{}]", e.topic(), e.partition())).collect::<Vec<_>>(),
@@ -365,30 +364,82 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// How many times a new owner tries to read the committed offsets of its partitions, 10 s
-/// each, before it goes on without them.
-const COMMITTED_READS: u32 = 3;
+/// How long one read of the committed offsets may take.
+const COMMITTED_READ: Duration = Duration::from_secs(10);
 
-/// The committed offsets of the assigned partitions `tpl`, with the previous owner's list
-/// of tasks done above its commit point. Without it finished tasks run again, so a read
-/// that times out (a coordinator slow just after a scheduler died) is tried again, up to
-/// [`COMMITTED_READS`] times; `None` when none answered.
-fn committed_with_retries<C: ConsumerContext>(
+/// Pause between reads of the committed offsets that failed.
+const UNREAD_PAUSE: Duration = Duration::from_millis(500);
+
+/// Sets, for each partition of `committed` (the group's committed offsets as read with
+/// `require_stable`), the offsets the previous owner listed as done above its commit
+/// point. A partition whose entry carries an error stays unread.
+fn apply_skips(tracker: &mut OffsetTracker, committed: &TopicPartitionList) {
+    for e in committed.elements() {
+        if e.error().is_err() {
+            continue;
+        }
+        let tp = TopicPartition::new(e.topic(), e.partition());
+        let ranges = super::offsets::decode_done_above(e.metadata());
+        if !ranges.is_empty() {
+            debug!(
+                topic = e.topic(),
+                partition = e.partition(),
+                ranges = ranges.len(),
+                "skipping outcomes committed by the previous owner"
+            );
+        }
+        tracker.set_skip(&tp, ranges);
+    }
+}
+
+/// Reads the committed offsets of the partitions whose previous owner's list of done
+/// tasks is still unknown, until it is known or the scheduler stops (false). librdkafka
+/// starts fetching a partition only once its committed offset is stable (no transaction
+/// holds it pending), so when its first record is here the read answers; running its
+/// tasks without the list would run finished ones again.
+fn read_unread_skips<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
-    tpl: &TopicPartitionList,
-) -> Option<TopicPartitionList> {
-    for attempt in 1..=COMMITTED_READS {
-        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-            Ok(c) => return Some(c),
-            Err(e) if attempt < COMMITTED_READS => {
-                warn!(error = %e, attempt, "cannot read committed offsets yet; trying again");
+    shared: &Shared,
+    signal: &Signal,
+) -> bool {
+    let mut attempt = 0u32;
+    loop {
+        let unread = shared.tracker().skip_unread();
+        if unread.is_empty() {
+            return true;
+        }
+        if signal.is_stopping() {
+            return false;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for tp in &unread {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        attempt += 1;
+        match consumer.committed_offsets(tpl, COMMITTED_READ) {
+            Ok(c) => {
+                let mut tracker = shared.tracker();
+                apply_skips(&mut tracker, &c);
+                let left = tracker.skip_unread().len();
+                drop(tracker);
+                if left == 0 {
+                    info!(partitions = unread.len(), attempt, "committed offsets read");
+                } else {
+                    warn!(
+                        partitions = left,
+                        attempt,
+                        "cannot read the committed offsets of some partitions; no task of these partitions starts until they are read"
+                    );
+                    std::thread::sleep(UNREAD_PAUSE);
+                }
             }
             Err(e) => {
-                warn!(error = %e, "cannot read committed offsets; finished tasks above them may run again");
+                warn!(error = %e, partitions = unread.len(), attempt,
+                    "cannot read the committed offsets; no task of these partitions starts until they are read");
+                std::thread::sleep(UNREAD_PAUSE);
             }
         }
     }
-    None
 }
 
 /// Whether a consumer error ends the scheduler.
@@ -420,7 +471,9 @@ pub fn poll_loop(
     let mut topics = Topics::default();
     while !signal.is_stopping() {
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(msg)) if !forward(&msg, (&shared, &mut topics), &tx) => break,
+            Some(Ok(msg)) if !forward(&msg, (&shared, &mut topics), &tx, (&consumer, &signal)) => {
+                break;
+            }
             Some(Ok(_)) => {}
             Some(Err(e)) if is_fatal(&e) => {
                 let _ = tx.blocking_send(FromConsumer::Fatal(e));
@@ -468,10 +521,18 @@ fn forward(
     msg: &BorrowedMessage<'_>,
     (shared, topics): (&Shared, &mut Topics),
     tx: &mpsc::Sender<FromConsumer>,
+    (consumer, signal): (&BaseConsumer<GroupContext>, &Signal),
 ) -> bool {
     let tp = TopicPartition::new(topics.get(msg.topic()), msg.partition());
     let epoch = {
         let mut tracker = shared.tracker();
+        if tracker.is_skip_unread(&tp) {
+            drop(tracker);
+            if !read_unread_skips(consumer, shared, signal) {
+                return false;
+            }
+            tracker = shared.tracker();
+        }
         // Untracked (revoked under our feet): the next owner reads it.
         let Some(epoch) = tracker.start(&tp, msg.offset()) else {
             return true;

@@ -28,6 +28,9 @@ pub struct PartitionOffsets {
     /// Offsets whose outcome an earlier owner already committed (read from the commit
     /// metadata at assignment): they are skipped, not run again.
     skip: Vec<(i64, i64)>,
+    /// The earlier owner's commit metadata could not be read at assignment: it is read
+    /// before the partition's first record is started.
+    skip_unread: bool,
     /// Being revoked: nothing new may start.
     revoking: bool,
 }
@@ -255,11 +258,34 @@ impl OffsetTracker {
         }
     }
 
-    /// Sets the offsets to skip, from an earlier owner's commit metadata.
+    /// Sets the offsets to skip, from an earlier owner's commit metadata (read now).
     pub fn set_skip(&mut self, tp: &TopicPartition, ranges: Vec<(i64, i64)>) {
         if let Some(p) = self.parts.get_mut(tp) {
             p.skip = ranges;
+            p.skip_unread = false;
         }
+    }
+
+    /// The earlier owner's commit metadata of `tp` could not be read yet: it must be,
+    /// with [`OffsetTracker::set_skip`], before a record of `tp` starts.
+    pub fn set_skip_unread(&mut self, tp: &TopicPartition) {
+        if let Some(p) = self.parts.get_mut(tp) {
+            p.skip_unread = true;
+        }
+    }
+
+    /// Assigned partitions whose earlier owner's commit metadata is still to be read.
+    pub fn skip_unread(&self) -> Vec<TopicPartition> {
+        self.parts
+            .iter()
+            .filter(|(_, p)| p.skip_unread)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// Whether `tp`'s earlier owner's commit metadata is still to be read.
+    pub fn is_skip_unread(&self, tp: &TopicPartition) -> bool {
+        self.parts.get(tp).is_some_and(|p| p.skip_unread)
     }
 
     /// Whether an earlier owner already committed this offset's outcome.
@@ -396,6 +422,30 @@ mod tests {
         assert!(next.should_skip(&tp(), 102) && next.should_skip(&tp(), 119));
         assert!(!next.should_skip(&tp(), 100) && !next.should_skip(&tp(), 104));
         assert!(decode_done_above("something else").is_empty());
+    }
+
+    #[test]
+    fn a_partition_stays_unread_until_its_previous_owners_list_is_set() {
+        let other = TopicPartition::new("q", 1);
+        let mut t = OffsetTracker::new();
+        t.assign(tp());
+        t.assign(other.clone());
+        t.set_skip_unread(&tp());
+        t.set_skip_unread(&other);
+        assert!(t.is_skip_unread(&tp()));
+        assert_eq!(t.skip_unread().len(), 2);
+        // An empty list (nothing done above the commit point) counts as read.
+        t.set_skip(&other, Vec::new());
+        assert!(!t.is_skip_unread(&other));
+        assert_eq!(t.skip_unread(), vec![tp()]);
+        t.set_skip(&tp(), vec![(3, 4)]);
+        assert!(t.skip_unread().is_empty() && t.should_skip(&tp(), 4));
+        // A new assignment starts read; a revoked partition is not listed.
+        t.set_skip_unread(&other);
+        t.revoke(&other);
+        assert!(t.skip_unread().is_empty());
+        t.assign(other.clone());
+        assert!(!t.is_skip_unread(&other));
     }
 
     #[test]
