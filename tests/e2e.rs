@@ -494,3 +494,155 @@ fn a_new_owner_waits_out_an_open_transaction_on_its_offsets_and_skips_finished_t
         s.log_text()
     );
 }
+
+/// Slow and fast tasks alternating in one partition (`n` of each), the slow function's
+/// settings in `slow`: with the slow ones waiting, each finished fast task is a range of
+/// its own above the commit point, more than the commit metadata takes.
+fn slow_and_fast(name: &str, slow: &str, n: usize) -> (TestEnv, BTreeSet<String>) {
+    let env = TestEnv::with_partitions(
+        name,
+        &format!(
+            r#"
+            [scheduler]
+            delivery = "exactly_once"
+            spill_after = 0
+            shutdown_grace = "60s"
+
+            [tenants.acme.functions.slow]
+            {slow}
+            concurrency = 1
+            on_success = "{{prefix}}.done"
+
+            [tenants.acme.functions.fast]
+            executor = {{ type = "command", program = "true" }}
+            concurrency = 16
+            on_success = "{{prefix}}.done"
+            "#
+        ),
+        1,
+    );
+    env.init_topics();
+    let tasks: Vec<_> = (0..n)
+        .flat_map(|i| {
+            [
+                task(&format!("s-{i:04}"), "slow", "x"),
+                task(&format!("f-{i:04}"), "fast", "x"),
+            ]
+        })
+        .collect();
+    let ids: BTreeSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    env.submit("acme", tasks);
+    (env, ids)
+}
+
+/// Waits until `s` holds outcomes back; returns how many fast outcomes are out then.
+fn wait_until_held(env: &TestEnv, s: &common::SchedulerProcess, n: usize) -> usize {
+    let deadline = Instant::now() + WAIT;
+    while !s.log_text().contains("outcomes held back") {
+        assert!(
+            Instant::now() < deadline,
+            "nothing was held back:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let published = env
+        .outcomes(&env.topic("done"), n, Duration::from_secs(5))
+        .len();
+    assert!(
+        published > 100 && published < n,
+        "{published} fast outcomes published (all {n} cannot fit)"
+    );
+    published
+}
+
+/// Waits until every task of `ids` has an outcome and checks that none has two.
+fn assert_one_outcome_each(env: &TestEnv, ids: &BTreeSet<String>, s: &common::SchedulerProcess) {
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        outcomes = BTreeMap::new();
+        for o in env.outcomes(&env.topic("done"), usize::MAX, Duration::from_secs(3)) {
+            *outcomes.entry(o.task_id).or_default() += 1;
+        }
+        if outcomes.len() == ids.len() {
+            break;
+        }
+    }
+    let seen: BTreeSet<String> = outcomes.keys().cloned().collect();
+    assert_eq!(&seen, ids, "every task has an outcome\n{}", s.log_digest());
+    let doubled: Vec<&String> = outcomes
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "{} tasks have two outcomes: {:?}",
+        doubled.len(),
+        doubled.iter().take(10).collect::<Vec<_>>()
+    );
+}
+
+/// Fast tasks finishing far above a slow one make more ranges of finished offsets than a
+/// partition's commit metadata takes. Their outcomes wait until they fit; none is left
+/// out of the metadata, so after `kill -9` none runs again.
+#[test]
+fn outcomes_that_would_not_fit_the_commit_metadata_wait_and_a_kill_duplicates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("closed");
+    std::fs::write(&gate, "").unwrap();
+    let n = 1500;
+    let (env, ids) = slow_and_fast(
+        "metafit",
+        &format!(
+            r#"executor = {{ type = "command", program = "sh", args = ["-c", "while [ -e '{}' ]; do sleep 0.1; done"] }}"#,
+            gate.display()
+        ),
+        n,
+    );
+    let mut first = env.start_scheduler(0);
+    wait_until_held(&env, &first, n);
+    first.kill9();
+    // The slow function is fast now: everything finishes, each task once.
+    std::fs::remove_file(&gate).unwrap();
+    let second = env.start_scheduler(1);
+    assert_one_outcome_each(&env, &ids, &second);
+}
+
+/// A scheduler stopping with outcomes held back and nothing running does not wait out
+/// its shutdown grace for tasks that will not run: the held tasks run again on the next
+/// scheduler, once each.
+#[test]
+fn a_stop_gives_held_back_outcomes_up_and_they_run_again_once() {
+    let n = 1500;
+    // One slow task a minute: the others wait for the rate, none running.
+    let (env, ids) = slow_and_fast(
+        "metastop",
+        r#"executor = { type = "command", program = "true" }
+            rate = 0.016"#,
+        n,
+    );
+    let mut first = env.start_scheduler(0);
+    wait_until_held(&env, &first, n);
+    let stopping = Instant::now();
+    let status = first.terminate(Duration::from_secs(90));
+    assert!(status.success(), "{status:?}\n{}", first.log_text());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(30),
+        "the stop took {:?} (grace 60 s)\n{}",
+        stopping.elapsed(),
+        first.log_text()
+    );
+    assert!(
+        first
+            .log_text()
+            .contains("outcomes held back are not published"),
+        "{}",
+        first.log_text()
+    );
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(&env.config_path, text.replace("rate = 0.016", "")).unwrap();
+    let second = env.start_scheduler(1);
+    assert_one_outcome_each(&env, &ids, &second);
+}

@@ -144,6 +144,9 @@ pub struct Shared {
     /// Set while outcomes cannot be made durable (the cluster is away, an ACL is
     /// missing): the engine then fetches nothing new.
     stalled: AtomicBool,
+    /// Set once the engine is stopping with no attempt left: outcomes the publisher
+    /// holds back (see `publisher::hold`) go back unpublished.
+    give_up_held: AtomicBool,
     /// Grace for running attempts of revoked partitions.
     pub rebalance_grace: Duration,
     /// Offsets are committed in the publisher's transactions, never by the consumer.
@@ -158,6 +161,7 @@ impl Shared {
             less_busy: Condvar::new(),
             waiters: AtomicUsize::new(0),
             stalled: AtomicBool::new(false),
+            give_up_held: AtomicBool::new(false),
             rebalance_grace,
             exactly_once,
         }
@@ -176,6 +180,16 @@ impl Shared {
     /// Outcomes cannot be made durable (`true`), or can again.
     pub fn set_stalled(&self, stalled: bool) {
         self.stalled.store(stalled, Ordering::Relaxed);
+    }
+
+    /// The engine is stopping and nothing runs: held-back outcomes are given up.
+    pub fn give_up_held(&self) {
+        self.give_up_held.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether held-back outcomes are given up.
+    pub fn is_giving_up_held(&self) -> bool {
+        self.give_up_held.load(Ordering::Relaxed)
     }
 
     /// An attempt of `tp` (assignment `epoch`) is no longer running; whether the

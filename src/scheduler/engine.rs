@@ -186,8 +186,13 @@ impl Engine {
         let mut fatal = None;
         let mut deadline = None;
         loop {
-            if self.draining && self.attempts.is_empty() && self.outstanding == 0 {
-                break;
+            if self.draining && self.attempts.is_empty() {
+                if self.outstanding == 0 {
+                    break;
+                }
+                // Outcomes held back for the commit metadata wait for tasks below them
+                // that will not run now.
+                self.shared.give_up_held();
             }
             let wakeup = if self.draining {
                 deadline

@@ -44,8 +44,8 @@ const METADATA_PREFIX: &str = "tw1:";
 
 /// Encodes the offsets done above a partition's commit point as ranges `a-b` or `a`,
 /// comma-separated, after `tw1:`. They are the gaps between the offsets still pending.
-/// Ranges that do not fit in [`MAX_METADATA`] are left out (those tasks would run again
-/// after a crash).
+/// Ranges that do not fit in [`MAX_METADATA`] would be left out (those tasks would run
+/// again after a crash): [`OffsetTracker::admit`] keeps every transaction within it.
 pub fn encode_done_above(p: &PartitionOffsets) -> String {
     let mut out = String::from(METADATA_PREFIX);
     let Some(next) = p.next else {
@@ -73,6 +73,92 @@ pub fn encode_done_above(p: &PartitionOffsets) -> String {
         }
     }
     if first { String::new() } else { out }
+}
+
+/// Whether commit metadata of `len` bytes is written whole by [`encode_done_above`].
+fn fits(len: usize) -> bool {
+    len < MAX_METADATA
+}
+
+/// Decimal digits of an offset.
+fn digits(n: i64) -> usize {
+    let mut d = 1 + usize::from(n < 0);
+    let mut n = n.unsigned_abs();
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// Length of [`encode_done_above`]'s output, followed as offsets are marked done one by
+/// one without encoding them.
+#[derive(Debug, Clone, Copy, Default)]
+struct MetaLen {
+    ranges: usize,
+    /// The ranges' characters, without the commas between them.
+    chars: usize,
+}
+
+impl MetaLen {
+    fn of(p: &PartitionOffsets) -> Self {
+        let mut len = Self::default();
+        let Some(next) = p.next else {
+            return len;
+        };
+        let mut iter = p.pending.iter().copied().peekable();
+        while let Some(o) = iter.next() {
+            len.add(o, iter.peek().copied().unwrap_or(next));
+        }
+        len
+    }
+
+    /// Bytes written.
+    fn encoded(self) -> usize {
+        match self.ranges {
+            0 => 0,
+            r => METADATA_PREFIX.len() + self.chars + r - 1,
+        }
+    }
+
+    fn cost(a: i64, b: i64) -> usize {
+        if a == b {
+            digits(a)
+        } else {
+            digits(a) + 1 + digits(b)
+        }
+    }
+
+    /// Counts the range between pending offset `o` and the next one (or the partition's
+    /// `end`, one past the highest started), if any.
+    fn add(&mut self, o: i64, end: i64) {
+        if end > o + 1 {
+            self.ranges += 1;
+            self.chars += Self::cost(o + 1, end - 1);
+        }
+    }
+
+    fn sub(&mut self, o: i64, end: i64) {
+        if end > o + 1 {
+            self.ranges = self.ranges.saturating_sub(1);
+            self.chars = self.chars.saturating_sub(Self::cost(o + 1, end - 1));
+        }
+    }
+}
+
+/// Marks pending offset `o` of `p` done, keeping `len` in step.
+fn remove_pending(p: &mut PartitionOffsets, len: &mut MetaLen, o: i64) {
+    let Some(next) = p.next else { return };
+    if !p.pending.remove(&o) {
+        return;
+    }
+    let after = p.pending.range(o + 1..).next().copied().unwrap_or(next);
+    len.sub(o, after);
+    // Below the lowest pending offset nothing is encoded: the commit point moves up.
+    if let Some(prev) = p.pending.range(..o).next_back().copied() {
+        len.sub(prev, o);
+        len.add(prev, after);
+    }
 }
 
 /// Reads ranges written by [`encode_done_above`]; anything else gives none.
@@ -295,6 +381,63 @@ impl OffsetTracker {
             .is_some_and(|p| p.skip.iter().any(|(a, b)| (*a..=*b).contains(&offset)))
     }
 
+    /// Which of `candidates` (offsets a batch would complete, in the batch's order; `None`
+    /// completes nothing) can go in one transaction with every partition's list of
+    /// offsets done above its commit point still fitting its commit metadata
+    /// ([`MAX_METADATA`]). Without this, what did not fit would run again after a crash.
+    /// A candidate is refused only when it would make the list longer than fits: the
+    /// lowest pending offset of a partition always goes (it shortens the list), so what
+    /// is refused goes in a later batch, once the offsets below it are done. Candidates of
+    /// partitions not assigned under their epoch are admitted (the publisher drops them).
+    pub fn admit<'a>(
+        &self,
+        candidates: impl IntoIterator<Item = Option<(&'a TopicPartition, i64, u64)>> + Clone,
+    ) -> Vec<bool> {
+        // Partitions whose list would not fit with all their candidates done: only they
+        // are followed candidate by candidate.
+        let mut by_tp: TpMap<&TopicPartition, PartitionOffsets> = TpMap::default();
+        for (tp, offset, epoch) in candidates.clone().into_iter().flatten() {
+            if let Some(p) = self.parts.get(tp).filter(|p| p.epoch == epoch) {
+                by_tp
+                    .entry(tp)
+                    .or_insert_with(|| p.clone())
+                    .pending
+                    .remove(&offset);
+            }
+        }
+        let mut tight: TpMap<&TopicPartition, (PartitionOffsets, MetaLen)> = TpMap::default();
+        for (tp, after) in by_tp {
+            if !fits(MetaLen::of(&after).encoded()) {
+                if let Some(p) = self.parts.get(tp) {
+                    tight.insert(tp, (p.clone(), MetaLen::of(p)));
+                }
+            }
+        }
+        candidates
+            .into_iter()
+            .map(|c| {
+                let Some((tp, offset, epoch)) = c else {
+                    return true;
+                };
+                let Some((p, len)) = tight.get_mut(tp).filter(|(p, _)| p.epoch == epoch) else {
+                    return true;
+                };
+                let mut after = *len;
+                let was = p.pending.contains(&offset);
+                remove_pending(p, &mut after, offset);
+                if fits(after.encoded()) || after.encoded() <= len.encoded() {
+                    *len = after;
+                    true
+                } else {
+                    if was {
+                        p.pending.insert(offset);
+                    }
+                    false
+                }
+            })
+            .collect()
+    }
+
     /// For a transaction: every assigned partition's commit point, with the offsets done
     /// above it encoded as commit metadata (see [`encode_done_above`]).
     pub fn transaction_offsets(&self) -> Vec<(TopicPartition, i64, String)> {
@@ -472,6 +615,84 @@ mod tests {
         );
     }
 
+    /// A partition with offsets `0..n` started and none done.
+    fn started(n: i64) -> (OffsetTracker, u64) {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        for o in 0..n {
+            t.start(&tp(), o).unwrap();
+        }
+        (t, e)
+    }
+
+    #[test]
+    fn a_batch_is_cut_where_the_done_list_would_not_fit_the_commit_metadata() {
+        // Every other offset done: each is a range of its own, about 6 bytes.
+        let (t, e) = started(100_000);
+        let q = tp();
+        let candidates: Vec<_> = (0..2_000).map(|i| Some((&q, 50_001 + 2 * i, e))).collect();
+        let admitted = t.admit(candidates.iter().copied());
+        let n = admitted.iter().filter(|a| **a).count();
+        assert!(n > 500 && n < 2_000, "{n} admitted");
+        // Admitted first, refused after: in order, the batch is cut at the limit.
+        assert!(admitted[..n].iter().all(|a| *a) && admitted[n..].iter().all(|a| !*a));
+        // The admitted offsets, done, encode whole: a new owner would skip each of them.
+        let done: Vec<_> = candidates[..n]
+            .iter()
+            .flatten()
+            .map(|(q, o, _)| (*q, *o))
+            .collect();
+        let (_, _, meta) = t
+            .transaction_offsets_with(done.iter().copied())
+            .pop()
+            .unwrap();
+        assert!(meta.len() < MAX_METADATA);
+        assert_eq!(decode_done_above(&meta).len(), n);
+        // A None candidate completes nothing and always goes; so does one that shortens
+        // the list (the partition's lowest pending offset), wherever it is in the batch.
+        let mut more = candidates.clone();
+        more.push(None);
+        more.push(Some((&q, 0, e)));
+        let admitted = t.admit(more.iter().copied());
+        assert!(admitted[admitted.len() - 2] && admitted[admitted.len() - 1]);
+    }
+
+    #[test]
+    fn what_was_refused_fits_once_the_offsets_below_it_are_done() {
+        let (mut t, e) = started(10_000);
+        let q = tp();
+        let high: Vec<_> = (0..1_000).map(|i| Some((&q, 5_001 + 2 * i, e))).collect();
+        let first = t.admit(high.iter().copied());
+        for (c, a) in high.iter().zip(&first) {
+            if let (Some((_, o, _)), true) = (c, a) {
+                t.done(&tp(), *o, e);
+            }
+        }
+        let refused: Vec<_> = high
+            .iter()
+            .zip(&first)
+            .filter(|(_, a)| !**a)
+            .map(|(c, _)| *c)
+            .collect();
+        assert!(!refused.is_empty());
+        assert!(t.admit(refused.iter().copied()).iter().all(|a| !*a));
+        // The offsets below finish: the commit point moves past the admitted ranges.
+        for o in 0..6_000 {
+            t.done(&tp(), o, e);
+        }
+        assert!(t.admit(refused.iter().copied()).iter().all(|a| *a));
+    }
+
+    #[test]
+    fn candidates_of_another_assignment_do_not_count() {
+        let (t, e) = started(100_000);
+        let q = tp();
+        let stale: Vec<_> = (0..2_000)
+            .map(|i| Some((&q, 50_001 + 2 * i, e + 1)))
+            .collect();
+        assert!(t.admit(stale.iter().copied()).iter().all(|a| *a));
+    }
+
     proptest! {
         /// Whatever order work finishes in, the commit point is the lowest unfinished
         /// offset: never past unfinished work, and at the end one past the last offset.
@@ -496,6 +717,29 @@ mod tests {
                     .find(|x| !done.contains(x))
                     .unwrap_or(start + n as i64);
                 prop_assert_eq!(t.commit_point(&tp()), Some(expected));
+            }
+        }
+
+        /// The length followed offset by offset is the length of the encoding.
+        #[test]
+        fn the_followed_length_is_the_encodings(
+            start in 0i64..100_000,
+            n in 1usize..300,
+            order in proptest::collection::vec(any::<proptest::sample::Index>(), 300),
+        ) {
+            let mut t = OffsetTracker::new();
+            t.assign(tp());
+            for o in start..start + n as i64 {
+                t.start(&tp(), o).unwrap();
+            }
+            let mut p = t.parts.get(&tp()).unwrap().clone();
+            let mut len = MetaLen::of(&p);
+            let mut pending: Vec<i64> = (start..start + n as i64).collect();
+            for idx in order.iter().take(n) {
+                let o = pending.remove(idx.index(pending.len()));
+                remove_pending(&mut p, &mut len, o);
+                prop_assert_eq!(len.encoded(), encode_done_above(&p).len());
+                prop_assert_eq!(len.encoded(), MetaLen::of(&p).encoded());
             }
         }
     }

@@ -44,7 +44,10 @@ use super::worker::Signal;
 use crate::kafka_stats::{Client, KafkaStats};
 use crate::names::metrics as m;
 
+mod healing;
+mod hold;
 mod sweep;
+pub use hold::HeldBack;
 pub use sweep::{Marks, Sweeper};
 
 /// The offset a unit completes.
@@ -180,6 +183,8 @@ pub struct Publisher<T> {
     /// Ends, as aborted, what a failed transaction left open before its batch is
     /// replayed (exactly-once mode).
     pub sweeper: Sweeper,
+    /// Units whose offsets do not fit the commit metadata yet (exactly-once mode).
+    pub held: HeldBack<T>,
 }
 
 /// Largest batch, in units (a task makes about two: its running status, then its
@@ -205,7 +210,7 @@ impl<T: Send + 'static> Publisher<T> {
                 return;
             }
             let first = match self.rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(u) => u,
+                Ok(u) => Some(u),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if signal.is_stopping() {
                         return;
@@ -219,11 +224,25 @@ impl<T: Send + 'static> Publisher<T> {
                     if self.exactly_once {
                         self.maybe_heal(&signal, &stall);
                     }
-                    continue;
+                    if self.held.is_empty() {
+                        continue;
+                    }
+                    // What was held back may fit now (offsets done without a unit: tasks
+                    // skipped at intake, partitions revoked).
+                    None
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            let batch = &mut self.gather(first);
+            let batch = &mut match first {
+                Some(first) => self.gather(first),
+                None => Vec::new(),
+            };
+            if self.exactly_once {
+                self.hold_back(batch);
+                if batch.is_empty() {
+                    continue;
+                }
+            }
             if !self.make_durable(batch, &signal, &stall) {
                 return;
             }
@@ -240,6 +259,26 @@ impl<T: Send + 'static> Publisher<T> {
             let durable: Vec<T> = batch.drain(..).filter_map(|u| u.back).collect();
             if !durable.is_empty() {
                 let _ = self.back.send(FromPublisher::Durable(durable));
+            }
+        }
+    }
+
+    /// Leaves in `batch` (after what was held back before) the units whose offsets fit
+    /// the commit metadata; the rest wait in [`Publisher::held`]. Once the engine has
+    /// stopped with nothing running, held units go back to it unpublished: the tasks
+    /// below them will not finish here, and they run again on the next owner.
+    fn hold_back(&mut self, batch: &mut Vec<Unit<T>>) {
+        self.held.admit(batch, &self.shared.tracker());
+        if !self.held.is_empty() && self.shared.is_giving_up_held() {
+            let units = self.held.take_all();
+            info!(
+                units = units.len(),
+                "stopping: outcomes held back are not published; those tasks run again"
+            );
+            for unit in units {
+                if let Some(back) = unit.back {
+                    let _ = self.back.send(FromPublisher::Fenced(back));
+                }
             }
         }
     }
@@ -687,84 +726,6 @@ impl<T: Send + 'static> Publisher<T> {
         self.again("commit_transaction", (signal, stall), None, || {
             self.serving_reports(|| self.lane.producer.commit_transaction(CALL_TIMEOUT))
         })
-    }
-
-    /// Heals when due (see [`heal`]): after a failed call, once idle for a while.
-    fn maybe_heal(&mut self, signal: &Signal, stall: &Stall) {
-        let now = Instant::now();
-        if stall.take_fault() {
-            self.healer.due.fault(now);
-        }
-        if !self.healer.due.is_due(now, self.healer.last_unit) {
-            return;
-        }
-        match self.heal(signal, stall) {
-            Ok(0) => self.healer.due.healed(),
-            Ok(partitions) => {
-                info!(
-                    partitions,
-                    "the group's offsets committed again by each transactional producer, ending what a broker fault may have left open of their transactions"
-                );
-                self.healer.due.healed();
-            }
-            Err(e) => {
-                debug!(error = %e, retry_in = ?heal::RETRY_AFTER, "could not end what a broker fault may have left open; trying again later");
-                self.healer.due.failed(Instant::now());
-            }
-        }
-        // The heal's own failed calls are no new fault.
-        stall.take_fault();
-    }
-
-    /// Each lane commits a transaction holding only the group's offsets of the assigned
-    /// partitions, at the values in force; the number of partitions, 0 when none.
-    fn heal(&mut self, signal: &Signal, stall: &Stall) -> Result<usize, String> {
-        let assigned: Vec<TopicPartition> = self
-            .consumer
-            .assignment()
-            .map_err(|e| e.to_string())?
-            .elements()
-            .iter()
-            .map(|e| TopicPartition::new(e.topic(), e.partition()))
-            .collect();
-        if assigned.is_empty() {
-            return Ok(0);
-        }
-        let group = (self.healer.group_offsets)(&assigned)?;
-        let offsets = heal::offsets(&assigned, &self.healer.committed.borrow(), &group);
-        if offsets.is_empty() {
-            return Ok(0);
-        }
-        let lanes = if self.spare.is_some() { LANES } else { 1 };
-        for _ in 0..lanes {
-            let metadata = self
-                .consumer
-                .group_metadata()
-                .ok_or("no group metadata (not in the group)")?;
-            let result = self.in_transaction(signal, stall, || {
-                self.lane.producer.begin_transaction().map_err(txn_error)?;
-                self.send_offsets(&offsets, metadata, signal, stall)?;
-                self.commit(signal, stall)
-            });
-            match result {
-                Ok(()) => {}
-                Err(TxnError::Fatal(e) | TxnError::Unsettled(e, _)) => {
-                    // Only offsets in force: committed or not, nothing is lost.
-                    self.rebuild(signal, stall);
-                    return Err(e.to_string());
-                }
-                Err(TxnError::Abort(e)) => return Err(e.to_string()),
-                Err(TxnError::Abandoned) => return Err("abandoned".into()),
-            }
-            if let Some(spare) = &mut self.spare {
-                std::mem::swap(&mut self.lane, spare);
-            }
-        }
-        counter!(m::TRANSACTIONS, m::L_RESULT => "healed").increment(lanes as u64);
-        stall.durable();
-        let n = offsets.len();
-        self.healer.committed(offsets);
-        Ok(n)
     }
 
     fn produce(&self, batch: &[Unit<T>]) -> Result<(), TxnError> {

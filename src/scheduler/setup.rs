@@ -20,7 +20,7 @@ use super::engine::{Engine, Inputs, Published, Workers};
 use super::heal::{Committed, GroupOffsets, Healer};
 use super::held;
 use super::publisher::{
-    DeliveryCounter, LANES, Lane, Marks, ProducerFactory, Publisher, Sweeper, Unit,
+    DeliveryCounter, HeldBack, LANES, Lane, Marks, ProducerFactory, Publisher, Sweeper, Unit,
 };
 use super::records::Target;
 use super::spill::{self, Overflow, Seen, Spill};
@@ -185,6 +185,7 @@ pub(super) async fn start(
         linger: sc.publish_linger,
         healer: Healer::new(group_offsets_reader(config.clone())),
         sweeper: Sweeper::new(marks_reader(config.clone())),
+        held: HeldBack::default(),
     };
     let publisher_worker =
         Worker::spawn("tw-publisher", move |signal| publisher.run(signal)).map_err(internal)?;
