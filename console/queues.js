@@ -150,7 +150,20 @@ export async function queuesPage(params) {
       ...(o.queues.length ? o.queues.map(queueCard) : [el("p", { class: "muted" }, "No queues are configured for this token.")]),
     );
   }
-  show(el("h1", {}, "Queues"), el("div", { class: "row" }, select, el("span", { class: "muted" }, "Refreshes every 10 s")), body);
-  await load();
-  every(10000, () => load().catch(() => {}));
+  // A failed load (Kafka busy or restarting) keeps the page and tries again on the next
+  // refresh; the last overview stays shown with the error above it.
+  const problem = el("p", { class: "error", role: "alert", hidden: true });
+  async function refresh() {
+    try {
+      await load();
+      problem.hidden = true;
+    } catch (e) {
+      if (e.status === 401) return;
+      problem.textContent = `The overview could not be loaded: ${e.message || e}. Trying again in 10 s.`;
+      problem.hidden = false;
+    }
+  }
+  show(el("h1", {}, "Queues"), el("div", { class: "row" }, select, el("span", { class: "muted" }, "Refreshes every 10 s")), problem, body);
+  await refresh();
+  every(10000, refresh);
 }

@@ -41,9 +41,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if ! cmp -s tests/console/package-lock.json tests/console/node_modules/.package-lock.json 2>/dev/null; then
+# npm's own node_modules/.package-lock.json never equals package-lock.json (it leaves the
+# root package out), so a copy of the lock file installed last says whether to install.
+stamp=tests/console/node_modules/.installed-package-lock.json
+if ! cmp -s tests/console/package-lock.json "$stamp" 2>/dev/null; then
   say "installing playwright-core into tests/console/node_modules"
   (cd tests/console && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp tests/console/package-lock.json "$stamp"
 fi
 
 prefix="twcon$(date +%s)$RANDOM"

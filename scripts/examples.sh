@@ -49,9 +49,13 @@ if ! cmp -s examples/python/requirements.txt "$venv/requirements.txt" 2>/dev/nul
   "$venv/bin/pip" install -q -r examples/python/requirements.txt
   cp examples/python/requirements.txt "$venv/requirements.txt"
 fi
-if ! cmp -s examples/node/package-lock.json examples/node/node_modules/.package-lock.json 2>/dev/null; then
+# npm's node_modules/.package-lock.json leaves the root package out, so it never equals
+# package-lock.json: a copy of the lock file installed last says whether to install.
+stamp=examples/node/node_modules/.installed-package-lock.json
+if ! cmp -s examples/node/package-lock.json "$stamp" 2>/dev/null; then
   say "installing the Node example's packages into examples/node/node_modules"
   (cd examples/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp examples/node/package-lock.json "$stamp"
 fi
 
 # An isolated setup: topics with a prefix of their own, a function that succeeds and one

@@ -8,10 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, task};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
-use rdkafka::producer::{BaseProducer, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use tidewater::codec::{FailureReason, OutcomeStatus, TaskStatus};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -389,24 +385,6 @@ fn each_attempts_output_is_published_to_the_log_topic() {
     assert!(err.truncated);
 }
 
-/// Adds `topic[0]`'s offset with Tidewater's commit `metadata` to `producer`'s open
-/// transaction, as a scheduler of `group` does.
-fn add_offset(
-    producer: &BaseProducer,
-    group: &ConsumerGroupMetadata,
-    topic: &str,
-    offset: i64,
-    metadata: &str,
-) {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
-        .unwrap();
-    tpl.find_partition(topic, 0).unwrap().set_metadata(metadata);
-    producer
-        .send_offsets_to_transaction(&tpl, group, Duration::from_secs(30))
-        .unwrap();
-}
-
 /// A scheduler killed mid-transaction leaves its offsets pending until the broker ends that
 /// transaction; the next owner reads the previous owner's list of finished tasks only then.
 #[test]
@@ -432,31 +410,16 @@ fn a_new_owner_waits_out_an_open_transaction_on_its_offsets_and_skips_finished_t
             .map(|i| task(&format!("k-{i:02}"), "work", "x"))
             .collect(),
     );
-    // The previous owner: a transactional producer of the scheduler group, with a timeout
-    // long enough that only the test ends its open transaction.
+    // The previous owner: a transactional producer of the scheduler group.
     let queue = env.queue("acme");
-    let group: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.bootstrap)
-        .set("group.id", env.config.group_id())
-        .create()
-        .unwrap();
-    let group = group.group_metadata().unwrap();
-    let previous: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.bootstrap)
-        .set("transactional.id", common::unique("previous"))
-        .set("transaction.timeout.ms", "300000")
-        .create()
-        .unwrap();
-    previous.init_transactions(Duration::from_secs(30)).unwrap();
+    let previous = common::GroupTransactions::new("previous", &env.config.group_id());
     // Its last commit: tasks 0-4 done, and 7, 9 and 10 above them.
-    previous.begin_transaction().unwrap();
-    add_offset(&previous, &group, &queue, 5, "tw1:7,9-10");
-    previous
-        .commit_transaction(Duration::from_secs(30))
-        .unwrap();
+    previous.begin();
+    previous.add_offset(&queue, 5, "tw1:7,9-10");
+    previous.commit();
     // Its next transaction, open when it died: it would have moved the offset to 12.
-    previous.begin_transaction().unwrap();
-    add_offset(&previous, &group, &queue, 12, "tw1:15");
+    previous.begin();
+    previous.add_offset(&queue, 12, "tw1:15");
 
     let s = env.start_scheduler(0);
     let deadline = Instant::now() + WAIT;
@@ -476,7 +439,7 @@ fn a_new_owner_waits_out_an_open_transaction_on_its_offsets_and_skips_finished_t
             .is_empty(),
         "a task ran while the committed offsets were pending"
     );
-    previous.abort_transaction(Duration::from_secs(30)).unwrap();
+    previous.abort();
 
     let want: BTreeSet<String> = (5..n)
         .filter(|i| ![7, 9, 10].contains(i))

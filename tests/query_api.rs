@@ -890,6 +890,52 @@ fn a_produced_task_is_queued_before_any_scheduler_and_can_be_submitted_and_stopp
     assert!(last.queued >= 2, "{shared:?}");
 }
 
+/// An exactly-once scheduler under load always has a transaction open on its group's
+/// offsets; the queue overview answers with the last stable ones instead of waiting.
+#[test]
+fn the_queue_overview_answers_while_a_transaction_holds_the_group_offsets() {
+    let env = TestEnv::with_partitions("qpend", BODY, 1);
+    env.init_topics();
+    let queue = env.queue("acme");
+    let tasks = (0..6)
+        .map(|i| {
+            let mut t = common::task(&format!("p-{i}"), "resize", "x");
+            t.submitted_at = Some(now_ms());
+            t
+        })
+        .collect();
+    env.submit("acme", tasks);
+    let owner = common::GroupTransactions::new("qpend", &env.config.group_id());
+    owner.begin();
+    owner.add_offset(&queue, 2, "tw1:");
+    owner.commit();
+    // The next transaction stays open: offset 5 is pending.
+    owner.begin();
+    owner.add_offset(&queue, 5, "tw1:");
+
+    let serve = Serve::start(&env, &env.dir.path().join("index.db"), 0);
+    let acme = serve.client(ACME);
+    let partition = |q: &tidewater::store::model::QueuesOverview| {
+        let shared = q.queues.iter().find(|x| x.topic == queue).unwrap();
+        assert_eq!(shared.partitions.len(), 1, "{shared:?}");
+        shared.partitions[0].clone()
+    };
+    let q = block(acme.queues(Some(5))).unwrap();
+    let p = partition(&q);
+    assert_eq!(
+        (p.high_watermark, p.committed, p.backlog),
+        (6, Some(2), 4),
+        "the last stable offset, while offset 5 is pending: {p:?}"
+    );
+    owner.commit();
+    let p = wait_for("the committed offset 5", || {
+        let p = partition(&block(acme.queues(Some(5))).unwrap());
+        (p.committed == Some(5)).then_some(p)
+    });
+    // The commit marker takes an offset of its own only on the offsets topic, not here.
+    assert_eq!((p.high_watermark, p.backlog), (6, 1), "{p:?}");
+}
+
 #[test]
 fn transactional_status_events_are_read_and_the_index_gets_ready() {
     use rdkafka::producer::{BaseRecord, Producer};

@@ -17,7 +17,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -80,7 +79,7 @@ pub struct ApiState {
     producer: FutureProducer,
     /// A consumer with the scheduler group id, never subscribed: it only reads that
     /// group's committed offsets and the watermarks.
-    group_reader: Arc<Mutex<BaseConsumer>>,
+    group_reader: Arc<Mutex<crate::scale::lag::GroupReader>>,
     indexer: Arc<IndexerStatus>,
     /// Reads task records back by position (payload previews, redrives).
     records: Arc<records::RecordReader>,
@@ -97,7 +96,9 @@ impl ApiState {
         indexer: Arc<IndexerStatus>,
     ) -> Result<Self, ServeError> {
         let tokens = config.api.resolve_tokens()?;
-        let group_reader = crate::scale::lag::group_reader(&config)?;
+        // The last stable offsets: an overview must answer while a scheduler's open
+        // transaction holds the group's newest offsets pending.
+        let group_reader = crate::scale::lag::GroupReader::stable(&config)?;
         Ok(Self {
             submitter: Submitter::new(config.clone(), codec::Encoding::Avro)?,
             producer: kafka::producer(&config)?,
@@ -642,8 +643,8 @@ async fn queues(
     let group = s.group_reader.clone();
     let names: Vec<String> = topics.iter().map(|(t, _)| t.clone()).collect();
     let marks = tokio::task::spawn_blocking(move || {
-        let consumer = group.lock().unwrap_or_else(|p| p.into_inner());
-        crate::scale::lag::group_offsets(&consumer, &names, Duration::from_secs(10))
+        let reader = group.lock().unwrap_or_else(|p| p.into_inner());
+        reader.read(&names, Duration::from_secs(10))
     })
     .await
     .map_err(|e| ApiError::internal(&e))?

@@ -257,7 +257,7 @@ struct Controller {
     topic: String,
     runtime: tokio::runtime::Handle,
     election: BaseConsumer,
-    group: BaseConsumer,
+    group: lag::GroupReader,
     admin: AdminClient<DefaultClientContext>,
     /// Highest term seen on the controller topic, and whether we read it to its end.
     max_term: u64,
@@ -306,7 +306,9 @@ impl Controller {
             .clone()
             .unwrap_or_else(crate::clock::default_instance_id);
         Ok(Self {
-            group: lag::group_reader(&config)?,
+            // Stable offsets: under load a busy exactly-once group always has a
+            // transaction pending, and waiting for it would blind the controller.
+            group: lag::GroupReader::stable(&config)?,
             config,
             id,
             topic,
@@ -486,7 +488,9 @@ impl Controller {
 
     fn sample(&mut self, desired: &watch::Sender<u32>) -> Result<(), ScaleError> {
         let queues = self.config.queue_topics();
-        let marks = lag::group_offsets(&self.group, &queues, kafka::ADMIN_TIMEOUT)
+        let marks = self
+            .group
+            .read(&queues, kafka::ADMIN_TIMEOUT)
             .map_err(ScaleError::Lag)?;
         let lags = lag::by_topic(&queues, &marks);
         lag::export(&lags);

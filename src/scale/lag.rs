@@ -64,7 +64,9 @@ pub fn effective_lag(backlog: i64) -> u64 {
 }
 
 /// A consumer with the scheduler group id that never subscribes: it only reads that
-/// group's committed offsets and the watermarks.
+/// group's committed offsets and the watermarks. It reads `read_committed`, so librdkafka
+/// asks for the committed offsets with `require_stable`: an answer waits until no
+/// transaction holds one of them pending.
 pub fn group_reader(config: &Config) -> Result<BaseConsumer, KafkaOpError> {
     reader(config, None)
 }
@@ -89,10 +91,54 @@ fn reader(config: &Config, isolation: Option<&str>) -> Result<BaseConsumer, Kafk
     })
 }
 
-/// Per partition of `topics`: low and high watermark and the scheduler group's committed
-/// offset. Blocking; errors are messages naming what failed.
-pub fn group_offsets(
+/// Reads the scheduler group's [`PartitionMarks`]: watermarks `read_committed` (the high
+/// mark is the last stable offset, so records of a transaction still open are not
+/// backlog) and committed offsets either exactly or as last stable.
+pub struct GroupReader {
+    marks: BaseConsumer,
+    /// A second client for the committed offsets, when they are read as last stable.
+    stable: Option<BaseConsumer>,
+}
+
+impl GroupReader {
+    /// Committed offsets read with `require_stable`: exact, but the read waits while a
+    /// transaction holds one pending (up to the timeout given to [`GroupReader::read`]).
+    pub fn exact(config: &Config) -> Result<Self, KafkaOpError> {
+        Ok(Self {
+            marks: group_reader(config)?,
+            stable: None,
+        })
+    }
+
+    /// Committed offsets read as the group's last stable ones: the read answers at once
+    /// while an exactly-once scheduler's transaction holds newer offsets pending (they
+    /// count when it commits). For overviews and scaling, which must answer under load.
+    pub fn stable(config: &Config) -> Result<Self, KafkaOpError> {
+        Ok(Self {
+            marks: group_reader(config)?,
+            stable: Some(stable_group_reader(config)?),
+        })
+    }
+
+    /// Per partition of `topics`: low and high watermark and the group's committed
+    /// offset. Blocking; errors are messages naming what failed.
+    pub fn read(
+        &self,
+        topics: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<PartitionMarks>, String> {
+        group_offsets(
+            &self.marks,
+            self.stable.as_ref().unwrap_or(&self.marks),
+            topics,
+            timeout,
+        )
+    }
+}
+
+fn group_offsets(
     consumer: &BaseConsumer,
+    committed_reader: &BaseConsumer,
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionMarks>, String> {
@@ -122,7 +168,7 @@ pub fn group_offsets(
         }
     }
     if tpl.count() > 0 {
-        let committed = consumer
+        let committed = committed_reader
             .committed_offsets(tpl, timeout)
             .map_err(|e| format!("cannot read the scheduler group's offsets: {e}"))?;
         for e in committed.elements() {

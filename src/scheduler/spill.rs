@@ -185,7 +185,7 @@ pub fn watch(
     seen: Seen,
     signal: Signal,
 ) {
-    let reader = match lag::group_reader(&config) {
+    let reader = match lag::GroupReader::exact(&config) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "overflow queues cannot be watched; spilling functions keep spilling");
@@ -208,7 +208,7 @@ pub fn watch(
             continue;
         }
         let started = Instant::now();
-        match lag::group_offsets(&reader, &topics, Duration::from_secs(5)) {
+        match reader.read(&topics, Duration::from_secs(5)) {
             Ok(marks) => {
                 let mut backlog: HashMap<String, u64> = HashMap::new();
                 for m in &marks {

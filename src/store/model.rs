@@ -272,7 +272,8 @@ pub struct PartitionBacklog {
     pub high_watermark: i64,
     /// Offset of the first record still in the topic.
     pub low_watermark: i64,
-    /// The scheduler group's committed offset; `null` when it has committed none.
+    /// The scheduler group's last stable committed offset (one pending in an open
+    /// transaction counts once it commits); `null` when it has committed none.
     pub committed: Option<i64>,
     /// Records not yet committed by the schedulers (`high_watermark − committed`, or
     /// `high_watermark − low_watermark` without a commit).

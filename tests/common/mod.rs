@@ -302,6 +302,61 @@ pub fn transactional_producer(name: &str) -> ThreadedProducer<DefaultProducerCon
     producer
 }
 
+/// A transactional producer that commits offsets for a consumer group the way a scheduler
+/// of that group does: the previous owner of a partition, or one whose transaction is open.
+pub struct GroupTransactions {
+    producer: rdkafka::producer::BaseProducer,
+    group: rdkafka::consumer::ConsumerGroupMetadata,
+}
+
+impl GroupTransactions {
+    /// For the consumer group `group_id`, with a transaction timeout long enough that only
+    /// the test ends a transaction it leaves open.
+    pub fn new(name: &str, group_id: &str) -> Self {
+        let reader: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", group_id)
+            .create()
+            .unwrap();
+        let group = reader.group_metadata().unwrap();
+        let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("transactional.id", unique(name))
+            .set("transaction.timeout.ms", "300000")
+            .create()
+            .unwrap();
+        producer.init_transactions(Duration::from_secs(30)).unwrap();
+        Self { producer, group }
+    }
+
+    pub fn begin(&self) {
+        self.producer.begin_transaction().unwrap();
+    }
+
+    /// Adds partition 0 of `topic` at `offset`, with `metadata`, to the open transaction.
+    pub fn add_offset(&self, topic: &str, offset: i64, metadata: &str) {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+            .unwrap();
+        tpl.find_partition(topic, 0).unwrap().set_metadata(metadata);
+        self.producer
+            .send_offsets_to_transaction(&tpl, &self.group, Duration::from_secs(30))
+            .unwrap();
+    }
+
+    pub fn commit(&self) {
+        self.producer
+            .commit_transaction(Duration::from_secs(30))
+            .unwrap();
+    }
+
+    pub fn abort(&self) {
+        self.producer
+            .abort_transaction(Duration::from_secs(30))
+            .unwrap();
+    }
+}
+
 /// The JSON lines a command printed, each as `T`; the command must have succeeded.
 pub fn json_lines<T: serde::de::DeserializeOwned>(out: &std::process::Output) -> Vec<T> {
     assert!(
