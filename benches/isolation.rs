@@ -30,7 +30,10 @@
 //! **Over the buffer.** The same two Tidewater runs again with `max_buffered_per_partition`
 //! at a tenth of A's task count, so A's backlog is ten times the partition's buffer: A
 //! spills to its overflow queue (`scheduler.spill_after`, half the buffer) and B keeps
-//! flowing. Both runs use that buffer, so B alone may spill its own bursts too.
+//! flowing. Both runs use that buffer, so B alone may spill its own bursts too. Every run
+//! sets `spill_after = 0.5`, so the figures compare with those from before exactly-once
+//! delivery spilled at 100 tasks by default (the first runs then measure the per-function
+//! queues alone, with A's whole backlog in memory).
 //!
 //! **Memory.** Resident memory (VmRSS) of a fresh process of this bench running the
 //! scheduler in-process, so nothing measured before skews the heap. The parent creates
@@ -555,10 +558,16 @@ fn main() {
     // TW_BENCH_PARTS (default "isolation,memory") picks what runs.
     let parts = std::env::var("TW_BENCH_PARTS").unwrap_or_else(|_| "isolation,memory".into());
     if parts.contains("isolation") {
-        let tw_alone = rt.block_on(tidewater_run(load, false, "", timeout));
-        let tw_with_a = rt.block_on(tidewater_run(load, true, "", timeout));
+        // Spilling at half the buffer (the default before exactly-once spilled at 100
+        // tasks): A's backlog stays in memory, and the figure is the per-function queues'.
+        let half = "spill_after = 0.5";
+        let tw_alone = rt.block_on(tidewater_run(load, false, half, timeout));
+        let tw_with_a = rt.block_on(tidewater_run(load, true, half, timeout));
         // A's backlog ten times the partition's buffer: it spills to its overflow queue.
-        let over = format!("max_buffered_per_partition = {}", (load.a / 10).max(2));
+        let over = format!(
+            "max_buffered_per_partition = {}\n{half}",
+            (load.a / 10).max(2)
+        );
         let tw_over_alone = rt.block_on(tidewater_run(load, false, &over, timeout));
         let tw_over_with_a = rt.block_on(tidewater_run(load, true, &over, timeout));
         let fifo_alone = rt.block_on(fifo_run(load, false, timeout));

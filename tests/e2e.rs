@@ -461,14 +461,20 @@ fn a_new_owner_waits_out_an_open_transaction_on_its_offsets_and_skips_finished_t
 /// Slow and fast tasks alternating in one partition (`n` of each), the slow function's
 /// settings in `slow`: with the slow ones waiting, each finished fast task is a range of
 /// its own above the commit point, more than the commit metadata takes.
-fn slow_and_fast(name: &str, slow: &str, n: usize) -> (TestEnv, BTreeSet<String>) {
+fn slow_and_fast(
+    name: &str,
+    slow: &str,
+    n: usize,
+    spill_after: Option<usize>,
+) -> (TestEnv, BTreeSet<String>) {
+    let spill_after = spill_after.map_or_else(String::new, |n| format!("spill_after = {n}"));
     let env = TestEnv::with_partitions(
         name,
         &format!(
             r#"
             [scheduler]
             delivery = "exactly_once"
-            spill_after = 0
+            {spill_after}
             shutdown_grace = "60s"
 
             [tenants.acme.functions.slow]
@@ -563,6 +569,7 @@ fn outcomes_that_would_not_fit_the_commit_metadata_wait_and_a_kill_duplicates_no
             gate.display()
         ),
         n,
+        Some(0),
     );
     let mut first = env.start_scheduler(0);
     wait_until_held(&env, &first, n);
@@ -571,6 +578,60 @@ fn outcomes_that_would_not_fit_the_commit_metadata_wait_and_a_kill_duplicates_no
     std::fs::remove_file(&gate).unwrap();
     let second = env.start_scheduler(1);
     assert_one_outcome_each(&env, &ids, &second);
+}
+
+/// The same slow and fast functions with the default `spill_after` (100 tasks with
+/// exactly-once): the slow function's backlog goes to its overflow queue instead of
+/// waiting between finished tasks, so the list of finished offsets stays short and no
+/// fast outcome waits for room in the commit metadata.
+#[test]
+fn by_default_a_slow_backlog_spills_before_fast_outcomes_wait_for_the_commit_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("closed");
+    std::fs::write(&gate, "").unwrap();
+    let n = 1500;
+    let (env, ids) = slow_and_fast(
+        "metaspill",
+        &format!(
+            r#"executor = {{ type = "command", program = "sh", args = ["-c", "while [ -e '{}' ]; do sleep 0.1; done"] }}"#,
+            gate.display()
+        ),
+        n,
+        None,
+    );
+    let s = env.start_scheduler(0);
+    let fast: BTreeSet<String> = ids
+        .iter()
+        .filter(|i| i.starts_with("f-"))
+        .cloned()
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out: BTreeSet<String> = env
+            .outcomes(&env.topic("done"), usize::MAX, Duration::from_secs(2))
+            .into_iter()
+            .map(|o| o.task_id)
+            .collect();
+        assert!(
+            !out.iter().any(|i| i.starts_with("s-")),
+            "a gated slow task finished"
+        );
+        if out == fast {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} fast outcomes while the slow function holds its first task\n{}",
+            out.len(),
+            s.log_digest()
+        );
+    }
+    let log = s.log_text();
+    assert!(log.contains("function spills"), "{}", s.log_digest());
+    assert!(!log.contains("outcomes held back"), "{}", s.log_digest());
+    // Open the gate: the slow tasks run, from memory and from the overflow queue, once.
+    std::fs::remove_file(&gate).unwrap();
+    assert_one_outcome_each(&env, &ids, &s);
 }
 
 /// A scheduler stopping with outcomes held back and nothing running does not wait out
@@ -585,6 +646,7 @@ fn a_stop_gives_held_back_outcomes_up_and_they_run_again_once() {
         r#"executor = { type = "command", program = "true" }
             rate = 0.016"#,
         n,
+        Some(0),
     );
     let mut first = env.start_scheduler(0);
     wait_until_held(&env, &first, n);

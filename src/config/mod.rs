@@ -435,6 +435,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn spilling_starts_early_by_default_with_exactly_once_and_at_half_the_buffer_without() {
+        let threshold = |lines: &str| {
+            Config::from_toml(&format!("[scheduler]\n{lines}\n{GOOD}"))
+                .unwrap()
+                .scheduler
+                .spill_threshold()
+        };
+        assert_eq!(threshold(""), 100, "exactly-once is the default delivery");
+        assert_eq!(threshold("delivery = \"at_least_once\""), 5_000);
+        assert_eq!(
+            threshold("max_buffered_per_partition = 40"),
+            20,
+            "half the buffer"
+        );
+        assert_eq!(threshold("spill_after = 0.5"), 5_000);
+        assert_eq!(threshold("spill_after = 300"), 300);
+        assert_eq!(threshold("spill_after = 0"), 0);
+        let e = err(&format!("[scheduler]\nspill_after = -1\n{GOOD}"));
+        assert!(e.contains("scheduler.spill_after"), "{e}");
+    }
+
+    #[test]
     fn the_held_partition_watch_defaults_to_two_minutes_and_can_be_turned_off() {
         let c = Config::from_toml(GOOD).unwrap();
         assert_eq!(c.scheduler.held_partition_after.as_secs(), 120);

@@ -31,9 +31,11 @@ pub struct SchedulerConfig {
     /// `<prefix>.q.<tenant>.<function>` instead of held, so that it cannot fill the
     /// partition's buffer and hold up the other functions. A number up to 1.0 is a share
     /// of `max_buffered_per_partition`; above 1, a count of tasks; 0 turns spilling off.
-    /// Default 0.5.
-    #[serde(default = "default_spill_after")]
-    pub spill_after: f64,
+    /// Default: [`EXACTLY_ONCE_SPILL_AFTER`] tasks (or half the buffer if less) with
+    /// exactly-once delivery (each task waiting between finished ones can take a range of
+    /// the commit metadata, which holds a few hundred), half the buffer with at-least-once.
+    #[serde(default)]
+    pub spill_after: Option<f64>,
     /// Payload bytes held per partition before fetching from it pauses. Default 33554432
     /// (32 MiB).
     #[serde(default = "default_max_buffered_bytes_per_partition")]
@@ -115,9 +117,16 @@ fn default_max_log_bytes() -> NonZeroUsize {
 fn default_max_running() -> NonZeroUsize {
     nz(256)
 }
-fn default_spill_after() -> f64 {
-    0.5
-}
+/// The default `spill_after` with exactly-once delivery, in tasks: well below the few
+/// hundred ranges of finished offsets that fit in a partition's commit metadata, so a
+/// slow function's backlog spills before the outcomes of faster functions above it must
+/// wait for room there.
+pub const EXACTLY_ONCE_SPILL_AFTER: usize = 100;
+
+/// The default `spill_after` with at-least-once delivery, and the most of the buffer the
+/// exactly-once default takes (a function must spill before the buffer is full: a full
+/// buffer pauses the partition, and no further task would be read to spill).
+const DEFAULT_SHARE: f64 = 0.5;
 fn default_max_buffered_per_partition() -> NonZeroUsize {
     nz(10_000)
 }
@@ -155,7 +164,7 @@ impl Default for SchedulerConfig {
             max_log_bytes: default_max_log_bytes(),
             dedupe_window: default_dedupe_window(),
             max_buffered_per_partition: default_max_buffered_per_partition(),
-            spill_after: default_spill_after(),
+            spill_after: None,
             max_buffered_bytes_per_partition: default_max_buffered_bytes_per_partition(),
             max_buffered: default_max_buffered(),
             max_buffered_bytes: default_max_buffered_bytes(),
@@ -175,12 +184,20 @@ impl SchedulerConfig {
     /// Tasks of one function held from one shared partition before it spills (0: never).
     pub fn spill_threshold(&self) -> usize {
         let max = self.max_buffered_per_partition.get();
-        if self.spill_after <= 0.0 {
+        let share = |after: f64| ((max as f64 * after).ceil() as usize).clamp(1, max);
+        let after = match (self.spill_after, self.delivery) {
+            (Some(after), _) => after,
+            (None, Delivery::ExactlyOnce) => {
+                return EXACTLY_ONCE_SPILL_AFTER.min(share(DEFAULT_SHARE));
+            }
+            (None, Delivery::AtLeastOnce) => DEFAULT_SHARE,
+        };
+        if after <= 0.0 {
             0
-        } else if self.spill_after <= 1.0 {
-            ((max as f64 * self.spill_after).ceil() as usize).clamp(1, max)
+        } else if after <= 1.0 {
+            share(after)
         } else {
-            (self.spill_after.round() as usize).min(max)
+            (after.round() as usize).min(max)
         }
     }
 
@@ -206,7 +223,10 @@ impl SchedulerConfig {
                 "must be 0s (off) or at least 1s",
             ));
         }
-        if !self.spill_after.is_finite() || self.spill_after < 0.0 {
+        if self
+            .spill_after
+            .is_some_and(|after| !after.is_finite() || after < 0.0)
+        {
             return Err(invalid(
                 "scheduler.spill_after",
                 "must be 0 (off), a share up to 1.0, or a count of tasks",
