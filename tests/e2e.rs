@@ -525,34 +525,6 @@ fn wait_until_held(env: &TestEnv, s: &common::SchedulerProcess, n: usize) -> usi
     published
 }
 
-/// Waits until every task of `ids` has an outcome and checks that none has two.
-fn assert_one_outcome_each(env: &TestEnv, ids: &BTreeSet<String>, s: &common::SchedulerProcess) {
-    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while Instant::now() < deadline {
-        outcomes = BTreeMap::new();
-        for o in env.outcomes(&env.topic("done"), usize::MAX, Duration::from_secs(3)) {
-            *outcomes.entry(o.task_id).or_default() += 1;
-        }
-        if outcomes.len() == ids.len() {
-            break;
-        }
-    }
-    let seen: BTreeSet<String> = outcomes.keys().cloned().collect();
-    assert_eq!(&seen, ids, "every task has an outcome\n{}", s.log_digest());
-    let doubled: Vec<&String> = outcomes
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| id)
-        .collect();
-    assert!(
-        doubled.is_empty(),
-        "{} tasks have two outcomes: {:?}",
-        doubled.len(),
-        doubled.iter().take(10).collect::<Vec<_>>()
-    );
-}
-
 /// Fast tasks finishing far above a slow one make more ranges of finished offsets than a
 /// partition's commit metadata takes. Their outcomes wait until they fit; none is left
 /// out of the metadata, so after `kill -9` none runs again.
@@ -577,7 +549,9 @@ fn outcomes_that_would_not_fit_the_commit_metadata_wait_and_a_kill_duplicates_no
     // The slow function is fast now: everything finishes, each task once.
     std::fs::remove_file(&gate).unwrap();
     let second = env.start_scheduler(1);
-    assert_one_outcome_each(&env, &ids, &second);
+    env.assert_one_outcome_each(&env.topic("done"), &ids, Duration::from_secs(180), || {
+        second.log_digest()
+    });
 }
 
 /// The same slow and fast functions with the default `spill_after` (100 tasks with
@@ -631,7 +605,9 @@ fn by_default_a_slow_backlog_spills_before_fast_outcomes_wait_for_the_commit_met
     assert!(!log.contains("outcomes held back"), "{}", s.log_digest());
     // Open the gate: the slow tasks run, from memory and from the overflow queue, once.
     std::fs::remove_file(&gate).unwrap();
-    assert_one_outcome_each(&env, &ids, &s);
+    env.assert_one_outcome_each(&env.topic("done"), &ids, Duration::from_secs(180), || {
+        s.log_digest()
+    });
 }
 
 /// A scheduler stopping with outcomes held back and nothing running does not wait out
@@ -669,5 +645,7 @@ fn a_stop_gives_held_back_outcomes_up_and_they_run_again_once() {
     let text = std::fs::read_to_string(&env.config_path).unwrap();
     std::fs::write(&env.config_path, text.replace("rate = 0.016", "")).unwrap();
     let second = env.start_scheduler(1);
-    assert_one_outcome_each(&env, &ids, &second);
+    env.assert_one_outcome_each(&env.topic("done"), &ids, Duration::from_secs(180), || {
+        second.log_digest()
+    });
 }

@@ -248,26 +248,9 @@ fn kill_9_while_spilling_leaves_exactly_one_outcome_per_task() {
     });
     first.kill9();
     let mut second = env.start_scheduler(1);
-    let done = env.topic("done");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut outcomes = by_id(Vec::new());
-    while Instant::now() < deadline {
-        outcomes = by_id(env.outcomes(&done, usize::MAX, Duration::from_secs(3)));
-        if outcomes.len() == ids.len() {
-            break;
-        }
-    }
-    let seen: BTreeSet<String> = outcomes.keys().cloned().collect();
-    assert_eq!(seen, ids, "every task has an outcome");
-    let doubled: Vec<&String> = outcomes
-        .iter()
-        .filter(|(_, o)| o.len() > 1)
-        .map(|(id, _)| id)
-        .collect();
-    assert!(
-        doubled.is_empty(),
-        "read_committed saw two outcomes of {doubled:?}"
-    );
+    env.assert_one_outcome_each(&env.topic("done"), &ids, Duration::from_secs(180), || {
+        second.log_digest()
+    });
     second.terminate(Duration::from_secs(30));
 }
 

@@ -231,6 +231,43 @@ impl TestEnv {
     }
 
     /// Outcome events on a destination topic, decoded; waits for `want` of them.
+    /// Reads `topic` (`read_committed`) until every task of `ids` has an outcome or
+    /// `within` has passed, then asserts that each has one and none has two; `context`
+    /// (a log, say) is shown on failure.
+    pub fn assert_one_outcome_each(
+        &self,
+        topic: &str,
+        ids: &BTreeSet<String>,
+        within: Duration,
+        context: impl Fn() -> String,
+    ) {
+        let mut count: BTreeMap<String, usize> = BTreeMap::new();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            count = BTreeMap::new();
+            for o in self.outcomes(topic, usize::MAX, Duration::from_secs(3)) {
+                *count.entry(o.task_id).or_default() += 1;
+            }
+            if count.len() == ids.len() {
+                break;
+            }
+        }
+        let seen: BTreeSet<String> = count.keys().cloned().collect();
+        assert_eq!(&seen, ids, "every task has an outcome\n{}", context());
+        let doubled: Vec<&String> = count
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            doubled.is_empty(),
+            "{} tasks have two outcomes: {:?}\n{}",
+            doubled.len(),
+            doubled.iter().take(10).collect::<Vec<_>>(),
+            context()
+        );
+    }
+
     pub fn outcomes(&self, topic: &str, want: usize, timeout: Duration) -> Vec<Outcome> {
         self.read(topic, want, timeout)
             .into_iter()
