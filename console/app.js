@@ -3,7 +3,7 @@
 // token is never part of it.
 
 import { setToken, signOut, token, whoami } from "./api.js";
-import { el, show, notice, clearNotice, route, stopTimers } from "./ui.js";
+import { el, show, notice, clearNotice, route, nextPage, isCurrent } from "./ui.js";
 import { tasksPage } from "./tasks.js";
 import { taskPage } from "./task.js";
 import { queuesPage } from "./queues.js";
@@ -13,6 +13,8 @@ import { deadPage } from "./dead.js";
 export const session = { who: null };
 
 function signInPage(message) {
+  // Nothing a page was loading may replace the form.
+  nextPage();
   document.getElementById("nav").hidden = true;
   document.getElementById("signout").hidden = true;
   document.getElementById("who").textContent = "";
@@ -61,7 +63,7 @@ function markNav(page) {
 }
 
 async function render({ keepNotice = false } = {}) {
-  stopTimers();
+  const mine = nextPage();
   if (!keepNotice) clearNotice();
   if (!token()) return signInPage();
   const r = route();
@@ -78,7 +80,7 @@ async function render({ keepNotice = false } = {}) {
         return await tasksPage(r.params, session);
     }
   } catch (e) {
-    if (e.status === 401) return;
+    if (e.status === 401 || !isCurrent(mine)) return;
     show(el("h1", {}, "Something went wrong"), el("p", { class: "error" }, e.message || String(e)));
   }
 }

@@ -3,7 +3,7 @@
 // so a retry of an interrupted bulk redrive submits nothing twice).
 
 import { api, redrive } from "./api.js";
-import { el, show, field, href, when, action, notice, taskHref } from "./ui.js";
+import { el, showPage, pageNow, field, href, when, action, notice, taskHref } from "./ui.js";
 
 const MAX_TASKS = 5000;
 
@@ -100,6 +100,7 @@ function groupRow(g) {
 }
 
 export async function deadPage(params, session) {
+  const mine = pageNow();
   const form = el(
     "form",
     { class: "filters row", "aria-label": "Dead letters filter" },
@@ -116,7 +117,8 @@ export async function deadPage(params, session) {
   });
   const { tasks, more } = await collect(params);
   const gs = groups(tasks);
-  show(
+  showPage(
+    mine,
     el("h1", {}, "Dead letters"),
     el("p", { class: "muted" }, "Tasks that ended failed, expired or stopped, grouped by function and reason. A redrive sends them through again with their id and payload."),
     form,

@@ -3,7 +3,7 @@
 // drawn in SVG.
 
 import { api } from "./api.js";
-import { el, svg, show, when, href, every } from "./ui.js";
+import { el, svg, showPage, pageNow, isCurrent, when, href, every } from "./ui.js";
 
 const SERIES = [
   ["submitted", "Submitted"],
@@ -127,6 +127,7 @@ function queueCard(q) {
 }
 
 export async function queuesPage(params) {
+  const mine = pageNow();
   const minutes = params.get("minutes") || "60";
   const body = el("div", { "aria-live": "polite" });
   const select = el(
@@ -163,7 +164,7 @@ export async function queuesPage(params) {
       problem.hidden = false;
     }
   }
-  show(el("h1", {}, "Queues"), el("div", { class: "row" }, select, el("span", { class: "muted" }, "Refreshes every 10 s")), problem, body);
+  if (!showPage(mine, el("h1", {}, "Queues"), el("div", { class: "row" }, select, el("span", { class: "muted" }, "Refreshes every 10 s")), problem, body)) return;
   await refresh();
-  every(10000, refresh);
+  if (isCurrent(mine)) every(10000, refresh);
 }

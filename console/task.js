@@ -3,7 +3,7 @@
 // where it came from, with Stop and Redrive.
 
 import { getTask, getLogs, getRecord, stopTask, redrive } from "./api.js";
-import { el, svg, show, badge, when, span, action, notice, every } from "./ui.js";
+import { el, svg, showPage, pageNow, badge, when, span, action, notice, every } from "./ui.js";
 
 const ENDED = ["succeeded", "failed", "stopped", "expired"];
 const REDRIVABLE = ["failed", "stopped", "expired"];
@@ -197,6 +197,7 @@ async function allLogs(id, tenant) {
 }
 
 export async function taskPage(id, params) {
+  const mine = pageNow();
   const tenant = params.get("tenant") || "";
   const d = await getTask(id, tenant);
   const [logs, rec] = await Promise.all([
@@ -227,7 +228,8 @@ export async function taskPage(id, params) {
     );
   }
   const errors = d.attempt_history.filter((a) => a.error);
-  show(
+  const shown = showPage(
+    mine,
     el("p", {}, el("a", { href: "#/tasks" }, "← Tasks")),
     el("h1", { class: "taskid" }, "Task ", el("code", {}, d.id), " ", badge(d.status)),
     buttons,
@@ -241,5 +243,5 @@ export async function taskPage(id, params) {
   async function refresh() {
     if (location.hash.startsWith("#/task/")) window.dispatchEvent(new Event("tidewater:refresh"));
   }
-  if (!ENDED.includes(d.status)) every(3000, refresh);
+  if (shown && !ENDED.includes(d.status)) every(3000, refresh);
 }

@@ -2,7 +2,7 @@
 // keyset paging (a page never repeats or skips a task), and auto-refresh.
 
 import { api } from "./api.js";
-import { el, show, field, badge, when, href, taskHref, every, route } from "./ui.js";
+import { el, showPage, pageNow, isCurrent, field, badge, when, href, taskHref, every, route } from "./ui.js";
 
 const STATUSES = ["queued", "running", "retrying", "succeeded", "failed", "stopped", "expired"];
 const FILTERS = [
@@ -114,6 +114,7 @@ export function taskTable(tasks, { selectable = false } = {}) {
 }
 
 export async function tasksPage(params, session) {
+  const mine = pageNow();
   const query = listQuery(params);
   const results = el("div", { id: "results", "aria-live": "polite" });
   const back = (params.get("back") || "").split(" ").filter(Boolean);
@@ -137,12 +138,12 @@ export async function tasksPage(params, session) {
       pager,
     );
   }
-  show(el("h1", {}, "Tasks"), filterForm(params, session.who), results);
+  if (!showPage(mine, el("h1", {}, "Tasks"), filterForm(params, session.who), results)) return;
   // "-" in the back stack stands for the first page (no cursor).
   if (params.get("cursor") === "-") {
     params.delete("cursor");
     query.delete("cursor");
   }
   await load();
-  if (params.get("refresh") === "1") every(5000, () => load().catch(() => {}));
+  if (params.get("refresh") === "1" && isCurrent(mine)) every(5000, () => load().catch(() => {}));
 }

@@ -29,6 +29,35 @@ export function svg(tag, attrs, ...children) {
   return build(document.createElementNS(SVG, tag), attrs, children);
 }
 
+// Which page is current: a page loads its data asynchronously, and one the user has left
+// meanwhile must not replace the page they went to when its answers arrive.
+let page = 0;
+
+/** A new page starts: the timers of the one before stop, and it can show nothing more. */
+export function nextPage() {
+  stopTimers();
+  page += 1;
+  return page;
+}
+
+/** The current page, to be taken by a page before its first `await`. */
+export function pageNow() {
+  return page;
+}
+
+/** Whether `mine` (from `pageNow`) is still the page shown. */
+export function isCurrent(mine) {
+  return mine === page;
+}
+
+/** Replaces the content of the page when `mine` is still current; false when the user
+ * has gone elsewhere since (the caller then stops: no timers for a page left). */
+export function showPage(mine, ...nodes) {
+  if (!isCurrent(mine)) return false;
+  show(...nodes);
+  return true;
+}
+
 /** Replaces the content of the page. */
 export function show(...nodes) {
   const main = document.getElementById("main");

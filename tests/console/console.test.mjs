@@ -171,6 +171,31 @@ try {
     await shot("queues");
   });
 
+  await step("a page left while it loads does not replace the page the user went to", async () => {
+    // The task page's record request is held until the Queues page is up.
+    const isRecord = (u) => new URL(u).pathname.endsWith("/v1/tasks/flaky-1/record");
+    let release;
+    const held = new Promise((r) => (release = r));
+    const match = (u) => isRecord(u.href);
+    await page.route(match, async (route) => {
+      await held;
+      await route.continue();
+    });
+    const asked = page.waitForRequest((r) => isRecord(r.url()));
+    await page.evaluate(() => (location.hash = "#/task/flaky-1?tenant=acme"));
+    await asked;
+    await page.keyboard.press("g");
+    await page.keyboard.press("q");
+    await page.locator("section.queue").first().waitFor();
+    const answered = page.waitForResponse((r) => isRecord(r.url()));
+    release();
+    await answered;
+    await page.waitForTimeout(500);
+    check(await page.getByRole("heading", { name: "Queues" }).isVisible(), "the Queues page is still shown");
+    check((await page.getByRole("heading", { name: /Task flaky-1/ }).count()) === 0, "the task page did not come back");
+    await page.unroute(match);
+  });
+
   await step("dead letters are grouped by function and reason", async () => {
     await page.keyboard.press("g");
     await page.keyboard.press("d");
