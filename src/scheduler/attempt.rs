@@ -136,7 +136,9 @@ pub(super) async fn attempt(ctx: &Ctx, job: &mut Job, cancel: CancellationToken)
         finished_at: now_ms(),
         error: result.as_ref().err().map(ToString::to_string),
     });
-    ctx.send_nowait(log_records(ctx, &job.task(), attempt_i32, captured));
+    if !captured.is_empty() {
+        ctx.send_nowait(log_records(ctx, &job.task(), attempt_i32, captured));
+    }
     match result {
         Ok(r) => AttemptResult::Succeeded(r),
         Err(e) => AttemptResult::Failed(e),
