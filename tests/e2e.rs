@@ -504,6 +504,33 @@ fn slow_and_fast(
     (env, ids)
 }
 
+/// A file whose existence keeps the slow function's tasks running.
+struct Gate {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Gate {
+    fn closed() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("closed");
+        std::fs::write(&path, "").unwrap();
+        Self { _dir: dir, path }
+    }
+
+    /// A function executor whose tasks run until the gate opens.
+    fn executor(&self) -> String {
+        format!(
+            r#"executor = {{ type = "command", program = "sh", args = ["-c", "while [ -e '{}' ]; do sleep 0.1; done"] }}"#,
+            self.path.display()
+        )
+    }
+
+    fn open(&self) {
+        std::fs::remove_file(&self.path).unwrap();
+    }
+}
+
 /// Waits until `s` holds outcomes back; returns how many fast outcomes are out then.
 fn wait_until_held(env: &TestEnv, s: &common::SchedulerProcess, n: usize) -> usize {
     let deadline = Instant::now() + WAIT;
@@ -530,24 +557,14 @@ fn wait_until_held(env: &TestEnv, s: &common::SchedulerProcess, n: usize) -> usi
 /// out of the metadata, so after `kill -9` none runs again.
 #[test]
 fn outcomes_that_would_not_fit_the_commit_metadata_wait_and_a_kill_duplicates_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let gate = dir.path().join("closed");
-    std::fs::write(&gate, "").unwrap();
+    let gate = Gate::closed();
     let n = 1500;
-    let (env, ids) = slow_and_fast(
-        "metafit",
-        &format!(
-            r#"executor = {{ type = "command", program = "sh", args = ["-c", "while [ -e '{}' ]; do sleep 0.1; done"] }}"#,
-            gate.display()
-        ),
-        n,
-        Some(0),
-    );
+    let (env, ids) = slow_and_fast("metafit", &gate.executor(), n, Some(0));
     let mut first = env.start_scheduler(0);
     wait_until_held(&env, &first, n);
     first.kill9();
     // The slow function is fast now: everything finishes, each task once.
-    std::fs::remove_file(&gate).unwrap();
+    gate.open();
     let second = env.start_scheduler(1);
     env.assert_one_outcome_each(&env.topic("done"), &ids, Duration::from_secs(180), || {
         second.log_digest()
@@ -560,19 +577,9 @@ fn outcomes_that_would_not_fit_the_commit_metadata_wait_and_a_kill_duplicates_no
 /// fast outcome waits for room in the commit metadata.
 #[test]
 fn by_default_a_slow_backlog_spills_before_fast_outcomes_wait_for_the_commit_metadata() {
-    let dir = tempfile::tempdir().unwrap();
-    let gate = dir.path().join("closed");
-    std::fs::write(&gate, "").unwrap();
+    let gate = Gate::closed();
     let n = 1500;
-    let (env, ids) = slow_and_fast(
-        "metaspill",
-        &format!(
-            r#"executor = {{ type = "command", program = "sh", args = ["-c", "while [ -e '{}' ]; do sleep 0.1; done"] }}"#,
-            gate.display()
-        ),
-        n,
-        None,
-    );
+    let (env, ids) = slow_and_fast("metaspill", &gate.executor(), n, None);
     let s = env.start_scheduler(0);
     let fast: BTreeSet<String> = ids
         .iter()
@@ -604,7 +611,7 @@ fn by_default_a_slow_backlog_spills_before_fast_outcomes_wait_for_the_commit_met
     assert!(log.contains("function spills"), "{}", s.log_digest());
     assert!(!log.contains("outcomes held back"), "{}", s.log_digest());
     // Open the gate: the slow tasks run, from memory and from the overflow queue, once.
-    std::fs::remove_file(&gate).unwrap();
+    gate.open();
     env.assert_one_outcome_each(&env.topic("done"), &ids, Duration::from_secs(180), || {
         s.log_digest()
     });
