@@ -8,7 +8,12 @@
 //! (b) reaction time: with `--replicas auto` (one process to start with, a low
 //!     `lag_per_replica`), from the submission of a backlog that crosses the threshold to
 //!     the first task completed by a process the supervisor added (the first status
-//!     event of a second scheduler id).
+//!     event of a second scheduler id);
+//! (c) a lag read (what `/v1/queues` and the controller do each time): the watermarks and
+//!     the group's committed offsets of every partition of a queue of
+//!     `TW_BENCH_PARTITIONS` partitions (300 by default), median of 5 reads, against a
+//!     baseline in the same run that asks for each partition's watermarks in a request
+//!     of its own (`fetch_watermarks`, as Tidewater did before).
 //!
 //! ```sh
 //! scripts/kafka.sh start
@@ -192,5 +197,61 @@ fn main() {
     let react = reaction_seconds(&rt, n.max(400));
     println!(
         "scale: reaction, backlog submitted -> first task done by an added process: {react:.1} s"
+    );
+    let partitions = common::count("TW_BENCH_PARTITIONS", 300, 12);
+    lag_read(&rt, i32::try_from(partitions).unwrap());
+}
+
+/// (c): one lag read of a queue of `partitions` partitions, batched and per partition.
+fn lag_read(rt: &tokio::runtime::Runtime, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::Consumer;
+    let w = world("lag", "");
+    let topic = format!("{}.q.lagread", w.prefix);
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .create()
+        .unwrap();
+    let created = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(&topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let timeout = Duration::from_secs(30);
+    let reader = tidewater::scale::lag::GroupReader::stable(&w.config).unwrap();
+    let topics = [topic.clone()];
+    // Metadata of a new topic takes a moment to reach every client.
+    let deadline = Instant::now() + timeout;
+    while reader.read(&topics, timeout).map_or(0, |m| m.len()) != partitions as usize {
+        assert!(Instant::now() < deadline, "the new topic never had its partitions");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let baseline = tidewater::scale::lag::group_reader(&w.config).unwrap();
+    let median = |f: &dyn Fn() -> usize| {
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let t0 = Instant::now();
+                assert_eq!(f(), partitions as usize);
+                t0.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[2]
+    };
+    let per_partition = median(&|| {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            baseline.fetch_watermarks(&topic, p, timeout).unwrap();
+            tpl.add_partition(&topic, p);
+        }
+        baseline.committed_offsets(tpl, timeout).unwrap().count()
+    });
+    let batched = median(&|| reader.read(&topics, timeout).unwrap().len());
+    println!(
+        "scale: lag read of {partitions} partitions: {batched:.1} ms (per-partition requests: {per_partition:.1} ms, {:.1}x)",
+        per_partition / batched.max(1e-3)
     );
 }

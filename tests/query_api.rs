@@ -936,6 +936,60 @@ fn the_queue_overview_answers_while_a_transaction_holds_the_group_offsets() {
     assert_eq!((p.high_watermark, p.backlog), (6, 1), "{p:?}");
 }
 
+/// Records deleted from the head of a queue (retention, `kafka-delete-records`): the
+/// overview counts the backlog from the low watermark until the group commits.
+#[test]
+fn the_queue_overview_counts_from_the_low_watermark_after_records_are_deleted() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let env = TestEnv::with_partitions("qlow", BODY, 1);
+    env.init_topics();
+    let queue = env.queue("acme");
+    env.submit(
+        "acme",
+        (0..10)
+            .map(|i| common::task(&format!("d-{i}"), "resize", "x"))
+            .collect(),
+    );
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &env.bootstrap)
+        .create()
+        .unwrap();
+    let mut before = rdkafka::TopicPartitionList::new();
+    before
+        .add_partition_offset(&queue, 0, rdkafka::Offset::Offset(4))
+        .unwrap();
+    let deleted = block(admin.delete_records(&before, &AdminOptions::new())).unwrap();
+    assert_eq!(
+        deleted.elements()[0].offset(),
+        rdkafka::Offset::Offset(4),
+        "{deleted:?}"
+    );
+
+    let serve = Serve::start(&env, &env.dir.path().join("index.db"), 0);
+    let acme = serve.client(ACME);
+    let q = block(acme.queues(Some(5))).unwrap();
+    let shared = q.queues.iter().find(|x| x.topic == queue).unwrap();
+    let p = &shared.partitions[0];
+    assert_eq!(
+        (p.low_watermark, p.high_watermark, p.committed, p.backlog),
+        (4, 10, None, 6),
+        "{p:?}"
+    );
+    // Once the group commits, from its offset.
+    let owner = common::GroupTransactions::new("qlow", &env.config.group_id());
+    owner.begin();
+    owner.add_offset(&queue, 7, "tw1:");
+    owner.commit();
+    let p = wait_for("the committed offset 7", || {
+        let q = block(acme.queues(Some(5))).unwrap();
+        let shared = q.queues.iter().find(|x| x.topic == queue).unwrap();
+        let p = shared.partitions[0].clone();
+        (p.committed == Some(7)).then_some(p)
+    });
+    assert_eq!((p.low_watermark, p.backlog), (4, 3), "{p:?}");
+}
+
 #[test]
 fn transactional_status_events_are_read_and_the_index_gets_ready() {
     use rdkafka::producer::{BaseRecord, Producer};

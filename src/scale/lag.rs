@@ -136,13 +136,16 @@ impl GroupReader {
     }
 }
 
+/// The partitions of `topics`, their watermarks in two requests for all of them
+/// (`offsets_for_times` at "earliest" and "latest", which librdkafka batches per broker;
+/// one request per partition took seconds at a few hundred partitions), and the group's
+/// committed offsets from `committed_reader`.
 fn group_offsets(
     consumer: &BaseConsumer,
     committed_reader: &BaseConsumer,
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionMarks>, String> {
-    let mut tpl = TopicPartitionList::new();
     let mut out = Vec::new();
     for topic in topics {
         let md = consumer
@@ -150,37 +153,78 @@ fn group_offsets(
             .map_err(|e| format!("cannot read the partitions of {topic}: {e}"))?;
         for t in md.topics() {
             for p in t.partitions() {
-                let (low, high) =
-                    consumer
-                        .fetch_watermarks(topic, p.id(), timeout)
-                        .map_err(|e| {
-                            format!("cannot read the watermarks of {topic}[{}]: {e}", p.id())
-                        })?;
-                tpl.add_partition(topic, p.id());
                 out.push(PartitionMarks {
                     topic: topic.clone(),
                     partition: p.id(),
-                    low,
-                    high,
+                    low: 0,
+                    high: 0,
                     committed: None,
                 });
             }
         }
     }
-    if tpl.count() > 0 {
-        let committed = committed_reader
-            .committed_offsets(tpl, timeout)
-            .map_err(|e| format!("cannot read the scheduler group's offsets: {e}"))?;
-        for e in committed.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                if let Some(slot) = out
-                    .iter_mut()
-                    .find(|m| m.topic == e.topic() && m.partition == e.partition())
-                {
-                    slot.committed = Some(o);
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let index: std::collections::HashMap<(&str, i32), usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ((m.topic.as_str(), m.partition), i))
+        .collect();
+    let list = |at: Offset| {
+        let mut tpl = TopicPartitionList::new();
+        for m in &out {
+            tpl.add_partition_offset(&m.topic, m.partition, at)
+                .map_err(|e| format!("cannot ask for {}[{}]: {e}", m.topic, m.partition))?;
+        }
+        Ok::<_, String>(tpl)
+    };
+    let lows = consumer
+        .offsets_for_times(list(Offset::Beginning)?, timeout)
+        .map_err(|e| format!("cannot read the low watermarks: {e}"))?;
+    let highs = consumer
+        .offsets_for_times(list(Offset::End)?, timeout)
+        .map_err(|e| format!("cannot read the high watermarks: {e}"))?;
+    let committed = committed_reader
+        .committed_offsets(list(Offset::Invalid)?, timeout)
+        .map_err(|e| format!("cannot read the scheduler group's offsets: {e}"))?;
+    let mut marks: Vec<(i64, i64, Option<i64>)> = vec![(-1, -1, None); out.len()];
+    for (answer, which) in [(&lows, 0), (&highs, 1)] {
+        for e in answer.elements() {
+            let Some(&i) = index.get(&(e.topic(), e.partition())) else {
+                continue;
+            };
+            match (e.error(), e.offset()) {
+                (Ok(()), Offset::Offset(o)) if which == 0 => marks[i].0 = o,
+                (Ok(()), Offset::Offset(o)) => marks[i].1 = o,
+                (Err(err), _) => {
+                    return Err(format!(
+                        "cannot read the watermarks of {}[{}]: {err}",
+                        e.topic(),
+                        e.partition()
+                    ));
+                }
+                (Ok(()), other) => {
+                    return Err(format!(
+                        "no watermark for {}[{}]: {other:?}",
+                        e.topic(),
+                        e.partition()
+                    ));
                 }
             }
         }
+    }
+    for e in committed.elements() {
+        if let (Some(&i), Offset::Offset(o)) = (index.get(&(e.topic(), e.partition())), e.offset())
+        {
+            marks[i].2 = Some(o);
+        }
+    }
+    for (m, (low, high, committed)) in out.iter_mut().zip(marks) {
+        if low < 0 || high < 0 {
+            return Err(format!("no watermarks for {}[{}]", m.topic, m.partition));
+        }
+        (m.low, m.high, m.committed) = (low, high, committed);
     }
     Ok(out)
 }
