@@ -215,7 +215,11 @@ fn lag_read(rt: &tokio::runtime::Runtime, partitions: i32) {
         .unwrap();
     let created = rt
         .block_on(admin.create_topics(
-            &[NewTopic::new(&topic, partitions, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                &topic,
+                partitions,
+                TopicReplication::Fixed(1),
+            )],
             &AdminOptions::new(),
         ))
         .unwrap();
@@ -226,7 +230,10 @@ fn lag_read(rt: &tokio::runtime::Runtime, partitions: i32) {
     // Metadata of a new topic takes a moment to reach every client.
     let deadline = Instant::now() + timeout;
     while reader.read(&topics, timeout).map_or(0, |m| m.len()) != partitions as usize {
-        assert!(Instant::now() < deadline, "the new topic never had its partitions");
+        assert!(
+            Instant::now() < deadline,
+            "the new topic never had its partitions"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let baseline = tidewater::scale::lag::group_reader(&w.config).unwrap();
