@@ -77,8 +77,7 @@ pub struct ApiState {
     tokens: Vec<ResolvedToken>,
     submitter: Submitter,
     producer: FutureProducer,
-    /// A consumer with the scheduler group id, never subscribed: it only reads that
-    /// group's committed offsets and the watermarks.
+    /// Reads the scheduler group's committed offsets (last stable) and the watermarks.
     group_reader: Arc<Mutex<crate::scale::lag::GroupReader>>,
     indexer: Arc<IndexerStatus>,
     /// Reads task records back by position (payload previews, redrives).

@@ -166,12 +166,13 @@ fn group_offsets(
     if out.is_empty() {
         return Ok(out);
     }
-    let index: std::collections::HashMap<(&str, i32), usize> = out
+    // Answers list partitions in no promised order: each goes back to its position.
+    let position: std::collections::HashMap<(&str, i32), usize> = out
         .iter()
         .enumerate()
         .map(|(i, m)| ((m.topic.as_str(), m.partition), i))
         .collect();
-    let list = |at: Offset| {
+    let ask = |at: Offset| {
         let mut tpl = TopicPartitionList::new();
         for m in &out {
             tpl.add_partition_offset(&m.topic, m.partition, at)
@@ -179,51 +180,50 @@ fn group_offsets(
         }
         Ok::<_, String>(tpl)
     };
-    let lows = consumer
-        .offsets_for_times(list(Offset::Beginning)?, timeout)
-        .map_err(|e| format!("cannot read the low watermarks: {e}"))?;
-    let highs = consumer
-        .offsets_for_times(list(Offset::End)?, timeout)
-        .map_err(|e| format!("cannot read the high watermarks: {e}"))?;
-    let committed = committed_reader
-        .committed_offsets(list(Offset::Invalid)?, timeout)
-        .map_err(|e| format!("cannot read the scheduler group's offsets: {e}"))?;
-    let mut marks: Vec<(i64, i64, Option<i64>)> = vec![(-1, -1, None); out.len()];
-    for (answer, which) in [(&lows, 0), (&highs, 1)] {
+    // One watermark of every partition, in `out`'s order.
+    let watermarks = |at: Offset, which: &str| {
+        let answer = consumer
+            .offsets_for_times(ask(at)?, timeout)
+            .map_err(|e| format!("cannot read the {which} watermarks: {e}"))?;
+        let mut marks = vec![None; out.len()];
         for e in answer.elements() {
-            let Some(&i) = index.get(&(e.topic(), e.partition())) else {
+            let Some(&i) = position.get(&(e.topic(), e.partition())) else {
                 continue;
             };
-            match (e.error(), e.offset()) {
-                (Ok(()), Offset::Offset(o)) if which == 0 => marks[i].0 = o,
-                (Ok(()), Offset::Offset(o)) => marks[i].1 = o,
-                (Err(err), _) => {
-                    return Err(format!(
-                        "cannot read the watermarks of {}[{}]: {err}",
-                        e.topic(),
-                        e.partition()
-                    ));
-                }
-                (Ok(()), other) => {
-                    return Err(format!(
-                        "no watermark for {}[{}]: {other:?}",
-                        e.topic(),
-                        e.partition()
-                    ));
-                }
+            e.error().map_err(|err| {
+                format!(
+                    "cannot read the {which} watermark of {}[{}]: {err}",
+                    e.topic(),
+                    e.partition()
+                )
+            })?;
+            if let Offset::Offset(o) = e.offset() {
+                marks[i] = Some(o);
             }
         }
-    }
-    for e in committed.elements() {
-        if let (Some(&i), Offset::Offset(o)) = (index.get(&(e.topic(), e.partition())), e.offset())
+        Ok::<_, String>(marks)
+    };
+    let lows = watermarks(Offset::Beginning, "low")?;
+    let highs = watermarks(Offset::End, "high")?;
+    let mut committed = vec![None; out.len()];
+    let answer = committed_reader
+        .committed_offsets(ask(Offset::Invalid)?, timeout)
+        .map_err(|e| format!("cannot read the scheduler group's offsets: {e}"))?;
+    for e in answer.elements() {
+        if let (Some(&i), Offset::Offset(o)) =
+            (position.get(&(e.topic(), e.partition())), e.offset())
         {
-            marks[i].2 = Some(o);
+            committed[i] = Some(o);
         }
     }
-    for (m, (low, high, committed)) in out.iter_mut().zip(marks) {
-        if low < 0 || high < 0 {
+    for ((m, (low, high)), committed) in out
+        .iter_mut()
+        .zip(lows.into_iter().zip(highs))
+        .zip(committed)
+    {
+        let (Some(low), Some(high)) = (low, high) else {
             return Err(format!("no watermarks for {}[{}]", m.topic, m.partition));
-        }
+        };
         (m.low, m.high, m.committed) = (low, high, committed);
     }
     Ok(out)
