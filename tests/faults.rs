@@ -151,7 +151,7 @@ fn a_single_broker_restarted_three_times_loses_nothing_and_duplicates_nothing() 
     let chunk = 1000;
     let mut n = 0;
     let mut away = Vec::new();
-    for _ in 0..3 {
+    for round in 0..3 {
         submit_ids(&env, n..n + chunk);
         n += chunk;
         watch.wait_for(n - chunk + 400, FINISH, || stalled(&s, &kafka, &env));
@@ -160,15 +160,19 @@ fn a_single_broker_restarted_three_times_loses_nothing_and_duplicates_nothing() 
         std::thread::sleep(Duration::from_secs(10));
         kafka.start();
         away.push((stopped, Instant::now()));
+        if round == 2 {
+            // The transaction completing when the broker stopped may have a part without
+            // its marker (RELIABILITY.md); it becomes readable with the same producer's
+            // next marker on that partition, once work flows again. Work goes on, as it
+            // does in service: a second wave at once after the last restart, before any
+            // progress is awaited (the outcomes left to show may all sit behind such a
+            // part, and then only more work brings them).
+            let more = 300;
+            submit_ids(&env, n..n + more);
+            n += more;
+        }
         resumed = resumed.max(watch.wait_for_progress(n, FINISH, || stalled(&s, &kafka, &env)));
     }
-    // The transaction completing when the broker stopped may have a part without its
-    // marker (RELIABILITY.md); it becomes readable with the same producer's next marker
-    // on that partition, once work flows again. Work goes on, as it does in service: a
-    // second wave after the last restart.
-    let more = 300;
-    submit_ids(&env, n..n + more);
-    let n = n + more;
     let w = watch.finish(n, FINISH, SETTLE, || stalled(&s, &kafka, &env));
     report(
         "single broker stopped for 10 s and started, three times",
