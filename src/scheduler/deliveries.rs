@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rdkafka::producer::BaseProducer;
+use rdkafka::producer::{BaseProducer, Producer};
 use tracing::error;
 
 use super::publisher::DeliveryCounter;
@@ -24,12 +24,27 @@ use super::publisher::DeliveryCounter;
 /// How long a thread waiting for deliveries naps between looks at the event queue.
 pub const NAP: Duration = Duration::from_micros(200);
 
-/// Serves the delivery report waiting in `producer`'s event queue, if any, without
+/// Most reports served in one call: a bound on the time it takes, not a limit on what
+/// is served (the next call goes on).
+const MOST_AT_ONCE: usize = 64;
+
+/// Serves the delivery reports waiting in `producer`'s event queue, if any, without
 /// waiting. Waiting is done by napping ([`NAP`]) between calls: rust-rdkafka's `poll` with
 /// a timeout rounds what is left of it below 1 ms down to no wait and spins through that
 /// last millisecond, a busy thread on two cores shared with the broker.
+///
+/// One `poll` serves one event (the records of one produce request); a batch's records go
+/// in several requests, so this serves on while the count of records in flight falls.
 pub fn serve_waiting(producer: &BaseProducer<DeliveryCounter>) {
-    producer.poll(Duration::ZERO);
+    let mut in_flight = producer.in_flight_count();
+    for _ in 0..MOST_AT_ONCE {
+        producer.poll(Duration::ZERO);
+        let now = producer.in_flight_count();
+        if now >= in_flight {
+            return;
+        }
+        in_flight = now;
+    }
 }
 
 /// What the thread is told.

@@ -312,7 +312,7 @@ impl<T: Send + 'static> Publisher<T> {
     /// Waits until every record sent is delivered (or failed), serving delivery reports
     /// as they come. rust-rdkafka's `flush` with a timeout polls in 100 ms slices that last
     /// their whole length (up to 100 ms more per batch), and shorter slices spin (see
-    /// [`deliveries::serve_waiting`]): this looks, serves a waiting report and naps.
+    /// [`deliveries::serve_waiting`]): this looks, serves the waiting reports and naps.
     fn deliver_all(&self, timeout: Duration) -> Result<(), KafkaError> {
         let deadline = Instant::now() + timeout;
         loop {
