@@ -167,7 +167,7 @@ await_node() {
     fi
     if node_started "$i"; then
       if kafka_tool Ready "127.0.0.1:$(node_port "$i")" --wait "$(ready_budget "$started_at")" \
-          >/dev/null 2>&1; then
+          >/dev/null 2>"$(node_dir "$i")/ready.err"; then
         say "node $i ready in $(( $(date +%s) - started_at ))s: 127.0.0.1:$(node_port "$i")"
         return 0
       fi
@@ -175,6 +175,10 @@ await_node() {
       sleep 0.5
     fi
     if (( $(date +%s) - started_at > timeout )); then
+      if node_started "$i"; then
+        # The node logged its start but did not answer: say what the probe last got.
+        say "node $i logged its start; its last metadata request got: $(tail -n 3 "$(node_dir "$i")/ready.err" 2>/dev/null | tr '\n' ' ')"
+      fi
       die "node $i not ready after ${timeout}s (log $(node_log "$i"))"
     fi
   done

@@ -98,10 +98,15 @@ impl Kafka {
         let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "scripts", "kafka.sh"]
             .iter()
             .collect();
+        // A node restarted under a test's load, while the other suites' brokers run on
+        // the same cores, can take longer than a fresh start: these tests are about what
+        // the scheduler loses or repeats, not how fast a broker comes back.
+        let timeout = std::env::var("TW_KAFKA_START_TIMEOUT").unwrap_or_else(|_| "300".into());
         Command::new(script)
             .args(args)
             .env("TW_KAFKA_NODES", self.nodes.to_string())
             .env("TW_KAFKA_PORT", self.port.to_string())
+            .env("TW_KAFKA_START_TIMEOUT", timeout)
             .output()
             .unwrap()
     }
