@@ -472,7 +472,7 @@ fn publisher_producer(
     // one (`delivery.report.only.error`), librdkafka frees each delivered record, its
     // header list and each header on its broker thread, while the publisher's thread
     // allocated them. Frees across threads cost more than the reports do (BENCHMARKS.md,
-    // "Delivery reports for every record": 12% less CPU per exactly-once task).
+    // "Delivery reports for every record": 10% less CPU per exactly-once task).
     if exactly_once {
         kafka::set_default(&mut cc, "message.timeout.ms", "10000");
     }
