@@ -36,14 +36,24 @@ const MOST_AT_ONCE: usize = 64;
 /// One `poll` serves one event (the records of one produce request); a batch's records go
 /// in several requests, so this serves on while the count of records in flight falls.
 pub fn serve_waiting(producer: &BaseProducer<DeliveryCounter>) {
-    let mut in_flight = producer.in_flight_count();
+    serve_while_falling(
+        || producer.poll(Duration::ZERO),
+        || producer.in_flight_count(),
+    );
+}
+
+/// Calls `serve` (serves one event) again while each call lowers `in_flight` (records
+/// not yet reported), at most [`MOST_AT_ONCE`] times: a call that lowers nothing found
+/// nothing waiting.
+fn serve_while_falling(mut serve: impl FnMut(), in_flight: impl Fn() -> i32) {
+    let mut before = in_flight();
     for _ in 0..MOST_AT_ONCE {
-        producer.poll(Duration::ZERO);
-        let now = producer.in_flight_count();
-        if now >= in_flight {
+        serve();
+        let now = in_flight();
+        if now >= before {
             return;
         }
-        in_flight = now;
+        before = now;
     }
 }
 
@@ -123,5 +133,64 @@ impl Drop for DeliveryPoller {
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// Reports waiting as events of `per_event` records each; serving takes one event.
+    struct Waiting {
+        events: Cell<i32>,
+        per_event: i32,
+        served: Cell<usize>,
+    }
+
+    impl Waiting {
+        fn new(events: i32, per_event: i32) -> Self {
+            Self {
+                events: Cell::new(events),
+                per_event,
+                served: Cell::new(0),
+            }
+        }
+
+        fn run(&self) {
+            serve_while_falling(
+                || {
+                    self.served.set(self.served.get() + 1);
+                    self.events.set((self.events.get() - 1).max(0));
+                },
+                || self.events.get() * self.per_event,
+            );
+        }
+    }
+
+    #[test]
+    fn one_call_serves_the_reports_of_every_produce_request_waiting() {
+        // A batch over four partitions: four produce requests, four events.
+        let w = Waiting::new(4, 10);
+        w.run();
+        assert_eq!(w.events.get(), 0, "reports left waiting");
+        // The last look finds nothing more.
+        assert_eq!(w.served.get(), 5);
+    }
+
+    #[test]
+    fn with_nothing_waiting_one_look_is_all() {
+        let w = Waiting::new(0, 10);
+        w.run();
+        assert_eq!(w.served.get(), 1);
+    }
+
+    #[test]
+    fn one_call_is_bounded() {
+        let w = Waiting::new(1000, 1);
+        w.run();
+        assert_eq!(w.served.get(), MOST_AT_ONCE);
+        assert_eq!(w.events.get(), 1000 - MOST_AT_ONCE as i32);
     }
 }
